@@ -478,7 +478,9 @@ mod tests {
         M: Serialize + for<'de> Deserialize<'de>,
     {
         let bytes = frame.encode().expect("encodes");
-        read_frame(&mut bytes.as_slice()).expect("decodes").expect("one frame")
+        read_frame(&mut bytes.as_slice())
+            .expect("decodes")
+            .expect("one frame")
     }
 
     #[test]
@@ -506,7 +508,10 @@ mod tests {
         .expect("serializes");
         assert_eq!(json, r#"{"type":"write_files","files":[],"as":"user"}"#);
         let json = serde_json::to_string(&Reply::Exited(ExitInfo::default())).expect("ser");
-        assert!(json.starts_with(r#"{"type":"exited","code":null"#), "{json}");
+        assert!(
+            json.starts_with(r#"{"type":"exited","code":null"#),
+            "{json}"
+        );
     }
 
     #[test]
@@ -525,7 +530,9 @@ mod tests {
 
     #[test]
     fn clean_eof_between_frames_is_none_and_mid_frame_is_error() {
-        assert!(read_frame::<Reply>(&mut [].as_slice()).expect("eof").is_none());
+        assert!(read_frame::<Reply>(&mut [].as_slice())
+            .expect("eof")
+            .is_none());
         assert!(read_frame::<Reply>(&mut [0u8, 0].as_slice()).is_err());
     }
 

@@ -1,0 +1,379 @@
+//! Agent definitions: one JSON file per agent in the agents directory, named
+//! `<slug>.json`, with the fields of `agent({...})` from `@21st-sdk/agent`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+/// One agent, as deployed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentDef {
+    /// Display name (defaults to the slug).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The agent runtime; only `claude-code` exists.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// Model id passed to the CLI.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// A system prompt, or the Claude Code preset with an appendix.
+    #[serde(default)]
+    pub system_prompt: Option<SystemPrompt>,
+    /// Claude Code permission mode.
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// Turn limit of one run.
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// Cost limit of one run, in USD.
+    #[serde(default)]
+    pub max_budget_usd: Option<f64>,
+    /// Tools the agent may not use.
+    #[serde(default)]
+    pub disallowed_tools: Vec<String>,
+    /// MCP servers, as Claude Code's `mcpServers` object.
+    #[serde(default)]
+    pub mcp_servers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The environment of its sandboxes.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+/// A system prompt: a plain string or `{type: "preset", preset: "claude_code", append?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SystemPrompt {
+    /// Replaces the default prompt.
+    Text(String),
+    /// The Claude Code prompt, optionally with text appended.
+    Preset {
+        /// Always `"preset"`.
+        #[serde(rename = "type")]
+        kind: PresetTag,
+        /// Always `"claude_code"`.
+        preset: PresetName,
+        /// Text appended to the preset.
+        #[serde(default)]
+        append: Option<String>,
+    },
+}
+
+/// The literal `"preset"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresetTag {
+    /// `"preset"`
+    Preset,
+}
+
+/// The literal `"claude_code"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresetName {
+    /// `"claude_code"`
+    ClaudeCode,
+}
+
+/// `Sandbox({...})`: how every sandbox of the agent is prepared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Image to start from (default: the daemon's `--image`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Debian packages baked into the agent's template image.
+    #[serde(default)]
+    pub apt: Vec<String>,
+    /// Commands (as root) baked into the agent's template image.
+    #[serde(default)]
+    pub build: Vec<String>,
+    /// Commands run in every new sandbox, in order, in `cwd`.
+    #[serde(default)]
+    pub setup: Vec<String>,
+    /// Files written into every new sandbox: path (relative to `/home/user`) to content.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Environment of everything that runs in the sandbox.
+    #[serde(default)]
+    pub envs: BTreeMap<String, String>,
+    /// Working directory of setup, exec and the agent (default `/home/user`).
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// CPU limit.
+    #[serde(default)]
+    pub cpu_count: Option<f64>,
+    /// Memory limit in MiB.
+    #[serde(default, rename = "memoryMB")]
+    pub memory_mb: Option<u64>,
+    /// Idle lifetime in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Egress allow list.
+    #[serde(default)]
+    pub network_allow_out: Option<Vec<String>>,
+    /// Egress deny list.
+    #[serde(default)]
+    pub network_deny_out: Option<Vec<String>>,
+}
+
+const PERMISSION_MODES: &[&str] = &[
+    "default",
+    "acceptEdits",
+    "plan",
+    "bypassPermissions",
+    "dontAsk",
+    "auto",
+];
+
+impl AgentDef {
+    /// Parses and validates a definition.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let def: AgentDef = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        def.validate()?;
+        Ok(def)
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(runtime) = &self.runtime {
+            if runtime != "claude-code" {
+                return Err(format!(
+                    "runtime {runtime:?} is not supported (only \"claude-code\")"
+                ));
+            }
+        }
+        if let Some(mode) = &self.permission_mode {
+            check_permission_mode(mode)?;
+        }
+        if self.max_budget_usd.is_some_and(|b| b.is_nan() || b <= 0.0) {
+            return Err("maxBudgetUsd must be a positive number".into());
+        }
+        let sb = &self.sandbox;
+        if sb.cpu_count.is_some_and(|c| c.is_nan() || c <= 0.0) {
+            return Err("sandbox.cpuCount must be a positive number".into());
+        }
+        if sb.memory_mb == Some(0) {
+            return Err("sandbox.memoryMB must be positive".into());
+        }
+        for key in sb.envs.keys() {
+            check_env_name(key).map_err(|e| format!("sandbox.envs: {e}"))?;
+        }
+        for package in &sb.apt {
+            if package.is_empty()
+                || !package
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.:=~_".contains(c))
+            {
+                return Err(format!("sandbox.apt: {package:?} is not a package name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The display name.
+    pub fn display_name(&self, slug: &str) -> String {
+        self.name.clone().unwrap_or_else(|| slug.to_owned())
+    }
+}
+
+/// Validates a Claude Code permission mode.
+pub fn check_permission_mode(mode: &str) -> Result<(), String> {
+    if PERMISSION_MODES.contains(&mode) {
+        Ok(())
+    } else {
+        Err(format!(
+            "permissionMode {mode:?} is not one of {}",
+            PERMISSION_MODES.join(", ")
+        ))
+    }
+}
+
+/// Validates an environment variable name.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid environment variable name"))
+    }
+}
+
+/// Validates an agent slug: letters, digits, `-`, `_`, `.`; not starting with `.`.
+pub fn check_slug(slug: &str) -> Result<(), String> {
+    let valid = !slug.is_empty()
+        && slug.len() <= 128
+        && !slug.starts_with('.')
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{slug:?} is not a valid agent slug (letters, digits, '-', '_', '.')"
+        ))
+    }
+}
+
+/// A definition file that could not be loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadProblem {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Loads every `*.json` in `dir`. A bad file is reported and skipped; the rest load.
+/// A missing directory is an empty set.
+pub fn load_dir(dir: &Path) -> (BTreeMap<String, AgentDef>, Vec<LoadProblem>) {
+    let mut agents = BTreeMap::new();
+    let mut problems = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (agents, problems),
+        Err(e) => {
+            problems.push(LoadProblem {
+                path: dir.to_owned(),
+                message: format!("cannot read the agents directory: {e}"),
+            });
+            return (agents, problems);
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let slug = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let loaded = check_slug(&slug).and_then(|()| {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            AgentDef::parse(&text)
+        });
+        match loaded {
+            Ok(def) => {
+                agents.insert(slug, def);
+            }
+            Err(message) => problems.push(LoadProblem {
+                path: path.clone(),
+                message,
+            }),
+        }
+    }
+    (agents, problems)
+}
+
+/// The agents the daemon knows.
+#[derive(Debug, Default)]
+pub struct Agents {
+    by_slug: RwLock<HashMap<String, AgentDef>>,
+}
+
+impl Agents {
+    /// A registry holding `agents`.
+    pub fn new(agents: BTreeMap<String, AgentDef>) -> Self {
+        Self {
+            by_slug: RwLock::new(agents.into_iter().collect()),
+        }
+    }
+
+    /// The agent named `slug`.
+    pub fn get(&self, slug: &str) -> Option<AgentDef> {
+        self.read().get(slug).cloned()
+    }
+
+    /// All agents, sorted by slug.
+    pub fn list(&self) -> Vec<(String, AgentDef)> {
+        let mut all: Vec<_> = self
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, AgentDef>> {
+        // A panic while holding this lock cannot leave the map half-updated (inserts
+        // are single calls), so a poisoned lock is still consistent.
+        self.by_slug.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_definition() {
+        let def = AgentDef::parse(
+            r#"{
+              "name": "Demo", "runtime": "claude-code", "model": "claude-sonnet-4-6",
+              "systemPrompt": {"type": "preset", "preset": "claude_code", "append": "Be brief."},
+              "permissionMode": "bypassPermissions", "maxTurns": 5, "maxBudgetUsd": 1.5,
+              "disallowedTools": ["WebFetch"], "mcpServers": {},
+              "sandbox": {"apt": ["jq"], "setup": ["true"], "files": {"a.txt": "x"},
+                          "envs": {"A_B": "1"}, "cwd": "/home/user/app", "cpuCount": 2,
+                          "memoryMB": 1024, "timeoutMs": 60000,
+                          "networkAllowOut": ["10.0.0.0/8"], "networkDenyOut": []}
+            }"#,
+        )
+        .expect("valid");
+        assert_eq!(def.sandbox.memory_mb, Some(1024));
+        assert!(matches!(
+            def.system_prompt,
+            Some(SystemPrompt::Preset { .. })
+        ));
+        let plain = AgentDef::parse(r#"{"systemPrompt": "hi"}"#).expect("valid");
+        assert_eq!(plain.system_prompt, Some(SystemPrompt::Text("hi".into())));
+    }
+
+    #[test]
+    fn rejects_bad_definitions_with_reasons() {
+        let unknown = AgentDef::parse(r#"{"sandbox": {"aptt": []}}"#).unwrap_err();
+        assert!(unknown.contains("aptt"), "{unknown}");
+        let mode = AgentDef::parse(r#"{"permissionMode": "yolo"}"#).unwrap_err();
+        assert!(mode.contains("yolo"), "{mode}");
+        let env = AgentDef::parse(r#"{"sandbox": {"envs": {"1X": "a"}}}"#).unwrap_err();
+        assert!(env.contains("1X"), "{env}");
+        let runtime = AgentDef::parse(r#"{"runtime": "codex"}"#).unwrap_err();
+        assert!(runtime.contains("codex"), "{runtime}");
+        let apt = AgentDef::parse(r#"{"sandbox": {"apt": ["jq; rm -rf /"]}}"#).unwrap_err();
+        assert!(apt.contains("package"), "{apt}");
+    }
+
+    #[test]
+    fn a_bad_file_does_not_stop_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("good.json"), r#"{"name": "Good"}"#).expect("write");
+        std::fs::write(dir.path().join("bad.json"), r#"{"name": "#).expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
+        let (agents, problems) = load_dir(dir.path());
+        assert_eq!(agents.keys().collect::<Vec<_>>(), vec!["good"]);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].path.ends_with("bad.json"));
+        assert!(
+            problems[0].message.contains("EOF"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn slugs_are_checked() {
+        assert!(check_slug("demo-agent_1.v2").is_ok());
+        assert!(check_slug(".hidden").is_err());
+        assert!(check_slug("a/b").is_err());
+        assert!(check_slug("").is_err());
+    }
+}

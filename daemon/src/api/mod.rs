@@ -1,0 +1,100 @@
+//! The HTTP API (axum). Handlers extract and validate, call the domain, and map the
+//! result; [`app`] builds the router so tests can drive it without a socket.
+
+mod error;
+mod json;
+mod sandboxes;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use error::ApiError;
+pub use json::ApiJson;
+
+use crate::auth::ApiKey;
+use crate::readiness::{Phase, Readiness};
+use crate::sandbox::Sandboxes;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The sandbox domain.
+    pub sandboxes: Arc<Sandboxes>,
+    /// Start-up progress.
+    pub readiness: Arc<Readiness>,
+    /// The API key.
+    pub api_key: ApiKey,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
+        .route("/sandboxes/{id}/exec", post(sandboxes::exec))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Bodies are bounded by `ApiJson` (it knows the configured limit and answers
+        // 413 in our JSON shape); axum's own default of 2 MiB would be too small.
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+/// `GET /healthz`: 200 once sandboxes can be served, 503 with the phase before.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.readiness.phase() {
+        Phase::Ready => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Phase::Starting(what) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "starting", "phase": what })),
+        )
+            .into_response(),
+        Phase::Failed(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "error", "error": why })),
+        )
+            .into_response(),
+    }
+}
+
+/// Requires `Authorization: Bearer <api key>`.
+async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match presented {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing credentials: send the header `Authorization: Bearer <api key>`",
+        )
+        .into_response(),
+        Some(key) if state.api_key.matches(key.trim()) => next.run(req).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid API key (the daemon printed where its key is stored at start-up)",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,174 @@
+//! The command line and the daemon's configuration.
+//!
+//! This module and `main.rs` are the only places that read the process environment
+//! (through clap's `env` attributes): everything else receives a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The default sandbox image, built from `images/default` on first start.
+pub const DEFAULT_IMAGE: &str = "sandboxd/default:bookworm";
+
+/// `sandboxd`: a local sandbox runtime for coding agents.
+#[derive(Debug, Parser)]
+#[command(name = "sandboxd", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: the HTTP API on --listen.
+    Serve(ServeArgs),
+}
+
+/// Flags of `sandboxd serve`; each can also come from the environment variable shown.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, env = "SANDBOXD_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+
+    /// Where state lives (API key, sandbox directories). Default:
+    /// $XDG_DATA_HOME/sandboxd or ~/.local/share/sandboxd.
+    #[arg(long, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Directory of agent definitions, one `<slug>.json` per agent.
+    #[arg(long, env = "SANDBOXD_AGENTS_DIR", default_value = "./agents")]
+    pub agents_dir: PathBuf,
+
+    /// The default sandbox image (built from the embedded `images/default` when it is
+    /// the default and missing).
+    #[arg(long, env = "SANDBOXD_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+
+    /// Anthropic-compatible API the model proxy forwards to.
+    #[arg(
+        long,
+        env = "SANDBOXD_MODEL_UPSTREAM",
+        default_value = "https://api.anthropic.com"
+    )]
+    pub model_upstream: String,
+
+    /// The claude CLI binary to mount into sandboxes (default: `claude` on PATH, else
+    /// the image's own).
+    #[arg(long, env = "SANDBOXD_CLAUDE_BIN")]
+    pub claude_bin: Option<PathBuf>,
+
+    /// The static `sandbox-init` binary (default: next to this executable, or in the
+    /// cargo target directory).
+    #[arg(long, env = "SANDBOXD_INIT_BIN")]
+    pub init_bin: Option<PathBuf>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SANDBOXD_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest stdout (and, separately, stderr) an exec returns, in bytes; the rest is
+    /// dropped and the result flagged as truncated.
+    #[arg(long, env = "SANDBOXD_EXEC_OUTPUT_LIMIT", default_value_t = 8 * 1024 * 1024)]
+    pub exec_output_limit: u64,
+
+    /// Timeout of an exec that does not give `timeoutMs`, in milliseconds.
+    #[arg(long, env = "SANDBOXD_EXEC_TIMEOUT_MS", default_value_t = 10 * 60 * 1000)]
+    pub exec_timeout_ms: u64,
+
+    /// Debian mirror used to build the base image where no registry is reachable.
+    #[arg(
+        long,
+        env = "SANDBOXD_DEBIAN_MIRROR",
+        default_value = "http://deb.debian.org/debian"
+    )]
+    pub debian_mirror: String,
+
+    /// Extra label `key=value` put on every container (tests use it to find theirs).
+    #[arg(long = "label", env = "SANDBOXD_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+}
+
+/// Everything the daemon needs to run, resolved from flags and environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// State directory (created if missing).
+    pub state_dir: PathBuf,
+    /// Agent definitions directory.
+    pub agents_dir: PathBuf,
+    /// Default sandbox image.
+    pub image: String,
+    /// Model upstream URL.
+    pub model_upstream: String,
+    /// Claude binary on the host, if configured.
+    pub claude_bin: Option<PathBuf>,
+    /// sandbox-init binary on the host, if configured.
+    pub init_bin: Option<PathBuf>,
+    /// The API key from `SANDBOXD_API_KEY`, if set.
+    pub api_key: Option<String>,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// Exec output limit per stream.
+    pub exec_output_limit: u64,
+    /// Default exec timeout.
+    pub exec_timeout_ms: u64,
+    /// Debian mirror for the offline base image.
+    pub debian_mirror: String,
+    /// Extra container labels.
+    pub labels: Vec<(String, String)>,
+    /// This executable's path, to find `sandbox-init` beside it.
+    pub current_exe: Option<PathBuf>,
+}
+
+impl Config {
+    /// Resolves `serve` flags plus the environment-only settings.
+    pub fn from_serve_args(args: ServeArgs) -> anyhow::Result<Self> {
+        let state_dir = match args.state_dir {
+            Some(dir) => dir,
+            None => default_state_dir()?,
+        };
+        let labels = args
+            .labels
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected key=value"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            listen: args.listen,
+            state_dir,
+            agents_dir: args.agents_dir,
+            image: args.image,
+            model_upstream: args.model_upstream,
+            claude_bin: args.claude_bin,
+            init_bin: args.init_bin,
+            api_key: std::env::var("SANDBOXD_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            max_body_bytes: args.max_body_bytes,
+            exec_output_limit: args.exec_output_limit,
+            exec_timeout_ms: args.exec_timeout_ms,
+            debian_mirror: args.debian_mirror,
+            labels,
+            current_exe: std::env::current_exe().ok(),
+        })
+    }
+}
+
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(data).join("sandboxd"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("neither --state-dir, XDG_DATA_HOME nor HOME is set"))?;
+    Ok(PathBuf::from(home).join(".local/share/sandboxd"))
+}

@@ -1,0 +1,291 @@
+//! The Docker engine, for sandbox lifecycle only: create, start, remove, list, and
+//! building images. Exec and files never go through Docker (see `init_client`).
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+
+/// A failure talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine did not answer at all.
+    #[error("the Docker engine is unreachable ({0}); start it (`dockerd`) or check DOCKER_HOST")]
+    Unreachable(String),
+    /// The engine answered 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The engine answered with another error.
+    #[error("the Docker engine refused: {0}")]
+    Refused(String),
+}
+
+impl From<bollard::errors::Error> for EngineError {
+    fn from(e: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => Self::NotFound(message),
+            E::DockerResponseServerError { message, .. } => Self::Refused(message),
+            E::DockerStreamError { error } => Self::Refused(error),
+            E::JsonDataError { message, .. } => Self::Refused(message),
+            other => Self::Unreachable(other.to_string()),
+        }
+    }
+}
+
+/// What to run as one sandbox container.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Entrypoint (replaces the image's).
+    pub entrypoint: Vec<String>,
+    /// `KEY=value` environment.
+    pub env: Vec<String>,
+    /// Labels.
+    pub labels: HashMap<String, String>,
+    /// `host:container[:ro]` bind mounts.
+    pub binds: Vec<String>,
+    /// Hostname inside the container.
+    pub hostname: String,
+    /// Working directory of the entrypoint.
+    pub working_dir: String,
+}
+
+/// A connected engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects to the local engine (DOCKER_HOST or the default socket) and agrees on
+    /// an API version, so that both old (20.10) and new engines work.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_local_defaults()?;
+        let docker = docker.negotiate_version().await?;
+        docker.ping().await?;
+        Ok(Self { docker })
+    }
+
+    /// Checks that the engine still answers.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker.ping().await?;
+        Ok(())
+    }
+
+    /// Whether an image exists locally, and its labels.
+    pub async fn image_labels(
+        &self,
+        image: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(info) => Ok(Some(info.config.and_then(|c| c.labels).unwrap_or_default())),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Creates and starts a container; returns its id. A container that fails to start
+    /// is removed again.
+    pub async fn run(&self, spec: ContainerSpec) -> Result<String, EngineError> {
+        let body = ContainerCreateBody {
+            image: Some(spec.image),
+            entrypoint: Some(spec.entrypoint),
+            cmd: Some(vec![]),
+            env: Some(spec.env),
+            labels: Some(spec.labels),
+            hostname: Some(spec.hostname),
+            working_dir: Some(spec.working_dir),
+            user: Some("0:0".into()),
+            host_config: Some(HostConfig {
+                binds: Some(spec.binds),
+                init: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name),
+            ..Default::default()
+        };
+        let created = self.docker.create_container(Some(options), body).await?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            let _ = self.remove(&created.id).await;
+            return Err(e.into());
+        }
+        Ok(created.id)
+    }
+
+    /// Kills and removes a container with its anonymous volumes. A container that is
+    /// already gone is not an error.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(()),
+                // "removal already in progress" is a 409 that ends the same way.
+                EngineError::Refused(m) if m.contains("already in progress") => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Lists containers (running or not) carrying a label `key=value`.
+    pub async fn list_labelled(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{key}={value}")],
+            )])),
+            ..Default::default()
+        };
+        Ok(self.docker.list_containers(Some(options)).await?)
+    }
+
+    /// Pulls an image from its registry, reporting progress lines.
+    pub async fn pull(&self, image: &str, progress: impl Fn(&str)) -> Result<(), EngineError> {
+        let options = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item?;
+            if let Some(status) = info.status {
+                progress(&status);
+            }
+        }
+        Ok(())
+    }
+
+    /// Imports a root filesystem tarball as an image (what `docker import` does).
+    pub async fn import_rootfs<S>(&self, tag: &str, tarball: S) -> Result<(), EngineError>
+    where
+        S: Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        let (repo, tag) = split_ref(tag);
+        let options = CreateImageOptions {
+            from_src: Some("-".to_owned()),
+            repo: Some(repo.to_owned()),
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        };
+        let body = bollard::body_try_stream(tarball);
+        let mut stream = self.docker.create_image(Some(options), Some(body), None);
+        while let Some(item) = stream.next().await {
+            item?;
+        }
+        Ok(())
+    }
+
+    /// Builds an image from a tar build context, reporting each output line.
+    pub async fn build(
+        &self,
+        tag: &str,
+        context_tar: Vec<u8>,
+        build_args: HashMap<String, String>,
+        labels: HashMap<String, String>,
+        progress: impl Fn(&str),
+    ) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::BuildImageOptions {
+            dockerfile: "Dockerfile".to_owned(),
+            t: Some(tag.to_owned()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(build_args),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let body = bollard::body_full(context_tar.into());
+        let mut stream = self.docker.build_image(options, None, Some(body));
+        // The classic builder reports a failing RUN step as an `error` item in the
+        // stream, not as an HTTP error: keep the last lines to explain it.
+        let mut tail: Vec<String> = Vec::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    let e = EngineError::from(e);
+                    return Err(with_tail(e, &tail));
+                }
+            };
+            if let Some(line) = info.stream {
+                for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                    progress(l);
+                    tail.push(l.to_owned());
+                    if tail.len() > 20 {
+                        tail.remove(0);
+                    }
+                }
+            }
+            if let Some(detail) = info.error_detail {
+                let message = detail.message.unwrap_or_default();
+                return Err(with_tail(EngineError::Refused(message), &tail));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn with_tail(e: EngineError, tail: &[String]) -> EngineError {
+    match e {
+        EngineError::Refused(m) if !tail.is_empty() => EngineError::Refused(format!(
+            "{m}\n--- last build output ---\n{}",
+            tail.join("\n")
+        )),
+        other => other,
+    }
+}
+
+/// Splits `repo:tag` (a registry port is not a tag).
+fn split_ref(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_references() {
+        assert_eq!(split_ref("a/b:c"), ("a/b", "c"));
+        assert_eq!(split_ref("a/b"), ("a/b", "latest"));
+        assert_eq!(split_ref("host:5000/a"), ("host:5000/a", "latest"));
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let e = bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            message: "no such container".into(),
+        };
+        assert!(matches!(EngineError::from(e), EngineError::NotFound(_)));
+        let e = bollard::errors::Error::SocketNotFoundError("/var/run/docker.sock".into());
+        assert!(matches!(EngineError::from(e), EngineError::Unreachable(_)));
+    }
+}

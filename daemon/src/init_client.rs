@@ -1,0 +1,401 @@
+//! The client half of the sandbox-init protocol (see `sandbox_init::protocol`): one unix
+//! socket connection per operation, typed frames both ways.
+//!
+//! Dropping a future of this module drops its connection, and sandbox-init answers a
+//! dropped connection by killing the process it was running: a cancelled HTTP request
+//! leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sandbox_init::protocol::{
+    decode_header, ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, Reply, Request,
+    WriteFileSpec, CHUNK_LEN, HEADER_LEN, PROTOCOL_VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+/// A failure of an operation inside a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The socket could not be reached (the container is gone or not started).
+    #[error("the sandbox is unreachable: {0}")]
+    Unreachable(std::io::Error),
+    /// The conversation broke or did not follow the protocol.
+    #[error("the sandbox broke the protocol: {0}")]
+    Protocol(String),
+    /// sandbox-init reported a failure of the operation itself.
+    #[error("{message}")]
+    Remote {
+        /// Its class.
+        kind: ErrorKind,
+        /// Its message, naming the path or program.
+        message: String,
+    },
+}
+
+impl From<FrameError> for InitError {
+    fn from(e: FrameError) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for InitError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}
+
+/// What an exec produced, collected.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// Stdout bytes (at most the requested limit).
+    pub stdout: Vec<u8>,
+    /// Stderr bytes (at most the requested limit).
+    pub stderr: Vec<u8>,
+    /// How it ended.
+    pub exit: ExitInfo,
+}
+
+/// The client for one sandbox's socket.
+#[derive(Debug, Clone)]
+pub struct InitClient {
+    socket: PathBuf,
+}
+
+/// One open connection.
+#[derive(Debug)]
+pub struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: BufWriter<OwnedWriteHalf>,
+}
+
+impl Conn {
+    /// Sends one frame and flushes it.
+    pub async fn send(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
+        self.writer.write_all(&frame.encode()?).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Receives one frame; `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
+        let mut header = [0u8; HEADER_LEN];
+        match self.reader.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let (kind, len) = decode_header(header)?;
+        let mut payload = vec![0u8; len];
+        self.reader.read_exact(&mut payload).await?;
+        Ok(Some(Frame::from_parts(kind, payload)?))
+    }
+
+    /// Receives the next frame, which must be a message.
+    pub async fn recv_reply(&mut self) -> Result<Reply, InitError> {
+        match self.recv().await? {
+            Some(Frame::Message(Reply::Error { kind, message })) => {
+                Err(InitError::Remote { kind, message })
+            }
+            Some(Frame::Message(reply)) => Ok(reply),
+            Some(other) => Err(InitError::Protocol(format!(
+                "expected a message, got {}",
+                frame_name(&other)
+            ))),
+            None => Err(InitError::Protocol("the connection closed early".into())),
+        }
+    }
+
+    /// Splits into halves for full-duplex use (a streaming exec).
+    pub fn into_split(self) -> (BufReader<OwnedReadHalf>, BufWriter<OwnedWriteHalf>) {
+        (self.reader, self.writer)
+    }
+}
+
+fn frame_name(frame: &Frame<Reply>) -> &'static str {
+    match frame {
+        Frame::Message(_) => "a message",
+        Frame::Stdout(_) => "stdout",
+        Frame::Stderr(_) => "stderr",
+        Frame::Stdin(_) => "stdin",
+        Frame::Data(_) => "data",
+    }
+}
+
+impl InitClient {
+    /// A client for the socket at `socket`.
+    pub fn new(socket: PathBuf) -> Self {
+        Self { socket }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Opens a connection.
+    pub async fn connect(&self) -> Result<Conn, InitError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(InitError::Unreachable)?;
+        let (r, w) = stream.into_split();
+        Ok(Conn {
+            reader: BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r),
+            writer: BufWriter::new(w),
+        })
+    }
+
+    /// Sends a request that has a single reply, and returns it.
+    async fn call(&self, request: Request) -> Result<Reply, InitError> {
+        let mut conn = self.connect().await?;
+        conn.send(&Frame::Message(request)).await?;
+        conn.recv_reply().await
+    }
+
+    /// Checks the server speaks our protocol version.
+    pub async fn hello(&self) -> Result<(), InitError> {
+        match self
+            .call(Request::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await?
+        {
+            Reply::Hello { version, .. } if version == PROTOCOL_VERSION => Ok(()),
+            Reply::Hello { version, .. } => Err(InitError::Protocol(format!(
+                "sandbox-init speaks protocol {version}, this daemon {PROTOCOL_VERSION}"
+            ))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits until the server answers, polling every few milliseconds up to `deadline`.
+    pub async fn wait_ready(&self, deadline: Duration) -> Result<(), InitError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.hello().await {
+                Ok(()) => return Ok(()),
+                Err(InitError::Unreachable(e)) if started.elapsed() >= deadline => {
+                    return Err(InitError::Unreachable(e))
+                }
+                Err(InitError::Unreachable(_)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Starts a process and returns the connection positioned after `Started`.
+    pub async fn spawn(&self, request: ExecRequest) -> Result<(Conn, u32), InitError> {
+        let mut conn = self.connect().await?;
+        conn.send(&Frame::Message(Request::Exec(request))).await?;
+        match conn.recv_reply().await? {
+            Reply::Started { pid } => Ok((conn, pid)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs a process to completion and collects its output. The output limit is
+    /// enforced inside the sandbox, so a flood never reaches this process.
+    pub async fn exec(&self, request: ExecRequest) -> Result<Collected, InitError> {
+        let (mut conn, _pid) = self.spawn(request).await?;
+        let mut out = Collected::default();
+        loop {
+            match conn.recv().await? {
+                Some(Frame::Stdout(b)) => out.stdout.extend_from_slice(&b),
+                Some(Frame::Stderr(b)) => out.stderr.extend_from_slice(&b),
+                Some(Frame::Message(Reply::Exited(exit))) => {
+                    out.exit = exit;
+                    return Ok(out);
+                }
+                Some(Frame::Message(Reply::Error { kind, message })) => {
+                    return Err(InitError::Remote { kind, message })
+                }
+                Some(other) => {
+                    return Err(InitError::Protocol(format!(
+                        "unexpected {} during exec",
+                        frame_name(&other)
+                    )))
+                }
+                None => return Err(InitError::Protocol("exec ended without an exit".into())),
+            }
+        }
+    }
+
+    /// Writes files atomically (all or none) as `as_user`.
+    pub async fn write_files(
+        &self,
+        files: &[(String, Vec<u8>, Option<u32>)],
+        as_user: &str,
+    ) -> Result<Vec<FileEntry>, InitError> {
+        let mut conn = self.connect().await?;
+        let specs = files
+            .iter()
+            .map(|(path, content, mode)| WriteFileSpec {
+                path: path.clone(),
+                size: content.len() as u64,
+                mode: *mode,
+            })
+            .collect();
+        conn.send(&Frame::Message(Request::WriteFiles {
+            files: specs,
+            as_user: as_user.to_owned(),
+        }))
+        .await?;
+        for (_, content, _) in files {
+            for chunk in content.chunks(CHUNK_LEN) {
+                let frame: Frame<Request> = Frame::Data(chunk.to_vec());
+                conn.writer.write_all(&frame.encode()?).await?;
+            }
+        }
+        conn.writer.flush().await?;
+        match conn.recv_reply().await? {
+            Reply::Entries { entries } => Ok(entries),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads a whole file, refusing one bigger than `max_size`.
+    pub async fn read_file(
+        &self,
+        path: &str,
+        max_size: u64,
+        as_user: &str,
+    ) -> Result<Vec<u8>, InitError> {
+        let mut conn = self.connect().await?;
+        conn.send(&Frame::Message(Request::ReadFile {
+            path: path.to_owned(),
+            max_size: Some(max_size),
+            as_user: as_user.to_owned(),
+        }))
+        .await?;
+        let size = match conn.recv_reply().await? {
+            Reply::FileStart { size } => size,
+            other => return Err(unexpected(&other)),
+        };
+        let mut content = Vec::with_capacity(size.min(max_size) as usize);
+        loop {
+            match conn.recv().await? {
+                Some(Frame::Data(b)) => {
+                    if content.len() + b.len() > max_size as usize {
+                        return Err(InitError::Protocol("file grew past its limit".into()));
+                    }
+                    content.extend_from_slice(&b);
+                }
+                Some(Frame::Message(Reply::End)) => return Ok(content),
+                Some(Frame::Message(Reply::Error { kind, message })) => {
+                    return Err(InitError::Remote { kind, message })
+                }
+                Some(other) => {
+                    return Err(InitError::Protocol(format!(
+                        "unexpected {} while reading a file",
+                        frame_name(&other)
+                    )))
+                }
+                None => return Err(InitError::Protocol("file ended early".into())),
+            }
+        }
+    }
+
+    /// Describes a path.
+    pub async fn stat(&self, path: &str, as_user: &str) -> Result<FileEntry, InitError> {
+        match self
+            .call(Request::Stat {
+                path: path.to_owned(),
+                as_user: as_user.to_owned(),
+            })
+            .await?
+        {
+            Reply::Entry(entry) => Ok(entry),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Lists a directory `depth` levels deep.
+    pub async fn list(
+        &self,
+        path: &str,
+        depth: u32,
+        as_user: &str,
+    ) -> Result<Vec<FileEntry>, InitError> {
+        match self
+            .call(Request::List {
+                path: path.to_owned(),
+                depth,
+                as_user: as_user.to_owned(),
+            })
+            .await?
+        {
+            Reply::Entries { entries } => Ok(entries),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates a directory with its parents; false when it existed.
+    pub async fn mkdir(&self, path: &str, as_user: &str) -> Result<bool, InitError> {
+        match self
+            .call(Request::Mkdir {
+                path: path.to_owned(),
+                as_user: as_user.to_owned(),
+            })
+            .await?
+        {
+            Reply::Created { created } => Ok(created),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Renames a path; returns the entry at its new place.
+    pub async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        as_user: &str,
+    ) -> Result<FileEntry, InitError> {
+        match self
+            .call(Request::Rename {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                as_user: as_user.to_owned(),
+            })
+            .await?
+        {
+            Reply::Entry(entry) => Ok(entry),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes a file or a directory tree.
+    pub async fn remove(&self, path: &str, as_user: &str) -> Result<(), InitError> {
+        match self
+            .call(Request::Remove {
+                path: path.to_owned(),
+                as_user: as_user.to_owned(),
+            })
+            .await?
+        {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Gives a tree to `owner`.
+    pub async fn chown(&self, path: &str, owner: &str) -> Result<(), InitError> {
+        match self
+            .call(Request::Chown {
+                path: path.to_owned(),
+                owner: owner.to_owned(),
+            })
+            .await?
+        {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(reply: &Reply) -> InitError {
+    InitError::Protocol(format!("unexpected reply {reply:?}"))
+}

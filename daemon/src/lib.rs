@@ -1,0 +1,25 @@
+//! sandboxd: a local sandbox runtime for coding agents.
+//!
+//! A map of the crate:
+//! - [`config`]: the command line and [`config::Config`]; the only reader of the
+//!   environment besides `main`.
+//! - [`server`]: `run(config, shutdown)`, wiring everything and serving HTTP.
+//! - [`api`]: the HTTP API (axum): handlers, [`api::ApiError`], auth.
+//! - [`sandbox`]: the sandbox domain: create, exec, delete; one Docker container each.
+//! - [`agents`]: agent definitions (`agents/<slug>.json`).
+//! - [`docker`]: the Docker engine, for lifecycle only.
+//! - [`image`]: building the default image, online or offline.
+//! - [`init_client`]: talking to sandbox-init over its unix socket.
+//! - [`readiness`]: start-up progress, reported by `/healthz`.
+//! - [`auth`]: the API key.
+
+pub mod agents;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod docker;
+pub mod image;
+pub mod init_client;
+pub mod readiness;
+pub mod sandbox;
+pub mod server;

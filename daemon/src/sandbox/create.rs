@@ -1,0 +1,426 @@
+//! Creating a sandbox: merge the agent's Sandbox config with the call's overrides, start
+//! the container, then apply cwd, files and setup through sandbox-init.
+//!
+//! Provisioning runs in its own task: a client that hangs up mid-way does not leave a
+//! half-made container behind, and a delete during creation cancels it cleanly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use sandbox_init::protocol::{ExecRequest, Frame, Reply};
+use tokio_util::sync::CancellationToken;
+
+use super::paths::{self, HOME};
+use super::{
+    merged, mounts, new_id, Sandbox, SandboxError, Sandboxes, State, Status, LABEL_INSTANCE,
+    LABEL_SANDBOX, ROOT, USER,
+};
+use crate::agents::{check_env_name, AgentDef};
+use crate::docker::{ContainerSpec, Engine};
+use crate::init_client::{InitClient, InitError};
+
+/// How long a new container has to answer on its socket.
+const INIT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How much of a failing step's output the error keeps.
+const ERROR_TAIL_BYTES: usize = 2000;
+
+/// A create call: the agent and its per-sandbox overrides.
+#[derive(Debug, Clone, Default)]
+pub struct CreateSandbox {
+    /// Agent slug.
+    pub agent: String,
+    /// Extra files (path to content), winning over the agent's.
+    pub files: BTreeMap<String, String>,
+    /// Extra environment, winning over the agent's.
+    pub envs: BTreeMap<String, String>,
+    /// Setup commands run after the agent's.
+    pub setup: Vec<String>,
+    /// Idle lifetime override.
+    pub timeout_ms: Option<u64>,
+    /// Egress allow list override.
+    pub network_allow_out: Option<Vec<String>>,
+    /// Egress deny list override.
+    pub network_deny_out: Option<Vec<String>>,
+}
+
+/// What provisioning will do, fully resolved and validated before anything starts.
+#[derive(Debug, Clone)]
+struct Plan {
+    image: String,
+    cwd: String,
+    envs: BTreeMap<String, String>,
+    files: Vec<(String, Vec<u8>)>,
+    setup: Vec<String>,
+}
+
+impl Plan {
+    fn new(agent: &AgentDef, call: &CreateSandbox, default_image: &str) -> Result<Self, String> {
+        let sb = &agent.sandbox;
+        if !sb.apt.is_empty() || !sb.build.is_empty() {
+            return Err(
+                "this agent asks for sandbox.apt or sandbox.build, which need template images; \
+                 this daemon does not build templates yet"
+                    .into(),
+            );
+        }
+        let envs = merged(&sb.envs, &call.envs);
+        for key in envs.keys() {
+            check_env_name(key).map_err(|e| format!("envs: {e}"))?;
+        }
+        let cwd = paths::resolve(sb.cwd.as_deref().unwrap_or(HOME))
+            .map_err(|e| format!("sandbox.cwd: {e}"))?;
+        let files = merged(&sb.files, &call.files)
+            .into_iter()
+            .map(|(path, content)| {
+                let resolved = paths::resolve(&path).map_err(|e| format!("files: {e}"))?;
+                Ok((resolved, content.into_bytes()))
+            })
+            .collect::<Result<_, String>>()?;
+        let setup = sb.setup.iter().chain(&call.setup).cloned().collect();
+        Ok(Self {
+            image: sb.image.clone().unwrap_or_else(|| default_image.to_owned()),
+            cwd,
+            envs,
+            files,
+            setup,
+        })
+    }
+}
+
+/// A provisioning step that failed, for the sandbox's `error`.
+#[derive(Debug)]
+struct StepError(String);
+
+impl From<InitError> for StepError {
+    fn from(e: InitError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl Sandboxes {
+    /// Creates a sandbox and returns once it is `active` or `error`.
+    ///
+    /// Errors are returned only when nothing was created (unknown agent, bad input,
+    /// engine unreachable); a failing step yields a sandbox in status `error`.
+    pub async fn create(
+        self: &Arc<Self>,
+        call: CreateSandbox,
+    ) -> Result<Arc<Sandbox>, SandboxError> {
+        let agent = self
+            .agents
+            .get(&call.agent)
+            .ok_or_else(|| SandboxError::AgentNotFound(call.agent.clone()))?;
+        let plan = Plan::new(&agent, &call, &self.settings.image).map_err(SandboxError::Invalid)?;
+        let engine = self.ready_engine()?.clone();
+        crate::image::ensure_image(
+            &engine,
+            &plan.image,
+            &self.settings.debian_mirror,
+            &|l: &str| tracing::info!("image {}: {l}", plan.image),
+        )
+        .await
+        .map_err(|e| SandboxError::Invalid(e.to_string()))?;
+
+        let id = new_id("sb_");
+        let sandbox_id = format!("sbx-{}", &id[3..]);
+        let dir = self.settings.sandboxes_dir.join(&id);
+        let now = SystemTime::now();
+        let sandbox = Arc::new(Sandbox {
+            init: InitClient::new(dir.join("run").join(sandbox_init::protocol::SOCKET_NAME)),
+            id,
+            sandbox_id,
+            agent_slug: call.agent.clone(),
+            agent_name: agent.display_name(&call.agent),
+            created_at: now,
+            cwd: plan.cwd.clone(),
+            dir,
+            deleted: CancellationToken::new(),
+            state: Mutex::new(State {
+                status: Status::Creating,
+                error: None,
+                updated_at: now,
+                container_id: None,
+            }),
+        });
+        self.insert(sandbox.clone());
+        tracing::info!(sandbox = %sandbox.id, agent = %call.agent, "creating");
+
+        let this = self.clone();
+        let task_sandbox = sandbox.clone();
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = this.provision(&engine, &task_sandbox, &plan).await;
+            if task_sandbox.deleted.is_cancelled() {
+                // Deleted while being created: make sure the container goes too.
+                if let Some(container) = task_sandbox.container_id() {
+                    let _ = engine.remove(&container).await;
+                }
+                return Ok(());
+            }
+            match outcome {
+                Ok(()) => {
+                    task_sandbox.set_status(Status::Active, None);
+                    tracing::info!(
+                        sandbox = %task_sandbox.id,
+                        ms = started.elapsed().as_millis() as u64,
+                        "active"
+                    );
+                    Ok(())
+                }
+                Err(Provision::Engine(e)) => {
+                    this.forget(&task_sandbox);
+                    super::remove_dir(&task_sandbox.dir);
+                    Err(SandboxError::Engine(e))
+                }
+                Err(Provision::Step(StepError(message))) => {
+                    tracing::warn!(sandbox = %task_sandbox.id, error = %message, "provisioning failed");
+                    if let Some(container) = task_sandbox.container_id() {
+                        let _ = engine.remove(&container).await;
+                    }
+                    task_sandbox.set_status(Status::Error, Some(message));
+                    Ok(())
+                }
+            }
+        });
+        match task.await {
+            Ok(Ok(())) => Ok(sandbox),
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(SandboxError::Invalid(format!(
+                "provisioning panicked: {join}"
+            ))),
+        }
+    }
+
+    async fn provision(&self, engine: &Engine, sb: &Sandbox, plan: &Plan) -> Result<(), Provision> {
+        let run_dir = sb.dir.join("run");
+        std::fs::create_dir_all(&run_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&sb.dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| StepError(format!("creating {}: {e}", run_dir.display())))?;
+
+        let mut labels = HashMap::from([
+            (LABEL_SANDBOX.to_owned(), sb.id.clone()),
+            (LABEL_INSTANCE.to_owned(), self.settings.instance.clone()),
+        ]);
+        labels.extend(self.settings.labels.iter().cloned());
+        let spec = ContainerSpec {
+            name: sb.sandbox_id.clone(),
+            image: plan.image.clone(),
+            entrypoint: vec![
+                mounts::INIT.to_owned(),
+                "--socket-dir".to_owned(),
+                mounts::RUN.to_owned(),
+            ],
+            env: plan.envs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            labels,
+            binds: vec![
+                format!("{}:{}:ro", self.settings.init_bin.display(), mounts::INIT),
+                format!("{}:{}", run_dir.display(), mounts::RUN),
+            ],
+            hostname: sb.sandbox_id.clone(),
+            working_dir: "/".to_owned(),
+        };
+        let container = engine.run(spec).await.map_err(Provision::Engine)?;
+        sb.set_container(container);
+        check_cancelled(sb)?;
+
+        sb.init
+            .wait_ready(INIT_DEADLINE)
+            .await
+            .map_err(|e| StepError(format!("sandbox-init did not come up: {e}")))?;
+        check_cancelled(sb)?;
+
+        make_cwd(&sb.init, &plan.cwd).await?;
+        write_files(&sb.init, &plan.files).await?;
+        check_cancelled(sb)?;
+
+        for (index, command) in plan.setup.iter().enumerate() {
+            run_setup(&sb.init, &plan.cwd, command, index, plan.setup.len()).await?;
+            check_cancelled(sb)?;
+        }
+        if !plan.setup.is_empty() {
+            // Setup ran as root; everything in the sandbox user's home is the user's.
+            sb.init
+                .chown(HOME, USER)
+                .await
+                .map_err(|e| StepError(format!("giving {HOME} to {USER}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why provisioning stopped.
+#[derive(Debug)]
+enum Provision {
+    /// The engine failed before anything existed: the create call fails.
+    Engine(crate::docker::EngineError),
+    /// A step failed: the sandbox goes to `error`.
+    Step(StepError),
+}
+
+impl From<StepError> for Provision {
+    fn from(e: StepError) -> Self {
+        Self::Step(e)
+    }
+}
+
+fn check_cancelled(sb: &Sandbox) -> Result<(), StepError> {
+    if sb.deleted.is_cancelled() {
+        Err(StepError("deleted while being created".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Creates the working directory, owned by the user when it is under their home.
+async fn make_cwd(init: &InitClient, cwd: &str) -> Result<(), StepError> {
+    let in_home = cwd == HOME || cwd.starts_with(&format!("{HOME}/"));
+    let fail = |e: InitError| StepError(format!("creating the working directory {cwd}: {e}"));
+    if in_home {
+        init.mkdir(cwd, USER).await.map_err(fail)?;
+    } else if init.mkdir(cwd, ROOT).await.map_err(fail)? {
+        init.chown(cwd, USER).await.map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Writes the config's files: those in the user's home as the user, others as root.
+async fn write_files(init: &InitClient, files: &[(String, Vec<u8>)]) -> Result<(), StepError> {
+    let (home, other): (Vec<_>, Vec<_>) = files
+        .iter()
+        .map(|(p, c)| (p.clone(), c.clone(), None))
+        .partition(|(p, _, _)| p.starts_with(&format!("{HOME}/")));
+    for (batch, user) in [(home, USER), (other, ROOT)] {
+        if !batch.is_empty() {
+            init.write_files(&batch, user)
+                .await
+                .map_err(|e| StepError(format!("writing files: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one setup command as root in `cwd`, keeping the tail of its output for the
+/// error message. Output is streamed, so a chatty setup costs no memory.
+async fn run_setup(
+    init: &InitClient,
+    cwd: &str,
+    command: &str,
+    index: usize,
+    total: usize,
+) -> Result<(), StepError> {
+    let step = format!("setup command {} of {total} (`{command}`)", index + 1);
+    let request = ExecRequest {
+        argv: vec!["bash".into(), "-lc".into(), command.into()],
+        env: vec![("HOME".into(), HOME.into())],
+        cwd: Some(cwd.to_owned()),
+        user: ROOT.into(),
+        timeout_ms: None,
+        stdin: false,
+        output_limit: None,
+    };
+    let (mut conn, _) = init
+        .spawn(request)
+        .await
+        .map_err(|e| StepError(format!("{step} could not start: {e}")))?;
+    let mut tail: Vec<u8> = Vec::new();
+    let exit = loop {
+        match conn.recv().await {
+            Ok(Some(Frame::Stdout(b) | Frame::Stderr(b))) => {
+                tail.extend_from_slice(&b);
+                if tail.len() > 2 * ERROR_TAIL_BYTES {
+                    tail.drain(..tail.len() - ERROR_TAIL_BYTES);
+                }
+            }
+            Ok(Some(Frame::Message(Reply::Exited(exit)))) => break exit,
+            Ok(other) => return Err(StepError(format!("{step}: unexpected {other:?}"))),
+            Err(e) => return Err(StepError(format!("{step}: {e}"))),
+        }
+    };
+    if exit.code == Some(0) {
+        return Ok(());
+    }
+    let how = match (exit.code, exit.signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "an unknown status".into(),
+    };
+    let start = tail.len().saturating_sub(ERROR_TAIL_BYTES);
+    let output = String::from_utf8_lossy(&tail[start..]);
+    Err(StepError(format!(
+        "{step} failed with {how}; last output:\n{}",
+        output.trim_end()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::SandboxConfig;
+
+    fn agent(sandbox: SandboxConfig) -> AgentDef {
+        AgentDef {
+            sandbox,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_call_extends_and_overrides_the_agent() {
+        let def = agent(SandboxConfig {
+            setup: vec!["a".into()],
+            files: BTreeMap::from([("x".into(), "agent".into()), ("y".into(), "1".into())]),
+            envs: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "1".into())]),
+            cwd: Some("app".into()),
+            ..Default::default()
+        });
+        let call = CreateSandbox {
+            setup: vec!["b".into()],
+            files: BTreeMap::from([("x".into(), "call".into())]),
+            envs: BTreeMap::from([("B".into(), "2".into())]),
+            ..Default::default()
+        };
+        let plan = Plan::new(&def, &call, "img").expect("valid");
+        assert_eq!(plan.setup, vec!["a", "b"]);
+        assert_eq!(plan.cwd, "/home/user/app");
+        assert_eq!(plan.envs["B"], "2");
+        assert_eq!(plan.envs["A"], "1");
+        assert_eq!(
+            plan.files,
+            vec![
+                ("/home/user/x".to_owned(), b"call".to_vec()),
+                ("/home/user/y".to_owned(), b"1".to_vec())
+            ]
+        );
+        assert_eq!(plan.image, "img");
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_anything_starts() {
+        let call = CreateSandbox {
+            files: BTreeMap::from([("a\0".into(), String::new())]),
+            ..Default::default()
+        };
+        assert!(Plan::new(&agent(SandboxConfig::default()), &call, "i")
+            .unwrap_err()
+            .contains("NUL"));
+        let call = CreateSandbox {
+            envs: BTreeMap::from([("A-B".into(), String::new())]),
+            ..Default::default()
+        };
+        assert!(Plan::new(&agent(SandboxConfig::default()), &call, "i")
+            .unwrap_err()
+            .contains("A-B"));
+        let apt = agent(SandboxConfig {
+            apt: vec!["jq".into()],
+            ..Default::default()
+        });
+        assert!(Plan::new(&apt, &CreateSandbox::default(), "i")
+            .unwrap_err()
+            .contains("sandbox.apt"));
+    }
+}

@@ -1,0 +1,416 @@
+//! Sandboxes: one Docker container each, with sandbox-init as PID 1.
+//!
+//! [`Sandboxes`] is the one door into this domain: create (in `create.rs`), look up,
+//! list, exec (in `exec.rs`) and delete. It knows nothing of HTTP.
+
+mod create;
+mod exec;
+pub mod paths;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+pub use create::CreateSandbox;
+pub use exec::{ExecParams, ExecResult};
+
+use crate::agents::Agents;
+use crate::docker::{Engine, EngineError};
+use crate::init_client::{InitClient, InitError};
+use crate::readiness::{Phase, Readiness};
+
+/// The sandbox account's name inside every container.
+pub const USER: &str = "user";
+/// Root, for setup steps and the daemon's own housekeeping.
+pub const ROOT: &str = "root";
+/// The label naming a container's sandbox.
+pub const LABEL_SANDBOX: &str = "sandboxd.sandbox";
+/// The label naming the daemon instance (its state directory) that owns a container.
+pub const LABEL_INSTANCE: &str = "sandboxd.instance";
+
+/// Where things are mounted inside a container.
+pub mod mounts {
+    /// The sandbox-init binary (read-only).
+    pub const INIT: &str = "/.sandboxd/init";
+    /// The directory of sandbox-init's socket.
+    pub const RUN: &str = "/.sandboxd/run";
+}
+
+/// A sandbox's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Being provisioned.
+    Creating,
+    /// Ready for exec, files and chat.
+    Active,
+    /// Provisioning failed or the container died; see the error.
+    Error,
+}
+
+/// Failures of sandbox operations, each a distinct thing a client can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// No agent by that slug.
+    #[error("agent {0:?} does not exist")]
+    AgentNotFound(String),
+    /// No sandbox by that id.
+    #[error("sandbox {0:?} does not exist")]
+    NotFound(String),
+    /// The sandbox exists but cannot take operations now.
+    #[error("sandbox {id} is {status:?}, not active{}", error_suffix(.error))]
+    NotActive {
+        /// Its id.
+        id: String,
+        /// Its status.
+        status: Status,
+        /// Its error, if any.
+        error: Option<String>,
+    },
+    /// The request is unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The daemon is still starting, or its preparation failed.
+    #[error("{0}")]
+    NotReady(String),
+    /// The Docker engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// sandbox-init failed.
+    #[error(transparent)]
+    Init(#[from] InitError),
+}
+
+fn error_suffix(error: &Option<String>) -> String {
+    error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
+}
+
+/// Fixed settings of the sandbox domain.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Default image.
+    pub image: String,
+    /// The static sandbox-init binary on the host.
+    pub init_bin: PathBuf,
+    /// Host directory holding one directory per sandbox.
+    pub sandboxes_dir: PathBuf,
+    /// The value of [`LABEL_INSTANCE`] for this daemon.
+    pub instance: String,
+    /// Extra labels for every container.
+    pub labels: Vec<(String, String)>,
+    /// Exec output limit per stream.
+    pub exec_output_limit: u64,
+    /// Default exec timeout.
+    pub exec_timeout_ms: u64,
+    /// Debian mirror for building images offline.
+    pub debian_mirror: String,
+}
+
+/// The mutable part of a sandbox.
+#[derive(Debug, Clone)]
+struct State {
+    status: Status,
+    error: Option<String>,
+    updated_at: SystemTime,
+    container_id: Option<String>,
+}
+
+/// One sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Its primary id (`sb_…`).
+    pub id: String,
+    /// Its second id, also the container's name (`sbx-…`).
+    pub sandbox_id: String,
+    /// The agent it was created for.
+    pub agent_slug: String,
+    /// That agent's display name.
+    pub agent_name: String,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// Default working directory (absolute).
+    pub cwd: String,
+    /// Its host directory.
+    pub dir: PathBuf,
+    /// The client of its sandbox-init.
+    pub init: InitClient,
+    /// Cancelled when it is deleted.
+    pub deleted: CancellationToken,
+    state: Mutex<State>,
+}
+
+/// A consistent snapshot of a sandbox, for callers.
+#[derive(Debug, Clone)]
+pub struct SandboxView {
+    /// Primary id.
+    pub id: String,
+    /// Second id.
+    pub sandbox_id: String,
+    /// Status.
+    pub status: Status,
+    /// Error, when status is `Error`.
+    pub error: Option<String>,
+    /// Agent slug.
+    pub agent_slug: String,
+    /// Agent name.
+    pub agent_name: String,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Last change.
+    pub updated_at: SystemTime,
+}
+
+impl Sandbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // State updates are single assignments; a poisoned lock still holds a
+        // consistent value.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A snapshot.
+    pub fn view(&self) -> SandboxView {
+        let state = self.state().clone();
+        SandboxView {
+            id: self.id.clone(),
+            sandbox_id: self.sandbox_id.clone(),
+            status: state.status,
+            error: state.error,
+            agent_slug: self.agent_slug.clone(),
+            agent_name: self.agent_name.clone(),
+            created_at: self.created_at,
+            updated_at: state.updated_at,
+        }
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.state().status
+    }
+
+    fn set_status(&self, status: Status, error: Option<String>) {
+        let mut state = self.state();
+        state.status = status;
+        state.error = error;
+        state.updated_at = SystemTime::now();
+    }
+
+    fn set_container(&self, id: String) {
+        self.state().container_id = Some(id);
+    }
+
+    fn container_id(&self) -> Option<String> {
+        self.state().container_id.clone()
+    }
+
+    /// Fails unless the sandbox is active.
+    pub fn ensure_active(&self) -> Result<(), SandboxError> {
+        let state = self.state();
+        if state.status == Status::Active {
+            Ok(())
+        } else {
+            Err(SandboxError::NotActive {
+                id: self.id.clone(),
+                status: state.status,
+                error: state.error.clone(),
+            })
+        }
+    }
+}
+
+/// All sandboxes of this daemon.
+#[derive(Debug)]
+pub struct Sandboxes {
+    settings: Settings,
+    agents: Arc<Agents>,
+    readiness: Arc<Readiness>,
+    /// Keyed by both `id` and `sandbox_id`.
+    by_key: RwLock<HashMap<String, Arc<Sandbox>>>,
+}
+
+impl Sandboxes {
+    /// An empty set.
+    pub fn new(settings: Settings, agents: Arc<Agents>, readiness: Arc<Readiness>) -> Self {
+        Self {
+            settings,
+            agents,
+            readiness,
+            by_key: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn map_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Sandbox>>> {
+        // Every write is a whole insert or remove: a poisoned lock is still consistent.
+        self.by_key.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn map_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Sandbox>>> {
+        self.by_key.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The engine, when connected.
+    fn engine(&self) -> Result<&Engine, SandboxError> {
+        self.readiness.engine().ok_or_else(|| {
+            SandboxError::NotReady(match self.readiness.phase() {
+                Phase::Failed(e) => e,
+                Phase::Starting(what) => format!("the daemon is still starting: {what}"),
+                Phase::Ready => "the Docker engine is not connected".into(),
+            })
+        })
+    }
+
+    /// The engine, when the daemon is ready to create sandboxes.
+    fn ready_engine(&self) -> Result<&Engine, SandboxError> {
+        match self.readiness.phase() {
+            Phase::Ready => self.engine(),
+            Phase::Starting(what) => Err(SandboxError::NotReady(format!(
+                "the daemon is still starting ({what}); retry when GET /healthz answers 200"
+            ))),
+            Phase::Failed(why) => Err(SandboxError::NotReady(format!(
+                "the daemon cannot create sandboxes: {why}"
+            ))),
+        }
+    }
+
+    /// Looks a sandbox up by either of its ids.
+    pub fn get(&self, key: &str) -> Result<Arc<Sandbox>, SandboxError> {
+        self.map_read()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| SandboxError::NotFound(key.to_owned()))
+    }
+
+    /// Looks up an active sandbox.
+    pub fn get_active(&self, key: &str) -> Result<Arc<Sandbox>, SandboxError> {
+        let sandbox = self.get(key)?;
+        sandbox.ensure_active()?;
+        Ok(sandbox)
+    }
+
+    /// All sandboxes, oldest first.
+    pub fn list(&self) -> Vec<SandboxView> {
+        let map = self.map_read();
+        let mut views: Vec<SandboxView> = map
+            .iter()
+            .filter(|(key, sb)| **key == sb.id)
+            .map(|(_, sb)| sb.view())
+            .collect();
+        views.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        views
+    }
+
+    fn insert(&self, sandbox: Arc<Sandbox>) {
+        let mut map = self.map_write();
+        map.insert(sandbox.id.clone(), sandbox.clone());
+        map.insert(sandbox.sandbox_id.clone(), sandbox);
+    }
+
+    fn forget(&self, sandbox: &Sandbox) {
+        let mut map = self.map_write();
+        map.remove(&sandbox.id);
+        map.remove(&sandbox.sandbox_id);
+    }
+
+    /// Deletes a sandbox: its container, its host directory, its record.
+    pub async fn delete(&self, key: &str) -> Result<(), SandboxError> {
+        let sandbox = self.get(key)?;
+        let engine = self.engine()?;
+        // Cancel first so a creation still under way stops and cleans up after itself.
+        sandbox.deleted.cancel();
+        if let Some(container) = sandbox.container_id() {
+            engine.remove(&container).await?;
+        }
+        self.forget(&sandbox);
+        remove_dir(&sandbox.dir);
+        tracing::info!(sandbox = %sandbox.id, "deleted");
+        Ok(())
+    }
+
+    /// Removes containers of this instance that no sandbox record knows (left by an
+    /// earlier run of the daemon). Returns how many were removed.
+    pub async fn remove_orphans(&self) -> Result<usize, SandboxError> {
+        let engine = self.engine()?;
+        let containers = engine
+            .list_labelled(LABEL_INSTANCE, &self.settings.instance)
+            .await?;
+        let mut removed = 0;
+        for c in containers {
+            let known = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SANDBOX))
+                .is_some_and(|id| self.get(id).is_ok());
+            if known {
+                continue;
+            }
+            if let Some(id) = c.id {
+                engine.remove(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The agents registry.
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+}
+
+fn remove_dir(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove sandbox directory");
+        }
+    }
+}
+
+/// Merges maps, `over` winning.
+fn merged<V: Clone>(base: &BTreeMap<String, V>, over: &BTreeMap<String, V>) -> BTreeMap<String, V> {
+    let mut out = base.clone();
+    out.extend(over.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+/// A random id with a prefix: 16 lowercase base-32 characters (80 bits).
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::rng();
+    let body: String = (0..16)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_and_distinct() {
+        let a = new_id("sb_");
+        assert!(a.starts_with("sb_") && a.len() == 19, "{a}");
+        assert_ne!(a, new_id("sb_"));
+    }
+
+    #[test]
+    fn merge_prefers_the_override() {
+        let base = BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]);
+        let over = BTreeMap::from([("b".to_owned(), 3)]);
+        assert_eq!(
+            merged(&base, &over),
+            BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 3)])
+        );
+    }
+}

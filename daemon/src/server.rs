@@ -1,0 +1,210 @@
+//! `run(config, shutdown)`: wires the pieces together and serves until shutdown.
+//!
+//! The HTTP listener comes up first; connecting to the Docker engine and preparing the
+//! default image continue in the background and are reported by `GET /healthz`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::{load_dir, Agents};
+use crate::api::{app, AppState};
+use crate::auth::{ApiKey, KeySource};
+use crate::config::Config;
+use crate::docker::Engine;
+use crate::readiness::{Phase, Readiness};
+use crate::sandbox::{Sandboxes, Settings};
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!(
+            "creating the state directory {}",
+            config.state_dir.display()
+        )
+    })?;
+    let state_dir = config.state_dir.canonicalize()?;
+    let (api_key, source) = ApiKey::load_or_create(config.api_key.clone(), &state_dir)
+        .context("loading the API key")?;
+    match source {
+        KeySource::Environment => tracing::info!("API key: from SANDBOXD_API_KEY"),
+        KeySource::File(path) => tracing::info!("API key: stored in {}", path.display()),
+    }
+
+    let (agents, problems) = load_dir(&config.agents_dir);
+    for p in &problems {
+        tracing::error!(
+            "agent definition {} skipped: {}",
+            p.path.display(),
+            p.message
+        );
+    }
+    tracing::info!(
+        "agents: {} loaded from {} ({})",
+        agents.len(),
+        config.agents_dir.display(),
+        agents.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+
+    let init_bin = find_init_bin(&config)?;
+    tracing::info!("sandbox-init: {}", init_bin.display());
+
+    let readiness = Arc::new(Readiness::default());
+    let settings = Settings {
+        image: config.image.clone(),
+        init_bin,
+        sandboxes_dir: state_dir.join("sandboxes"),
+        instance: instance_label(&state_dir),
+        labels: config.labels.clone(),
+        exec_output_limit: config.exec_output_limit,
+        exec_timeout_ms: config.exec_timeout_ms,
+        debian_mirror: config.debian_mirror.clone(),
+    };
+    std::fs::create_dir_all(&settings.sandboxes_dir)?;
+    let sandboxes = Arc::new(Sandboxes::new(
+        settings,
+        Arc::new(Agents::new(agents)),
+        readiness.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+
+    let prepare = tokio::spawn(prepare(
+        sandboxes.clone(),
+        readiness.clone(),
+        config.image.clone(),
+        shutdown.child_token(),
+    ));
+
+    let state = AppState {
+        sandboxes,
+        readiness,
+        api_key,
+        max_body_bytes: config.max_body_bytes,
+    };
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    prepare.abort();
+    served.context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connects to the engine, removes containers left by an earlier run, and builds the
+/// default image; retried until it succeeds or the daemon stops.
+async fn prepare(
+    sandboxes: Arc<Sandboxes>,
+    readiness: Arc<Readiness>,
+    image: String,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match prepare_once(&sandboxes, &readiness, &image).await {
+            Ok(()) => {
+                readiness.set_phase(Phase::Ready);
+                tracing::info!("ready: sandboxes can be created");
+                return;
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                tracing::error!("not ready: {message}; retrying in {delay:?}");
+                readiness.set_phase(Phase::Failed(message));
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn prepare_once(
+    sandboxes: &Sandboxes,
+    readiness: &Readiness,
+    image: &str,
+) -> anyhow::Result<()> {
+    let engine = match readiness.engine() {
+        Some(engine) => engine.clone(),
+        None => {
+            readiness.set_phase(Phase::Starting("connecting to the Docker engine".into()));
+            let engine = Engine::connect().await?;
+            readiness.set_engine(engine.clone());
+            engine
+        }
+    };
+    let removed = sandboxes.remove_orphans().await?;
+    if removed > 0 {
+        tracing::info!("removed {removed} container(s) left by an earlier run");
+    }
+    let progress = |line: &str| {
+        tracing::info!("image: {line}");
+        readiness.set_phase(Phase::Starting(format!("preparing {image}: {line}")));
+    };
+    crate::image::ensure_image(
+        &engine,
+        image,
+        &sandboxes.settings().debian_mirror,
+        &progress,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The instance label: a short hash of the state directory, so two daemons with
+/// different state never touch each other's containers.
+pub fn instance_label(state_dir: &Path) -> String {
+    let digest = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Finds the static sandbox-init binary: the flag, else the cargo target directory's
+/// static build, else beside this executable.
+fn find_init_bin(config: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &config.init_bin {
+        anyhow::ensure!(
+            path.is_file(),
+            "--init-bin {} does not exist",
+            path.display()
+        );
+        return Ok(path.canonicalize()?);
+    }
+    let mut candidates = Vec::new();
+    if let Some(dir) = config.current_exe.as_deref().and_then(Path::parent) {
+        if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
+            candidates.push(
+                target
+                    .join("x86_64-unknown-linux-gnu")
+                    .join(profile)
+                    .join("sandbox-init"),
+            );
+        }
+        candidates.push(dir.join("sandbox-init"));
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| p.canonicalize())
+        .transpose()?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no sandbox-init binary found (looked at {}); build it with \
+                 `RUSTFLAGS='-C target-feature=+crt-static' cargo build -p sandbox-init \
+                 --target x86_64-unknown-linux-gnu` or pass --init-bin",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
