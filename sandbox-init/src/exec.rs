@@ -1,0 +1,417 @@
+//! Exec: spawn a process as an account in its own process group, then one `poll(2)`
+//! loop moves bytes between its pipes and the client's socket, enforces the output
+//! limit and the timeout, and reports how it ended.
+//!
+//! A client that goes away takes its process group with it.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sandbox_init::protocol::{
+    decode_header, ErrorKind, ExecRequest, ExitInfo, Frame, Reply, Request, CHUNK_LEN, HEADER_LEN,
+};
+
+use crate::accounts;
+use crate::reaper::{signal_group, Registry};
+use crate::server::{reply, reply_error};
+
+/// How long output pipes are drained after the process exits (a background child
+/// may hold them open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs one exec on `stream`.
+pub fn run(mut stream: UnixStream, request: ExecRequest, registry: &Registry) {
+    let mut command = match prepare(&request) {
+        Ok(command) => command,
+        Err((kind, message)) => return reply_error(&mut stream, kind, message),
+    };
+    let (mut child, watch) = match registry.spawn(&mut command) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            let program = &request.argv[0];
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                reply_error(
+                    &mut stream,
+                    ErrorKind::NotFound,
+                    format!("command not found: {program}"),
+                )
+            } else {
+                reply_error(
+                    &mut stream,
+                    ErrorKind::Io,
+                    format!("cannot start {program}: {e}"),
+                )
+            };
+        }
+    };
+    let pid = child.id() as i32;
+    if reply(&mut stream, Reply::Started { pid: pid as u32 }).is_err() {
+        signal_group(pid, libc::SIGKILL);
+        return;
+    }
+    let mut pump = Pump {
+        stream,
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        stdin: child.stdin.take(),
+        pending_stdin: Vec::new(),
+        close_stdin_when_flushed: false,
+        inbox: Vec::new(),
+        limit: request.output_limit,
+        sent: [0, 0],
+        dropped: [0, 0],
+        client_gone: false,
+    };
+    for fd in [
+        pump.stdout.as_ref().map(|f| f.as_raw_fd()),
+        pump.stderr.as_ref().map(|f| f.as_raw_fd()),
+        pump.stdin.as_ref().map(|f| f.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        set_nonblocking(fd);
+    }
+
+    let deadline = request
+        .timeout_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut timed_out = false;
+    let mut status: Option<i32> = None;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if status.is_none() && !timed_out && deadline.is_some_and(|d| now >= d) {
+            timed_out = true;
+            signal_group(pid, libc::SIGKILL);
+        }
+        if status.is_some() {
+            let drained = pump.stdout.is_none() && pump.stderr.is_none();
+            if drained || drain_until.is_some_and(|d| now >= d) {
+                break;
+            }
+        }
+        let wake = [
+            deadline.filter(|_| status.is_none() && !timed_out),
+            drain_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout_ms = wake.map_or(-1, |w| {
+            w.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1
+        });
+        let exited_fd = watch.readable.as_fd();
+        let ready = pump.poll(status.is_none().then_some(exited_fd), timeout_ms);
+        if ready.exited {
+            status = watch.slot.status();
+            drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+        if let Some(signal) = ready.signal {
+            signal_group(pid, signal);
+        }
+        if pump.client_gone && status.is_none() {
+            // Nobody is listening: end the process group and wait for the reaper.
+            signal_group(pid, libc::SIGKILL);
+        }
+    }
+    if timed_out || pump.client_gone {
+        // Background members of the group must not outlive a timeout or a cancel.
+        signal_group(pid, libc::SIGKILL);
+    }
+    if pump.client_gone {
+        return;
+    }
+    let raw = status.unwrap_or(0);
+    let exit = ExitInfo {
+        code: libc::WIFEXITED(raw).then(|| libc::WEXITSTATUS(raw)),
+        signal: libc::WIFSIGNALED(raw).then(|| libc::WTERMSIG(raw)),
+        timed_out,
+        stdout_dropped: pump.dropped[0],
+        stderr_dropped: pump.dropped[1],
+    };
+    let _ = reply(&mut pump.stream, Reply::Exited(exit));
+}
+
+/// Builds the command: account, environment, cwd, process group, pipes.
+fn prepare(request: &ExecRequest) -> Result<Command, (ErrorKind, String)> {
+    let program = request
+        .argv
+        .first()
+        .filter(|p| !p.is_empty())
+        .ok_or((ErrorKind::InvalidInput, "argv is empty".to_owned()))?;
+    let account = accounts::lookup(&request.user)
+        .map_err(|e| (ErrorKind::Io, format!("reading /etc/passwd: {e}")))?
+        .ok_or_else(|| {
+            (
+                ErrorKind::NotFound,
+                format!("no such user: {}", request.user),
+            )
+        })?;
+    let cwd = request.cwd.clone().unwrap_or_else(|| account.home.clone());
+    match std::fs::metadata(&cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err((ErrorKind::NotADirectory, format!("{cwd}: not a directory"))),
+        Err(e) => return Err(crate::files::classify(&cwd, &e)),
+    }
+    let mut command = Command::new(program);
+    command
+        .args(&request.argv[1..])
+        .env("HOME", &account.home)
+        .env("USER", &account.name)
+        .env("LOGNAME", &account.name)
+        .env("SHELL", &account.shell);
+    if std::env::var_os("PATH").is_none() {
+        command.env("PATH", DEFAULT_PATH);
+    }
+    for (key, value) in &request.env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            return Err((
+                ErrorKind::InvalidInput,
+                format!("bad environment variable {key:?}"),
+            ));
+        }
+        command.env(key, value);
+    }
+    command
+        .current_dir(&cwd)
+        .uid(account.uid)
+        .gid(account.gid)
+        .process_group(0)
+        .stdin(if request.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // sandbox-init blocks every signal in every thread (the reaper takes them with
+    // sigtimedwait), and a blocked mask survives fork and exec: clear it, or SIGTERM and
+    // SIGINT would never reach the process.
+    // SAFETY: the closure runs between fork and exec and calls only sigemptyset and
+    // sigprocmask, which are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(command)
+}
+
+/// What one poll round found.
+#[derive(Debug, Default)]
+struct Ready {
+    exited: bool,
+    signal: Option<i32>,
+}
+
+/// The byte mover between the child's pipes and the client.
+struct Pump {
+    stream: UnixStream,
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::process::ChildStderr>,
+    stdin: Option<ChildStdin>,
+    pending_stdin: Vec<u8>,
+    close_stdin_when_flushed: bool,
+    inbox: Vec<u8>,
+    limit: Option<u64>,
+    sent: [u64; 2],
+    dropped: [u64; 2],
+    client_gone: bool,
+}
+
+impl Pump {
+    fn poll(&mut self, exited: Option<BorrowedFd<'_>>, timeout_ms: i32) -> Ready {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5);
+        let mut push = |fd: Option<i32>, events: libc::c_short| {
+            fds.push(libc::pollfd {
+                fd: fd.unwrap_or(-1),
+                events,
+                revents: 0,
+            })
+        };
+        push(self.stdout.as_ref().map(|f| f.as_raw_fd()), libc::POLLIN);
+        push(self.stderr.as_ref().map(|f| f.as_raw_fd()), libc::POLLIN);
+        push(exited.map(|f| f.as_raw_fd()), libc::POLLIN);
+        push(
+            (!self.client_gone).then(|| self.stream.as_raw_fd()),
+            libc::POLLIN,
+        );
+        push(
+            self.stdin
+                .as_ref()
+                .filter(|_| !self.pending_stdin.is_empty())
+                .map(|f| f.as_raw_fd()),
+            libc::POLLOUT,
+        );
+        // SAFETY: `fds` is a valid array of pollfd; negative fds are ignored by poll.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let mut ready = Ready::default();
+        if n <= 0 {
+            return ready;
+        }
+        let hit = |i: usize| fds[i].revents != 0;
+        if hit(0) {
+            self.pipe_readable(0);
+        }
+        if hit(1) {
+            self.pipe_readable(1);
+        }
+        ready.exited = hit(2);
+        if hit(3) {
+            ready.signal = self.client_readable();
+        }
+        if hit(4) {
+            self.flush_stdin();
+        }
+        ready
+    }
+
+    /// Reads one chunk of stdout (0) or stderr (1) and forwards what the limit allows.
+    fn pipe_readable(&mut self, which: usize) {
+        let mut buf = vec![0u8; CHUNK_LEN];
+        let read = match which {
+            0 => self.stdout.as_mut().map(|p| p.read(&mut buf)),
+            _ => self.stderr.as_mut().map(|p| p.read(&mut buf)),
+        };
+        let n = match read {
+            Some(Ok(0)) | Some(Err(_)) | None => {
+                if matches!(read, Some(Err(ref e)) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                    return;
+                }
+                if which == 0 {
+                    self.stdout = None;
+                } else {
+                    self.stderr = None;
+                }
+                return;
+            }
+            Some(Ok(n)) => n,
+        };
+        let allowed = match self.limit {
+            Some(limit) => (limit.saturating_sub(self.sent[which])).min(n as u64) as usize,
+            None => n,
+        };
+        self.dropped[which] += (n - allowed) as u64;
+        if allowed == 0 || self.client_gone {
+            return;
+        }
+        self.sent[which] += allowed as u64;
+        buf.truncate(allowed);
+        let frame: Frame<Reply> = if which == 0 {
+            Frame::Stdout(buf)
+        } else {
+            Frame::Stderr(buf)
+        };
+        if sandbox_init::protocol::write_frame(&mut self.stream, &frame).is_err() {
+            self.client_gone = true;
+        }
+    }
+
+    /// Takes what the client sent; returns a signal it asked for.
+    fn client_readable(&mut self) -> Option<i32> {
+        let mut buf = [0u8; CHUNK_LEN];
+        // SAFETY: reading into a valid buffer without blocking; the socket stays
+        // blocking for our writes.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 0 {
+            self.client_gone = true;
+            return None;
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                self.client_gone = true;
+            }
+            return None;
+        }
+        self.inbox.extend_from_slice(&buf[..n as usize]);
+        let mut signal = None;
+        while let Some(frame) = self.next_frame() {
+            match frame {
+                Frame::Stdin(bytes) if self.stdin.is_some() => {
+                    self.pending_stdin.extend_from_slice(&bytes);
+                    self.flush_stdin();
+                }
+                Frame::Message(Request::CloseStdin) => {
+                    self.close_stdin_when_flushed = true;
+                    self.flush_stdin();
+                }
+                Frame::Message(Request::Signal { signal: s }) => signal = Some(s),
+                _ => {}
+            }
+        }
+        signal
+    }
+
+    /// Pops one complete frame from the inbox.
+    fn next_frame(&mut self) -> Option<Frame<Request>> {
+        if self.inbox.len() < HEADER_LEN {
+            return None;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.inbox[..HEADER_LEN]);
+        let Ok((kind, len)) = decode_header(header) else {
+            self.client_gone = true;
+            self.inbox.clear();
+            return None;
+        };
+        if self.inbox.len() < HEADER_LEN + len {
+            return None;
+        }
+        let payload = self.inbox[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.inbox.drain(..HEADER_LEN + len);
+        Frame::from_parts(kind, payload).ok()
+    }
+
+    /// Writes as much pending stdin as the pipe takes; closes it when asked and empty.
+    fn flush_stdin(&mut self) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            while !self.pending_stdin.is_empty() {
+                match stdin.write(&self.pending_stdin) {
+                    Ok(n) => {
+                        self.pending_stdin.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        // The process closed its stdin: what it did not read is moot.
+                        self.pending_stdin.clear();
+                        self.stdin = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if self.close_stdin_when_flushed && self.pending_stdin.is_empty() {
+            self.stdin = None;
+        }
+    }
+}
+
+fn set_nonblocking(fd: i32) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}

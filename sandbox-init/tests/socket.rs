@@ -1,0 +1,384 @@
+//! sandbox-init over its socket, run as an ordinary child process (not PID 1) with the
+//! root account, so the host's /etc is left alone: exec with exit codes, stdin
+//! streaming, signals, timeouts that kill the whole group, output limits, and files.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use sandbox_init::protocol::{
+    read_frame, write_frame, ErrorKind, ExecRequest, ExitInfo, Frame, Reply, Request,
+    WriteFileSpec, SOCKET_NAME,
+};
+
+struct Init {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Init {
+    fn start() -> Init {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(env!("CARGO_BIN_EXE_sandbox-init"))
+            .args(["--socket-dir"])
+            .arg(dir.path().join("run"))
+            .args(["--user", "root", "--uid", "0", "--home", "/root"])
+            .spawn()
+            .expect("spawn sandbox-init");
+        let init = Init { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(init.socket()).is_err() {
+            assert!(Instant::now() < deadline, "sandbox-init did not listen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        init
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("run").join(SOCKET_NAME)
+    }
+
+    fn connect(&self) -> UnixStream {
+        UnixStream::connect(self.socket()).expect("connect")
+    }
+
+    fn call(&self, request: Request) -> Reply {
+        let mut s = self.connect();
+        write_frame(&mut s, &Frame::Message(request)).expect("send");
+        match read_frame::<Reply>(&mut s).expect("reply") {
+            Some(Frame::Message(reply)) => reply,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Runs a shell command; returns (stdout, stderr, exit).
+    fn sh(
+        &self,
+        script: &str,
+        timeout_ms: Option<u64>,
+        limit: Option<u64>,
+    ) -> (Vec<u8>, Vec<u8>, ExitInfo) {
+        let mut s = self.connect();
+        write_frame(
+            &mut s,
+            &Frame::Message(exec(script, timeout_ms, limit, false)),
+        )
+        .expect("send");
+        collect(&mut s)
+    }
+}
+
+fn exec(script: &str, timeout_ms: Option<u64>, output_limit: Option<u64>, stdin: bool) -> Request {
+    Request::Exec(ExecRequest {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![("GREETING".into(), "hi".into())],
+        cwd: Some("/".into()),
+        user: "root".into(),
+        timeout_ms,
+        stdin,
+        output_limit,
+    })
+}
+
+fn collect(s: &mut UnixStream) -> (Vec<u8>, Vec<u8>, ExitInfo) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        match read_frame::<Reply>(s).expect("frame") {
+            Some(Frame::Message(Reply::Started { .. })) => {}
+            Some(Frame::Stdout(b)) => out.extend(b),
+            Some(Frame::Stderr(b)) => err.extend(b),
+            Some(Frame::Message(Reply::Exited(exit))) => return (out, err, exit),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+#[test]
+fn hello_and_exit_codes_and_env() {
+    let init = Init::start();
+    assert!(matches!(
+        init.call(Request::Hello { version: 1 }),
+        Reply::Hello { version: 1, .. }
+    ));
+    let (out, err, exit) = init.sh("echo $GREETING $HOME; echo oops >&2; exit 3", None, None);
+    assert_eq!(out, b"hi /root\n");
+    assert_eq!(err, b"oops\n");
+    assert_eq!(
+        (exit.code, exit.signal, exit.timed_out),
+        (Some(3), None, false)
+    );
+    // Signals are unblocked in the child even though sandbox-init blocks them all.
+    let mut s = init.connect();
+    let mut request = exec("", None, None, false);
+    if let Request::Exec(e) = &mut request {
+        e.argv = vec!["grep".into(), "SigBlk".into(), "/proc/self/status".into()];
+    }
+    write_frame(&mut s, &Frame::Message(request)).expect("send");
+    let (out, _, _) = collect(&mut s);
+    assert_eq!(out, b"SigBlk:\t0000000000000000\n");
+    let (_, _, exit) = init.sh("exec /bin/kill -TERM $$", None, None);
+    assert_eq!(exit.signal, Some(libc::SIGTERM));
+}
+
+#[test]
+fn a_timeout_kills_the_whole_group() {
+    let init = Init::start();
+    let mut s = init.connect();
+    write_frame(
+        &mut s,
+        &Frame::Message(exec("sleep 30 & sleep 31", Some(200), None, false)),
+    )
+    .expect("send");
+    let pid = match read_frame::<Reply>(&mut s).expect("frame") {
+        Some(Frame::Message(Reply::Started { pid })) => pid as i32,
+        other => panic!("{other:?}"),
+    };
+    let started = Instant::now();
+    let (_, _, exit) = collect(&mut s);
+    assert!(exit.timed_out);
+    assert_eq!(exit.signal, Some(libc::SIGKILL));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(pid) {
+        assert!(Instant::now() < deadline, "the background sleep survived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_client_that_hangs_up_ends_its_process_group() {
+    let init = Init::start();
+    let mut s = init.connect();
+    write_frame(
+        &mut s,
+        &Frame::Message(exec("sleep 40 & sleep 41", None, None, false)),
+    )
+    .expect("send");
+    let pid = match read_frame::<Reply>(&mut s).expect("frame") {
+        Some(Frame::Message(Reply::Started { pid })) => pid as i32,
+        other => panic!("{other:?}"),
+    };
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(pid) {
+        assert!(Instant::now() < deadline, "the group outlived its client");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn output_beyond_the_limit_is_counted_not_sent() {
+    let init = Init::start();
+    let (out, _, exit) = init.sh("head -c 10000000 /dev/zero", None, Some(1000));
+    assert_eq!(out.len(), 1000);
+    assert_eq!(exit.stdout_dropped, 10_000_000 - 1000);
+    assert_eq!(exit.code, Some(0));
+}
+
+#[test]
+fn stdin_streams_and_signals_reach_the_process() {
+    let init = Init::start();
+    let mut s = init.connect();
+    write_frame(&mut s, &Frame::Message(exec("cat", None, None, true))).expect("send");
+    assert!(matches!(
+        read_frame::<Reply>(&mut s).expect("f"),
+        Some(Frame::Message(Reply::Started { .. }))
+    ));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    for chunk in big.chunks(60_000) {
+        write_frame(&mut s, &Frame::<Request>::Stdin(chunk.to_vec())).expect("stdin");
+    }
+    write_frame(&mut s, &Frame::Message(Request::CloseStdin)).expect("close");
+    let (out, _, exit) = collect(&mut s);
+    assert_eq!(out, big);
+    assert_eq!(exit.code, Some(0));
+
+    let mut s = init.connect();
+    write_frame(
+        &mut s,
+        &Frame::Message(exec(
+            "trap 'echo got-int; exit 7' INT; while :; do sleep 0.05; done",
+            None,
+            None,
+            false,
+        )),
+    )
+    .expect("send");
+    assert!(matches!(
+        read_frame::<Reply>(&mut s).expect("f"),
+        Some(Frame::Message(Reply::Started { .. }))
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    write_frame(
+        &mut s,
+        &Frame::Message(Request::Signal {
+            signal: libc::SIGINT,
+        }),
+    )
+    .expect("signal");
+    let (out, _, exit) = collect(&mut s);
+    assert_eq!(out, b"got-int\n");
+    assert_eq!(exit.code, Some(7));
+}
+
+#[test]
+fn unknown_programs_users_and_cwds_are_clear_errors() {
+    let init = Init::start();
+    let mut request = exec("true", None, None, false);
+    if let Request::Exec(e) = &mut request {
+        e.argv = vec!["no-such-program-xyz".into()];
+    }
+    assert!(
+        matches!(init.call(request), Reply::Error { kind: ErrorKind::NotFound, message } if message.contains("no-such-program-xyz"))
+    );
+    let mut request = exec("true", None, None, false);
+    if let Request::Exec(e) = &mut request {
+        e.cwd = Some("/nonexistent/dir".into());
+    }
+    assert!(
+        matches!(init.call(request), Reply::Error { kind: ErrorKind::NotFound, message } if message.contains("/nonexistent/dir"))
+    );
+    let mut request = exec("true", None, None, false);
+    if let Request::Exec(e) = &mut request {
+        e.user = "nobody-here".into();
+    }
+    assert!(matches!(
+        init.call(request),
+        Reply::Error {
+            kind: ErrorKind::NotFound,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn files_write_read_list_and_all_or_nothing() {
+    let init = Init::start();
+    let root = init.dir.path().join("files");
+    let a = root.join("a/b.txt").display().to_string();
+    let blocked = root.join("a/b.txt/child").display().to_string();
+
+    let mut s = init.connect();
+    let specs = vec![WriteFileSpec {
+        path: a.clone(),
+        size: 5,
+        mode: None,
+    }];
+    write_frame(
+        &mut s,
+        &Frame::Message(Request::WriteFiles {
+            files: specs,
+            as_user: "root".into(),
+        }),
+    )
+    .expect("send");
+    write_frame(&mut s, &Frame::<Request>::Data(b"hello".to_vec())).expect("data");
+    assert!(
+        matches!(read_frame::<Reply>(&mut s).expect("f"), Some(Frame::Message(Reply::Entries { entries })) if entries.len() == 1)
+    );
+    assert_eq!(std::fs::read(&a).expect("read"), b"hello");
+
+    // Second file cannot be created: the first is not replaced either.
+    let mut s = init.connect();
+    let specs = vec![
+        WriteFileSpec {
+            path: a.clone(),
+            size: 3,
+            mode: None,
+        },
+        WriteFileSpec {
+            path: blocked,
+            size: 1,
+            mode: None,
+        },
+    ];
+    write_frame(
+        &mut s,
+        &Frame::Message(Request::WriteFiles {
+            files: specs,
+            as_user: "root".into(),
+        }),
+    )
+    .expect("send");
+    write_frame(&mut s, &Frame::<Request>::Data(b"new".to_vec())).expect("data");
+    write_frame(&mut s, &Frame::<Request>::Data(b"x".to_vec())).expect("data");
+    assert!(matches!(
+        read_frame::<Reply>(&mut s).expect("f"),
+        Some(Frame::Message(Reply::Error { .. }))
+    ));
+    assert_eq!(std::fs::read(&a).expect("read"), b"hello");
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("a"))
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
+
+    // Read back, read a directory, list, mkdir twice.
+    let mut s = init.connect();
+    write_frame(
+        &mut s,
+        &Frame::Message(Request::ReadFile {
+            path: a.clone(),
+            max_size: None,
+            as_user: "root".into(),
+        }),
+    )
+    .expect("send");
+    assert!(matches!(
+        read_frame::<Reply>(&mut s).expect("f"),
+        Some(Frame::Message(Reply::FileStart { size: 5 }))
+    ));
+    assert!(
+        matches!(read_frame::<Reply>(&mut s).expect("f"), Some(Frame::Data(d)) if d == b"hello")
+    );
+    assert!(matches!(
+        read_frame::<Reply>(&mut s).expect("f"),
+        Some(Frame::Message(Reply::End))
+    ));
+    let dir = root.join("a").display().to_string();
+    assert!(matches!(
+        init.call(Request::ReadFile {
+            path: dir.clone(),
+            max_size: None,
+            as_user: "root".into()
+        }),
+        Reply::Error {
+            kind: ErrorKind::IsADirectory,
+            ..
+        }
+    ));
+    assert!(matches!(
+        init.call(Request::List { path: root.display().to_string(), depth: 2, as_user: "root".into() }),
+        Reply::Entries { entries } if entries.len() == 2
+    ));
+    let made = root.join("m/n").display().to_string();
+    assert_eq!(
+        init.call(Request::Mkdir {
+            path: made.clone(),
+            as_user: "root".into()
+        }),
+        Reply::Created { created: true }
+    );
+    assert_eq!(
+        init.call(Request::Mkdir {
+            path: made,
+            as_user: "root".into()
+        }),
+        Reply::Created { created: false }
+    );
+    assert!(Path::new(&root.join("m/n")).is_dir());
+}
