@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: the HTTP API on --listen.
     Serve(ServeArgs),
+    /// Connect to the Docker engine and build the default image if needed, then exit
+    /// (what `serve` does before it reports healthy).
+    Prepare(ServeArgs),
 }
 
 /// Flags of `sandboxd serve`; each can also come from the environment variable shown.

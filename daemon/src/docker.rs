@@ -61,6 +61,15 @@ pub struct ContainerSpec {
     pub working_dir: String,
 }
 
+/// What the engine knows of an image.
+#[derive(Debug, Clone, Default)]
+pub struct ImageInfo {
+    /// Content-addressed id (`sha256:…`).
+    pub id: String,
+    /// Labels.
+    pub labels: HashMap<String, String>,
+}
+
 /// A connected engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -88,8 +97,16 @@ impl Engine {
         &self,
         image: &str,
     ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        Ok(self.image_info(image).await?.map(|i| i.labels))
+    }
+
+    /// An image's id and labels, if it exists locally.
+    pub async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>, EngineError> {
         match self.docker.inspect_image(image).await {
-            Ok(info) => Ok(Some(info.config.and_then(|c| c.labels).unwrap_or_default())),
+            Ok(info) => Ok(Some(ImageInfo {
+                id: info.id.unwrap_or_default(),
+                labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
+            })),
             Err(e) => match EngineError::from(e) {
                 EngineError::NotFound(_) => Ok(None),
                 other => Err(other),
@@ -232,6 +249,7 @@ impl Engine {
                 }
             };
             if let Some(line) = info.stream {
+                let line = strip_ansi(&line);
                 for l in line.lines().filter(|l| !l.trim().is_empty()) {
                     progress(l);
                     tail.push(l.to_owned());
@@ -259,6 +277,27 @@ fn with_tail(e: EngineError, tail: &[String]) -> EngineError {
     }
 }
 
+/// Removes terminal colour sequences (the builder colours a step's stderr).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Splits `repo:tag` (a registry port is not a tag).
 fn split_ref(reference: &str) -> (&str, &str) {
     match reference.rsplit_once(':') {
@@ -276,6 +315,11 @@ mod tests {
         assert_eq!(split_ref("a/b:c"), ("a/b", "c"));
         assert_eq!(split_ref("a/b"), ("a/b", "latest"));
         assert_eq!(split_ref("host:5000/a"), ("host:5000/a", "latest"));
+    }
+
+    #[test]
+    fn strips_colours() {
+        assert_eq!(strip_ansi("\x1b[91mred\x1b[0m plain"), "red plain");
     }
 
     #[test]

@@ -22,6 +22,10 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 sandboxd::server::run(config, shutdown).await
             }
+            Command::Prepare(args) => {
+                let config = Config::from_serve_args(args)?;
+                sandboxd::server::prepare_image(&config).await
+            }
         }
     })
 }

@@ -65,6 +65,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         debian_mirror: config.debian_mirror.clone(),
     };
     std::fs::create_dir_all(&settings.sandboxes_dir)?;
+    // Each sandbox's socket lives at <state>/sandboxes/<id>/run/init.sock, and unix
+    // socket paths are limited to 108 bytes.
+    let longest = settings
+        .sandboxes_dir
+        .join("sb_xxxxxxxxxxxxxxxx/run")
+        .join(sandbox_init::protocol::SOCKET_NAME);
+    anyhow::ensure!(
+        longest.as_os_str().len() < 108,
+        "the state directory {} is too deep for unix socket paths (108 bytes); \
+         choose a shorter --state-dir",
+        state_dir.display()
+    );
     let sandboxes = Arc::new(Sandboxes::new(
         settings,
         Arc::new(Agents::new(agents)),
@@ -157,6 +169,15 @@ async fn prepare_once(
         &progress,
     )
     .await?;
+    Ok(())
+}
+
+/// Connects to the engine and ensures the configured image exists (`sandboxd prepare`).
+pub async fn prepare_image(config: &Config) -> anyhow::Result<()> {
+    let engine = Engine::connect().await?;
+    let progress = |line: &str| tracing::info!("image: {line}");
+    crate::image::ensure_image(&engine, &config.image, &config.debian_mirror, &progress).await?;
+    tracing::info!("{} is ready", config.image);
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use sandbox_init::protocol::ErrorKind;
 
 use crate::docker::EngineError;
 use crate::init_client::InitError;
-use crate::sandbox::SandboxError;
+use crate::sandbox::{GitFailureKind, SandboxError};
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,15 @@ impl IntoResponse for ApiError {
             self.message
         };
         let body = serde_json::json!({ "error": { "code": self.code, "message": message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read: the connection cannot be reused.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
@@ -87,8 +95,20 @@ impl From<SandboxError> for ApiError {
             SandboxError::Invalid(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
             }
+            SandboxError::BadPath(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_path", message),
             SandboxError::NotReady(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+            }
+            SandboxError::Git(failure) => {
+                let (status, code) = match failure.kind {
+                    GitFailureKind::InvalidUrl => (StatusCode::BAD_REQUEST, "invalid_url"),
+                    GitFailureKind::Auth => (StatusCode::FORBIDDEN, "git_auth_failed"),
+                    GitFailureKind::NotFound => (StatusCode::NOT_FOUND, "git_repo_not_found"),
+                    GitFailureKind::Unreachable => (StatusCode::BAD_GATEWAY, "git_unreachable"),
+                    GitFailureKind::TargetExists => (StatusCode::CONFLICT, "path_exists"),
+                    GitFailureKind::Other => (StatusCode::BAD_GATEWAY, "git_failed"),
+                };
+                Self::new(status, code, message)
             }
             SandboxError::Engine(e) => e.into(),
             SandboxError::Init(e) => e.into(),

@@ -2,6 +2,7 @@
 //! result; [`app`] builds the router so tests can drive it without a socket.
 
 mod error;
+mod files;
 mod json;
 mod sandboxes;
 
@@ -15,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use error::ApiError;
-pub use json::ApiJson;
+pub use json::{ApiJson, ApiQuery};
 
 use crate::auth::ApiKey;
 use crate::readiness::{Phase, Readiness};
@@ -43,6 +44,16 @@ pub fn app(state: AppState) -> Router {
             get(sandboxes::get).delete(sandboxes::delete),
         )
         .route("/sandboxes/{id}/exec", post(sandboxes::exec))
+        .route("/sandboxes/{id}/git/clone", post(sandboxes::git_clone))
+        .route(
+            "/sandboxes/{id}/files",
+            post(files::write).get(files::read).delete(files::remove),
+        )
+        .route("/sandboxes/{id}/files/list", get(files::list))
+        .route("/sandboxes/{id}/files/info", get(files::info))
+        .route("/sandboxes/{id}/files/exists", get(files::exists))
+        .route("/sandboxes/{id}/files/mkdir", post(files::mkdir))
+        .route("/sandboxes/{id}/files/rename", post(files::rename))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/healthz", get(healthz))

@@ -10,11 +10,21 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiJson, AppState};
-use crate::sandbox::{CreateSandbox, ExecParams, SandboxView, Status};
+use crate::sandbox::{CloneParams, CreateSandbox, ExecParams, SandboxView, Status};
 
 /// Formats a time as RFC 3339 with milliseconds, in UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = if ms >= 0 {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - std::time::Duration::from_millis(ms.unsigned_abs())
+    };
+    rfc3339(t)
 }
 
 /// `POST /v1/sandboxes` body.
@@ -252,4 +262,44 @@ pub async fn exec(
         error: (!notes.is_empty()).then(|| notes.join("; ")),
     };
     Ok(Json(response))
+}
+
+/// `POST /v1/sandboxes/:id/git/clone` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneBody {
+    url: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    depth: Option<u32>,
+}
+
+/// `POST /v1/sandboxes/:id/git/clone` response.
+#[derive(Debug, Serialize)]
+pub struct CloneResponse {
+    path: String,
+    branch: String,
+}
+
+/// `POST /v1/sandboxes/:id/git/clone`.
+pub async fn git_clone(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CloneBody>,
+) -> Result<Json<CloneResponse>, ApiError> {
+    let sandbox = state.sandboxes.get(&id)?;
+    let params = CloneParams {
+        url: body.url,
+        path: body.path,
+        token: body.token,
+        depth: body.depth,
+    };
+    let cloned = state.sandboxes.git_clone(&sandbox, params).await?;
+    Ok(Json(CloneResponse {
+        path: cloned.path,
+        branch: cloned.branch,
+    }))
 }

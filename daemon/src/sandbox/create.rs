@@ -50,6 +50,8 @@ pub struct CreateSandbox {
 #[derive(Debug, Clone)]
 struct Plan {
     image: String,
+    apt: Vec<String>,
+    build: Vec<String>,
     cwd: String,
     envs: BTreeMap<String, String>,
     files: Vec<(String, Vec<u8>)>,
@@ -57,31 +59,26 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(agent: &AgentDef, call: &CreateSandbox, default_image: &str) -> Result<Self, String> {
+    fn new(
+        agent: &AgentDef,
+        call: &CreateSandbox,
+        default_image: &str,
+    ) -> Result<Self, SandboxError> {
         let sb = &agent.sandbox;
-        if !sb.apt.is_empty() || !sb.build.is_empty() {
-            return Err(
-                "this agent asks for sandbox.apt or sandbox.build, which need template images; \
-                 this daemon does not build templates yet"
-                    .into(),
-            );
-        }
         let envs = merged(&sb.envs, &call.envs);
         for key in envs.keys() {
-            check_env_name(key).map_err(|e| format!("envs: {e}"))?;
+            check_env_name(key).map_err(|e| SandboxError::Invalid(format!("envs: {e}")))?;
         }
-        let cwd = paths::resolve(sb.cwd.as_deref().unwrap_or(HOME))
-            .map_err(|e| format!("sandbox.cwd: {e}"))?;
+        let cwd = paths::resolve(sb.cwd.as_deref().unwrap_or(HOME))?;
         let files = merged(&sb.files, &call.files)
             .into_iter()
-            .map(|(path, content)| {
-                let resolved = paths::resolve(&path).map_err(|e| format!("files: {e}"))?;
-                Ok((resolved, content.into_bytes()))
-            })
-            .collect::<Result<_, String>>()?;
+            .map(|(path, content)| Ok((paths::resolve(&path)?, content.into_bytes())))
+            .collect::<Result<_, SandboxError>>()?;
         let setup = sb.setup.iter().chain(&call.setup).cloned().collect();
         Ok(Self {
             image: sb.image.clone().unwrap_or_else(|| default_image.to_owned()),
+            apt: sb.apt.clone(),
+            build: sb.build.clone(),
             cwd,
             envs,
             files,
@@ -113,7 +110,7 @@ impl Sandboxes {
             .agents
             .get(&call.agent)
             .ok_or_else(|| SandboxError::AgentNotFound(call.agent.clone()))?;
-        let plan = Plan::new(&agent, &call, &self.settings.image).map_err(SandboxError::Invalid)?;
+        let plan = Plan::new(&agent, &call, &self.settings.image)?;
         let engine = self.ready_engine()?.clone();
         crate::image::ensure_image(
             &engine,
@@ -202,6 +199,9 @@ impl Sandboxes {
             })
             .map_err(|e| StepError(format!("creating {}: {e}", run_dir.display())))?;
 
+        let image = self.image_for(engine, plan).await?;
+        check_cancelled(sb)?;
+
         let mut labels = HashMap::from([
             (LABEL_SANDBOX.to_owned(), sb.id.clone()),
             (LABEL_INSTANCE.to_owned(), self.settings.instance.clone()),
@@ -209,7 +209,7 @@ impl Sandboxes {
         labels.extend(self.settings.labels.iter().cloned());
         let spec = ContainerSpec {
             name: sb.sandbox_id.clone(),
-            image: plan.image.clone(),
+            image,
             entrypoint: vec![
                 mounts::INIT.to_owned(),
                 "--socket-dir".to_owned(),
@@ -250,6 +250,32 @@ impl Sandboxes {
                 .map_err(|e| StepError(format!("giving {HOME} to {USER}: {e}")))?;
         }
         Ok(())
+    }
+}
+
+impl Sandboxes {
+    /// The image to start from: the agent's (pulled if missing) or the default, and
+    /// its template when the agent has `apt` or `build`.
+    async fn image_for(&self, engine: &Engine, plan: &Plan) -> Result<String, Provision> {
+        crate::image::ensure_image(
+            engine,
+            &plan.image,
+            &self.settings.debian_mirror,
+            &|l: &str| tracing::info!("image {}: {l}", plan.image),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::image::ImageError::Engine(crate::docker::EngineError::Unreachable(m)) => {
+                Provision::Engine(crate::docker::EngineError::Unreachable(m))
+            }
+            other => Provision::Step(StepError(other.to_string())),
+        })?;
+        if plan.apt.is_empty() && plan.build.is_empty() {
+            return Ok(plan.image.clone());
+        }
+        self.template_image(engine, &plan.image, &plan.apt, &plan.build)
+            .await
+            .map_err(|e| Provision::Step(StepError(e)))
     }
 }
 
@@ -407,6 +433,7 @@ mod tests {
         };
         assert!(Plan::new(&agent(SandboxConfig::default()), &call, "i")
             .unwrap_err()
+            .to_string()
             .contains("NUL"));
         let call = CreateSandbox {
             envs: BTreeMap::from([("A-B".into(), String::new())]),
@@ -414,13 +441,7 @@ mod tests {
         };
         assert!(Plan::new(&agent(SandboxConfig::default()), &call, "i")
             .unwrap_err()
+            .to_string()
             .contains("A-B"));
-        let apt = agent(SandboxConfig {
-            apt: vec!["jq".into()],
-            ..Default::default()
-        });
-        assert!(Plan::new(&apt, &CreateSandbox::default(), "i")
-            .unwrap_err()
-            .contains("sandbox.apt"));
     }
 }

@@ -68,9 +68,7 @@ impl Sandboxes {
             check_env_name(key).map_err(|e| SandboxError::Invalid(format!("envs: {e}")))?;
         }
         let cwd = match &params.cwd {
-            Some(cwd) => {
-                paths::resolve(cwd).map_err(|e| SandboxError::Invalid(format!("cwd: {e}")))?
-            }
+            Some(cwd) => paths::resolve(cwd)?,
             None => sandbox.cwd.clone(),
         };
         let request = ExecRequest {

@@ -5,7 +5,10 @@
 
 mod create;
 mod exec;
+mod files;
+mod git;
 pub mod paths;
+mod template;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use create::CreateSandbox;
 pub use exec::{ExecParams, ExecResult};
+pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 
 use crate::agents::Agents;
 use crate::docker::{Engine, EngineError};
@@ -73,6 +77,12 @@ pub enum SandboxError {
     /// The request is unusable.
     #[error("{0}")]
     Invalid(String),
+    /// A path is unusable (empty, NUL, reserved).
+    #[error(transparent)]
+    BadPath(#[from] paths::BadPath),
+    /// A git clone failed.
+    #[error(transparent)]
+    Git(#[from] git::GitFailure),
     /// The daemon is still starting, or its preparation failed.
     #[error("{0}")]
     NotReady(String),
@@ -231,6 +241,8 @@ pub struct Sandboxes {
     readiness: Arc<Readiness>,
     /// Keyed by both `id` and `sandbox_id`.
     by_key: RwLock<HashMap<String, Arc<Sandbox>>>,
+    /// One lock per template hash, so concurrent creates build a template once.
+    template_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Sandboxes {
@@ -241,6 +253,7 @@ impl Sandboxes {
             agents,
             readiness,
             by_key: RwLock::new(HashMap::new()),
+            template_locks: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
