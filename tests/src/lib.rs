@@ -1,1 +1,378 @@
-//! Test harness.
+//! The end-to-end harness: starts the real `sandboxd` binary against the real Docker
+//! engine, each test with its own state directory, agents, port and container label,
+//! and checks afterwards that nothing it created is left behind.
+//!
+//! Build the binaries first (`scripts/test` does): `target/<profile>/sandboxd` and the
+//! static `target/x86_64-unknown-linux-gnu/<profile>/sandbox-init`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use reqwest::StatusCode;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+/// The daemon binary of the given profile directory (`debug` or `release`).
+pub fn daemon_bin(profile: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    target.join(profile).join("sandboxd")
+}
+
+/// Options of a test daemon.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Agent definitions written into its agents directory: (slug, raw file text).
+    pub agents: Vec<(String, String)>,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
+    /// Extra `serve` arguments.
+    pub args: Vec<String>,
+    /// Wait for `/healthz` to answer 200.
+    pub wait_healthy: bool,
+    /// `debug` or `release`.
+    pub profile: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            agents: vec![("test".into(), r#"{"name": "Test agent"}"#.into())],
+            env: Vec::new(),
+            args: Vec::new(),
+            wait_healthy: true,
+            profile: "debug".into(),
+        }
+    }
+}
+
+impl Options {
+    /// Adds an agent definition.
+    pub fn agent(mut self, slug: &str, definition: Value) -> Self {
+        self.agents.push((slug.into(), definition.to_string()));
+        self
+    }
+}
+
+/// A running daemon, killed (and its containers removed) on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The API key.
+    pub key: String,
+    /// `sandboxd.test=<this>` is on every container this daemon makes.
+    pub label: String,
+    /// Its state directory.
+    pub state_dir: tempfile::TempDir,
+    /// Its agents directory.
+    pub agents_dir: tempfile::TempDir,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+/// A free loopback port (bound then released; races are harmless in practice here).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on loopback")
+}
+
+impl Daemon {
+    /// Starts a daemon with the default options.
+    pub async fn start() -> Daemon {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Starts a daemon.
+    pub async fn start_with(options: Options) -> Daemon {
+        let state_dir = tempfile::Builder::new()
+            .prefix("sandboxd-test-state-")
+            .tempdir()
+            .expect("state dir");
+        let agents_dir = tempfile::Builder::new()
+            .prefix("sandboxd-test-agents-")
+            .tempdir()
+            .expect("agents dir");
+        for (slug, text) in &options.agents {
+            std::fs::write(agents_dir.path().join(format!("{slug}.json")), text)
+                .expect("write agent");
+        }
+        let port = free_port();
+        let label = format!(
+            "t{}-{}",
+            std::process::id(),
+            state_dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().replace("sandboxd-test-state-", ""))
+                .unwrap_or_default()
+        )
+        .to_lowercase();
+        let key = format!("test-key-{label}");
+        let log = state_dir.path().join("daemon.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let bin = daemon_bin(&options.profile);
+        assert!(
+            bin.is_file(),
+            "{} is missing: build it first (scripts/test does)",
+            bin.display()
+        );
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .arg("--agents-dir")
+            .arg(agents_dir.path())
+            .arg("--label")
+            .arg(format!("sandboxd.test={label}"))
+            .args(&options.args)
+            .env("SANDBOXD_API_KEY", &key)
+            .env("SANDBOXD_LOG", "info,sandboxd=debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn sandboxd");
+        let daemon = Daemon {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            key,
+            label,
+            state_dir,
+            agents_dir,
+            log,
+            http: reqwest::Client::new(),
+        };
+        daemon.wait_listening().await;
+        if options.wait_healthy {
+            daemon.wait_healthy().await;
+        }
+        daemon
+    }
+
+    async fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self
+                .http
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the daemon did not listen within 30 s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits for `/healthz` to answer 200 (the default image is prepared beforehand
+    /// by `sandboxd prepare`, so this is quick).
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            let res = self.http.get(format!("{}/healthz", self.url)).send().await;
+            if res.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the daemon did not become healthy; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A request with the API key; returns the status and the JSON body (Null if none).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.url),
+            )
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let text = res.text().await.expect("body read");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json)
+    }
+
+    /// A raw request builder with the API key.
+    pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.url),
+            )
+            .bearer_auth(&self.key)
+    }
+
+    /// A request builder without credentials.
+    pub fn anonymous(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(
+            method.parse().expect("method"),
+            format!("{}{path}", self.url),
+        )
+    }
+
+    /// Creates a sandbox of `agent` and asserts it is active; returns its id.
+    pub async fn create_sandbox(&self, body: Value) -> String {
+        let (status, json) = self.call("POST", "/v1/sandboxes", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        assert_eq!(json["status"], "active", "{json}");
+        json["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Runs a command; asserts 200 and returns the result.
+    pub async fn exec(&self, sandbox: &str, command: &str) -> Value {
+        let (status, json) = self
+            .call(
+                "POST",
+                &format!("/v1/sandboxes/{sandbox}/exec"),
+                Some(serde_json::json!({ "command": command })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        json
+    }
+
+    /// Deletes a sandbox; asserts 204.
+    pub async fn delete_sandbox(&self, sandbox: &str) {
+        let (status, json) = self
+            .call("DELETE", &format!("/v1/sandboxes/{sandbox}"), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{json}");
+    }
+
+    /// Containers carrying this daemon's test label.
+    pub fn containers(&self) -> Vec<String> {
+        containers_labelled(&format!("sandboxd.test={}", self.label))
+    }
+
+    /// Asserts that no container of this daemon is left.
+    pub fn assert_no_leaks(&self) {
+        let left = self.containers();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+        let sandboxes = self.state_dir.path().join("sandboxes");
+        let dirs: Vec<_> = std::fs::read_dir(&sandboxes)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "sandbox directories left behind: {dirs:?}");
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Whatever a failed test left behind goes now, so runs stay independent.
+        for id in self.containers() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Ids of containers (running or not) with a label `key=value`.
+pub fn containers_labelled(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(out.status.success(), "docker ps failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `docker inspect -f FORMAT NAME`, trimmed.
+pub fn docker_inspect(name: &str, format: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, name])
+        .output()
+        .expect("docker inspect");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Polls `check` every 20 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

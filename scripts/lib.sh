@@ -1,0 +1,65 @@
+# Shared steps of scripts/serve and scripts/test. Every step is idempotent and says
+# what it does; nothing here assumes anything was installed by hand.
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+APT_UPDATED=""
+apt_install() {
+    if [ -z "$APT_UPDATED" ]; then
+        say "apt-get update"
+        as_root apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "installing $*"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# A Docker engine that answers: install docker.io and start dockerd when needed.
+ensure_docker() {
+    if docker info >/dev/null 2>&1; then
+        say "Docker engine: running"
+        return
+    fi
+    if ! command -v dockerd >/dev/null 2>&1; then
+        apt_install docker.io iptables
+    fi
+    if ! command -v docker >/dev/null 2>&1; then
+        apt_install docker.io
+    fi
+    local log=/var/log/sandboxd-dockerd.log
+    say "starting dockerd in the background (log: $log)"
+    as_root sh -c "setsid nohup dockerd >'$log' 2>&1 </dev/null &"
+    local i
+    for i in $(seq 1 60); do
+        if docker info >/dev/null 2>&1; then
+            say "Docker engine: started"
+            return
+        fi
+        sleep 1
+    done
+    echo "dockerd did not come up in 60 s; its log:" >&2
+    tail -n 30 "$log" >&2 || true
+    return 1
+}
+
+# debootstrap builds the base image where no registry is reachable.
+ensure_debootstrap() {
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        apt_install debootstrap
+    fi
+}
+
+# Builds the daemon and the static sandbox-init; PROFILE is "release" or "dev".
+build_binaries() {
+    local profile="${1:-release}" flag=()
+    [ "$profile" = release ] && flag=(--release)
+    say "building sandboxd ($profile)"
+    cargo build "${flag[@]}" -p sandboxd
+    say "building the static sandbox-init ($profile)"
+    RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build "${flag[@]}" -p sandbox-init --target x86_64-unknown-linux-gnu
+}
