@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: the HTTP API on --listen.
     Serve(ServeArgs),
+    /// Serve an Anthropic-compatible Messages API that plays a script of replies, for
+    /// hermetic runs (point --model-upstream at it).
+    ScriptedModel(ScriptedModelArgs),
     /// Connect to the Docker engine and build the default image if needed, then exit
     /// (what `serve` does before it reports healthy).
     Prepare(ServeArgs),
@@ -95,6 +98,20 @@ pub struct ServeArgs {
     pub labels: Vec<String>,
 }
 
+/// Flags of `sandboxd scripted-model`.
+#[derive(Debug, Clone, Args)]
+pub struct ScriptedModelArgs {
+    /// Address to listen on (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:7879")]
+    pub listen: SocketAddr,
+    /// The script: a JSON array of replies (see the README).
+    #[arg(long)]
+    pub script: PathBuf,
+    /// Append every request body to this file, one JSON line each.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
 /// Everything the daemon needs to run, resolved from flags and environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -114,6 +131,8 @@ pub struct Config {
     pub init_bin: Option<PathBuf>,
     /// The API key from `SANDBOXD_API_KEY`, if set.
     pub api_key: Option<String>,
+    /// The model upstream's key, from `ANTHROPIC_API_KEY` (never given to sandboxes).
+    pub upstream_api_key: Option<String>,
     /// Request body limit.
     pub max_body_bytes: usize,
     /// Exec output limit per stream.
@@ -151,9 +170,12 @@ impl Config {
             agents_dir: args.agents_dir,
             image: args.image,
             model_upstream: args.model_upstream,
-            claude_bin: args.claude_bin,
+            claude_bin: args.claude_bin.or_else(|| find_on_path("claude")),
             init_bin: args.init_bin,
             api_key: std::env::var("SANDBOXD_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            upstream_api_key: std::env::var("ANTHROPIC_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
             max_body_bytes: args.max_body_bytes,
@@ -164,6 +186,18 @@ impl Config {
             current_exe: std::env::current_exe().ok(),
         })
     }
+}
+
+/// The first executable named `name` on `PATH`.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn default_state_dir() -> anyhow::Result<PathBuf> {

@@ -114,6 +114,25 @@ impl Engine {
         }
     }
 
+    /// The gateway address of the default bridge network: the host as containers on
+    /// it see it.
+    pub async fn bridge_gateway(&self) -> Result<Option<std::net::IpAddr>, EngineError> {
+        let network = self
+            .docker
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await?;
+        Ok(network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.gateway.as_deref())
+            .find_map(|g| g.parse().ok()))
+    }
+
     /// Creates and starts a container; returns its id. A container that fails to start
     /// is removed again.
     pub async fn run(&self, spec: ContainerSpec) -> Result<String, EngineError> {

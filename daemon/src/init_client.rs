@@ -81,16 +81,7 @@ impl Conn {
 
     /// Receives one frame; `None` when the server closed the connection.
     pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
-        let mut header = [0u8; HEADER_LEN];
-        match self.reader.read_exact(&mut header).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        let (kind, len) = decode_header(header)?;
-        let mut payload = vec![0u8; len];
-        self.reader.read_exact(&mut payload).await?;
-        Ok(Some(Frame::from_parts(kind, payload)?))
+        read_reply_frame(&mut self.reader).await
     }
 
     /// Receives the next frame, which must be a message.
@@ -109,9 +100,48 @@ impl Conn {
     }
 
     /// Splits into halves for full-duplex use (a streaming exec).
-    pub fn into_split(self) -> (BufReader<OwnedReadHalf>, BufWriter<OwnedWriteHalf>) {
-        (self.reader, self.writer)
+    pub fn split(self) -> (FrameReader, FrameWriter) {
+        (FrameReader(self.reader), FrameWriter(self.writer))
     }
+}
+
+/// The receiving half of a connection.
+#[derive(Debug)]
+pub struct FrameReader(BufReader<OwnedReadHalf>);
+
+impl FrameReader {
+    /// Receives one frame; `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
+        read_reply_frame(&mut self.0).await
+    }
+}
+
+/// The sending half of a connection.
+#[derive(Debug)]
+pub struct FrameWriter(BufWriter<OwnedWriteHalf>);
+
+impl FrameWriter {
+    /// Sends one frame and flushes it.
+    pub async fn send(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
+        self.0.write_all(&frame.encode()?).await?;
+        self.0.flush().await?;
+        Ok(())
+    }
+}
+
+async fn read_reply_frame(
+    reader: &mut BufReader<OwnedReadHalf>,
+) -> Result<Option<Frame<Reply>>, InitError> {
+    let mut header = [0u8; HEADER_LEN];
+    match reader.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let (kind, len) = decode_header(header)?;
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await?;
+    Ok(Some(Frame::from_parts(kind, payload)?))
 }
 
 fn frame_name(frame: &Frame<Reply>) -> &'static str {

@@ -12,6 +12,11 @@
 //! - [`init_client`]: talking to sandbox-init over its unix socket.
 //! - [`readiness`]: start-up progress, reported by `/healthz`.
 //! - [`auth`]: the API key.
+//! - [`threads`]: threads and the stream of a running turn.
+//! - [`runner`]: one turn = one run of the Claude Code CLI, translated to the UI
+//!   message stream.
+//! - [`proxy`]: the model proxy sandboxes reach the model through.
+//! - [`scripted`]: `sandboxd scripted-model`, a scripted Messages API for hermetic runs.
 
 pub mod agents;
 pub mod api;
@@ -20,6 +25,10 @@ pub mod config;
 pub mod docker;
 pub mod image;
 pub mod init_client;
+pub mod proxy;
 pub mod readiness;
+pub mod runner;
 pub mod sandbox;
+pub mod scripted;
 pub mod server;
+pub mod threads;

@@ -22,6 +22,19 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 sandboxd::server::run(config, shutdown).await
             }
+            Command::ScriptedModel(args) => {
+                let text = std::fs::read_to_string(&args.script).map_err(|e| {
+                    anyhow::anyhow!("reading the script {}: {e}", args.script.display())
+                })?;
+                let replies = sandboxd::scripted::parse_script(&text)
+                    .map_err(|e| anyhow::anyhow!("the script {}: {e}", args.script.display()))?;
+                let listener = tokio::net::TcpListener::bind(args.listen).await?;
+                // The first line of stdout is the address, for scripts and tests.
+                println!("listening on http://{}", listener.local_addr()?);
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                sandboxd::scripted::serve(listener, replies, args.log, shutdown).await
+            }
             Command::Prepare(args) => {
                 let config = Config::from_serve_args(args)?;
                 sandboxd::server::prepare_image(&config).await

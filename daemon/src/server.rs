@@ -16,6 +16,7 @@ use crate::api::{app, AppState};
 use crate::auth::{ApiKey, KeySource};
 use crate::config::Config;
 use crate::docker::Engine;
+use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
 use crate::sandbox::{Sandboxes, Settings};
 
@@ -63,7 +64,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         exec_output_limit: config.exec_output_limit,
         exec_timeout_ms: config.exec_timeout_ms,
         debian_mirror: config.debian_mirror.clone(),
+        claude_bin: config.claude_bin.clone(),
     };
+    match &config.claude_bin {
+        Some(path) => tracing::info!(
+            "claude: {} (mounted read-only into sandboxes)",
+            path.display()
+        ),
+        None => tracing::warn!(
+            "claude: no --claude-bin and none on PATH; sandboxes must have `claude` in their image"
+        ),
+    }
+    let proxy = ModelProxy::new(&config.model_upstream, config.upstream_api_key.clone());
+    tracing::info!("model upstream: {}", config.model_upstream);
     std::fs::create_dir_all(&settings.sandboxes_dir)?;
     // Each sandbox's socket lives at <state>/sandboxes/<id>/run/init.sock, and unix
     // socket paths are limited to 108 bytes.
@@ -81,6 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         settings,
         Arc::new(Agents::new(agents)),
         readiness.clone(),
+        proxy.clone(),
     ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -91,6 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let prepare = tokio::spawn(prepare(
         sandboxes.clone(),
         readiness.clone(),
+        proxy,
         config.image.clone(),
         shutdown.child_token(),
     ));
@@ -115,12 +130,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 async fn prepare(
     sandboxes: Arc<Sandboxes>,
     readiness: Arc<Readiness>,
+    proxy: Arc<ModelProxy>,
     image: String,
     shutdown: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(500);
+    let mut proxy_started = false;
     loop {
-        match prepare_once(&sandboxes, &readiness, &image).await {
+        let mut result = prepare_once(&sandboxes, &readiness, &image).await;
+        if result.is_ok() && !proxy_started {
+            result = start_proxy(&readiness, proxy.clone(), shutdown.clone()).await;
+            proxy_started = result.is_ok();
+        }
+        match result {
             Ok(()) => {
                 readiness.set_phase(Phase::Ready);
                 tracing::info!("ready: sandboxes can be created");
@@ -169,6 +191,34 @@ async fn prepare_once(
         &progress,
     )
     .await?;
+    Ok(())
+}
+
+/// Starts the model proxy on the Docker bridge's gateway address, where containers
+/// reach the host.
+async fn start_proxy(
+    readiness: &Readiness,
+    proxy: Arc<ModelProxy>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let engine = readiness
+        .engine()
+        .ok_or_else(|| anyhow::anyhow!("no Docker engine"))?;
+    let gateway = engine
+        .bridge_gateway()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the Docker bridge network has no gateway address"))?;
+    let listener = tokio::net::TcpListener::bind((gateway, 0))
+        .await
+        .with_context(|| format!("binding the model proxy on {gateway}"))?;
+    let address = listener.local_addr()?;
+    let url = format!("http://{address}");
+    tracing::info!("model proxy: {url} (reachable from sandboxes only)");
+    tokio::spawn(async move {
+        if let Err(e) = proxy.serve(listener, url, shutdown).await {
+            tracing::error!("the model proxy stopped: {e}");
+        }
+    });
     Ok(())
 }
 

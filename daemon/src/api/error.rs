@@ -89,6 +89,13 @@ impl From<SandboxError> for ApiError {
             SandboxError::NotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "sandbox_not_found", message)
             }
+            SandboxError::ThreadNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "thread_not_found", message)
+            }
+            SandboxError::ThreadBusy(_) => Self::new(StatusCode::CONFLICT, "thread_busy", message),
+            SandboxError::ProxyUnavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+            }
             SandboxError::NotActive { .. } => {
                 Self::new(StatusCode::CONFLICT, "sandbox_not_active", message)
             }

@@ -1,10 +1,12 @@
 //! The HTTP API (axum). Handlers extract and validate, call the domain, and map the
 //! result; [`app`] builds the router so tests can drive it without a socket.
 
+mod chat;
 mod error;
 mod files;
 mod json;
 mod sandboxes;
+mod threads;
 
 use std::sync::Arc;
 
@@ -54,6 +56,19 @@ pub fn app(state: AppState) -> Router {
         .route("/sandboxes/{id}/files/exists", get(files::exists))
         .route("/sandboxes/{id}/files/mkdir", post(files::mkdir))
         .route("/sandboxes/{id}/files/rename", post(files::rename))
+        .route(
+            "/sandboxes/{id}/threads",
+            get(threads::list).post(threads::create),
+        )
+        .route(
+            "/sandboxes/{id}/threads/{thread_id}",
+            get(threads::get).delete(threads::delete),
+        )
+        .route("/chat/{slug}", post(chat::post))
+        .route(
+            "/chat/{slug}/{sandbox_id}/stream",
+            get(chat::resume).delete(chat::cancel),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/healthz", get(healthz))

@@ -109,7 +109,7 @@ pub struct Detail {
     error: Option<String>,
     agent: AgentRef,
     #[serde(skip_serializing_if = "Option::is_none")]
-    threads: Option<Vec<serde_json::Value>>,
+    threads: Option<Vec<super::threads::Summary>>,
     created_at: String,
     updated_at: String,
 }
@@ -121,7 +121,7 @@ pub struct AgentRef {
 }
 
 impl Detail {
-    fn new(view: SandboxView, threads: Option<Vec<serde_json::Value>>) -> Self {
+    fn new(view: SandboxView, threads: Option<Vec<super::threads::Summary>>) -> Self {
         Self {
             id: view.id,
             sandbox_id: view.sandbox_id,
@@ -186,7 +186,12 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Detail>, ApiError> {
     let sandbox = state.sandboxes.get(&id)?;
-    Ok(Json(Detail::new(sandbox.view(), Some(Vec::new()))))
+    let threads = sandbox
+        .threads_snapshot()
+        .iter()
+        .map(|t| super::threads::Summary::of(t))
+        .collect();
+    Ok(Json(Detail::new(sandbox.view(), Some(threads))))
 }
 
 /// `DELETE /v1/sandboxes/:id`: 204 once the container is gone.

@@ -122,6 +122,7 @@ impl Sandboxes {
         .map_err(|e| SandboxError::Invalid(e.to_string()))?;
 
         let id = new_id("sb_");
+        let model_token = self.proxy.register(&id);
         let sandbox_id = format!("sbx-{}", &id[3..]);
         let dir = self.settings.sandboxes_dir.join(&id);
         let now = SystemTime::now();
@@ -135,6 +136,14 @@ impl Sandboxes {
             cwd: plan.cwd.clone(),
             dir,
             deleted: CancellationToken::new(),
+            model_token,
+            claude_program: if self.settings.claude_bin.is_some() {
+                mounts::CLAUDE.to_owned()
+            } else {
+                "claude".to_owned()
+            },
+            agent: agent.clone(),
+            threads: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 status: Status::Creating,
                 error: None,
@@ -168,6 +177,7 @@ impl Sandboxes {
                     Ok(())
                 }
                 Err(Provision::Engine(e)) => {
+                    this.proxy.unregister(&task_sandbox.id);
                     this.forget(&task_sandbox);
                     super::remove_dir(&task_sandbox.dir);
                     Err(SandboxError::Engine(e))
@@ -217,10 +227,16 @@ impl Sandboxes {
             ],
             env: plan.envs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             labels,
-            binds: vec![
-                format!("{}:{}:ro", self.settings.init_bin.display(), mounts::INIT),
-                format!("{}:{}", run_dir.display(), mounts::RUN),
-            ],
+            binds: {
+                let mut binds = vec![
+                    format!("{}:{}:ro", self.settings.init_bin.display(), mounts::INIT),
+                    format!("{}:{}", run_dir.display(), mounts::RUN),
+                ];
+                if let Some(claude) = &self.settings.claude_bin {
+                    binds.push(format!("{}:{}:ro", claude.display(), mounts::CLAUDE));
+                }
+                binds
+            },
             hostname: sb.sandbox_id.clone(),
             working_dir: "/".to_owned(),
         };

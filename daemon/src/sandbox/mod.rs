@@ -9,6 +9,7 @@ mod files;
 mod git;
 pub mod paths;
 mod template;
+mod threads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -21,10 +22,12 @@ pub use create::CreateSandbox;
 pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 
-use crate::agents::Agents;
+use crate::agents::{AgentDef, Agents};
 use crate::docker::{Engine, EngineError};
 use crate::init_client::{InitClient, InitError};
+use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
+use crate::threads::Thread;
 
 /// The sandbox account's name inside every container.
 pub const USER: &str = "user";
@@ -39,6 +42,8 @@ pub const LABEL_INSTANCE: &str = "sandboxd.instance";
 pub mod mounts {
     /// The sandbox-init binary (read-only).
     pub const INIT: &str = "/.sandboxd/init";
+    /// The host's Claude Code CLI, when it is mounted (read-only).
+    pub const CLAUDE: &str = "/.sandboxd/bin/claude";
     /// The directory of sandbox-init's socket.
     pub const RUN: &str = "/.sandboxd/run";
 }
@@ -83,6 +88,15 @@ pub enum SandboxError {
     /// A git clone failed.
     #[error(transparent)]
     Git(#[from] git::GitFailure),
+    /// No thread by that id in this sandbox.
+    #[error("thread {0:?} does not exist in this sandbox")]
+    ThreadNotFound(String),
+    /// The thread is running a turn.
+    #[error("thread {0} is already streaming a turn; wait for it, or cancel it with DELETE /v1/chat/:slug/:sandboxId/stream")]
+    ThreadBusy(String),
+    /// The model proxy is not listening.
+    #[error("the model proxy is not available yet: {0}")]
+    ProxyUnavailable(String),
     /// The daemon is still starting, or its preparation failed.
     #[error("{0}")]
     NotReady(String),
@@ -120,6 +134,9 @@ pub struct Settings {
     pub exec_timeout_ms: u64,
     /// Debian mirror for building images offline.
     pub debian_mirror: String,
+    /// The Claude Code CLI on the host, mounted into every sandbox; `None` uses the
+    /// image's own `claude`.
+    pub claude_bin: Option<PathBuf>,
 }
 
 /// The mutable part of a sandbox.
@@ -152,6 +169,14 @@ pub struct Sandbox {
     pub init: InitClient,
     /// Cancelled when it is deleted.
     pub deleted: CancellationToken,
+    /// The agent's definition when the sandbox was created.
+    pub agent: AgentDef,
+    /// The sandbox's model-proxy token.
+    pub model_token: String,
+    /// The Claude Code CLI inside the sandbox.
+    pub claude_program: String,
+    /// Its threads, oldest first.
+    pub threads: Mutex<Vec<Arc<Thread>>>,
     state: Mutex<State>,
 }
 
@@ -218,6 +243,14 @@ impl Sandbox {
         self.state().container_id.clone()
     }
 
+    /// Its threads, oldest first.
+    pub fn threads_snapshot(&self) -> Vec<Arc<Thread>> {
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Fails unless the sandbox is active.
     pub fn ensure_active(&self) -> Result<(), SandboxError> {
         let state = self.state();
@@ -243,12 +276,20 @@ pub struct Sandboxes {
     by_key: RwLock<HashMap<String, Arc<Sandbox>>>,
     /// One lock per template hash, so concurrent creates build a template once.
     template_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The model proxy, which issues each sandbox's token.
+    proxy: Arc<ModelProxy>,
 }
 
 impl Sandboxes {
     /// An empty set.
-    pub fn new(settings: Settings, agents: Arc<Agents>, readiness: Arc<Readiness>) -> Self {
+    pub fn new(
+        settings: Settings,
+        agents: Arc<Agents>,
+        readiness: Arc<Readiness>,
+        proxy: Arc<ModelProxy>,
+    ) -> Self {
         Self {
+            proxy,
             settings,
             agents,
             readiness,
@@ -340,9 +381,15 @@ impl Sandboxes {
         let engine = self.engine()?;
         // Cancel first so a creation still under way stops and cleans up after itself.
         sandbox.deleted.cancel();
+        for thread in sandbox.threads_snapshot() {
+            if let Some(turn) = thread.active_turn() {
+                turn.cancel.cancel();
+            }
+        }
         if let Some(container) = sandbox.container_id() {
             engine.remove(&container).await?;
         }
+        self.proxy.unregister(&sandbox.id);
         self.forget(&sandbox);
         remove_dir(&sandbox.dir);
         tracing::info!(sandbox = %sandbox.id, "deleted");

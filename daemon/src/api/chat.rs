@@ -1,0 +1,347 @@
+//! `/v1/chat/:slug`: a turn as an AI SDK UI message stream (SSE), or in the background;
+//! and `/v1/chat/:slug/:sandboxId/stream` to resume (GET) or cancel (DELETE) it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiJson, ApiQuery, AppState};
+use crate::agents::{check_permission_mode, SystemPrompt};
+use crate::runner::claude::TurnOptions;
+use crate::sandbox::{new_id, CreateSandbox, Sandbox};
+use crate::threads::Turn;
+
+/// `POST /v1/chat/:slug` body. Unknown fields are tolerated: the AI SDK's transport
+/// adds its own (`id`, `trigger`, `messageId`) and apps add theirs.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatBody {
+    messages: Vec<Value>,
+    #[serde(default)]
+    sandbox_id: Option<String>,
+    #[serde(default)]
+    thread_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    options: Option<OptionsBody>,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+/// Per-request overrides of the agent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OptionsBody {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    system_prompt: Option<SystemPrompt>,
+    #[serde(default)]
+    max_turns: Option<u32>,
+    #[serde(default)]
+    max_budget_usd: Option<f64>,
+    /// Accepted for compatibility with `@21st-sdk/node`; sandboxes have no cost cap
+    /// of their own (use `maxBudgetUsd` per turn).
+    #[serde(default)]
+    max_sandbox_budget_usd: Option<f64>,
+    #[serde(default)]
+    permission_mode: Option<String>,
+    #[serde(default)]
+    disallowed_tools: Option<Vec<String>>,
+}
+
+impl OptionsBody {
+    fn into_options(self) -> Result<TurnOptions, ApiError> {
+        if let Some(mode) = &self.permission_mode {
+            check_permission_mode(mode)
+                .map_err(|e| ApiError::bad_request(format!("options: {e}")))?;
+        }
+        if self.max_budget_usd.is_some_and(|b| b.is_nan() || b <= 0.0) {
+            return Err(ApiError::bad_request(
+                "options.maxBudgetUsd must be positive",
+            ));
+        }
+        if self.max_turns == Some(0) {
+            return Err(ApiError::bad_request("options.maxTurns must be at least 1"));
+        }
+        let _ = self.max_sandbox_budget_usd;
+        Ok(TurnOptions {
+            model: self.model,
+            system_prompt: self.system_prompt,
+            max_turns: self.max_turns,
+            max_budget_usd: self.max_budget_usd,
+            permission_mode: self.permission_mode,
+            disallowed_tools: self.disallowed_tools,
+        })
+    }
+}
+
+/// The last user message: as persisted, and as Claude content.
+fn last_user_message(messages: &[Value]) -> Result<(Value, Value), ApiError> {
+    let message = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .ok_or_else(|| ApiError::bad_request("messages has no user message to answer"))?;
+    let mut message = message.clone();
+    if !message["id"].is_string() {
+        message["id"] = json!(new_id("msg_"));
+    }
+    let parts = message["parts"]
+        .as_array()
+        .cloned()
+        .or_else(|| {
+            // The API reference's short form: {role, content}.
+            message["content"]
+                .as_str()
+                .map(|t| vec![json!({"type": "text", "text": t})])
+        })
+        .ok_or_else(|| ApiError::bad_request("the last user message has no parts"))?;
+    if message.get("parts").is_none() {
+        message["parts"] = Value::Array(parts.clone());
+    }
+    let mut blocks = Vec::new();
+    for part in &parts {
+        match part["type"].as_str() {
+            Some("text") => {
+                if let Some(text) = part["text"].as_str().filter(|t| !t.is_empty()) {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+            }
+            Some("file") => blocks.push(file_block(part)?),
+            _ => {}
+        }
+    }
+    if blocks.is_empty() {
+        return Err(ApiError::bad_request("the last user message has no text"));
+    }
+    let content = if blocks.len() == 1 && blocks[0]["type"] == "text" {
+        blocks[0]["text"].clone()
+    } else {
+        Value::Array(blocks)
+    };
+    Ok((message, content))
+}
+
+/// A `file` part (a data URL) as a Claude content block.
+fn file_block(part: &Value) -> Result<Value, ApiError> {
+    let media = part["mediaType"].as_str().unwrap_or_default();
+    let url = part["url"].as_str().unwrap_or_default();
+    let data = url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+        .map(|(_, data)| data)
+        .ok_or_else(|| ApiError::bad_request("file parts must carry a base64 data: URL"))?;
+    if media.starts_with("image/") {
+        return Ok(
+            json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}),
+        );
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| ApiError::bad_request(format!("a file part is not valid base64: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ApiError::bad_request(format!("file parts of type {media} are not supported"))
+    })?;
+    let name = part["filename"].as_str().unwrap_or("attachment");
+    Ok(json!({"type": "text", "text": format!("<file name=\"{name}\">\n{text}\n</file>")}))
+}
+
+/// SSE response with the UI message stream headers.
+fn sse(turn: &Arc<Turn>, sandbox_id: &str, thread_id: &str) -> Response {
+    let mut response = Response::new(Body::from_stream(turn.subscribe()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    headers.insert(
+        "x-vercel-ai-ui-message-stream",
+        HeaderValue::from_static("v1"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    for (name, value) in [("x-sandbox-id", sandbox_id), ("x-thread-id", thread_id)] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    response
+}
+
+fn check_agent(sandbox: &Sandbox, slug: &str) -> Result<(), ApiError> {
+    if sandbox.agent_slug == slug {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "sandbox {} belongs to agent {:?}, not {slug:?}",
+            sandbox.id, sandbox.agent_slug
+        )))
+    }
+}
+
+/// `POST /v1/chat/:slug`.
+pub async fn post(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<ChatBody>,
+) -> Result<Response, ApiError> {
+    let sandboxes = &state.sandboxes;
+    if body.thread_id.is_some() && body.sandbox_id.is_none() {
+        return Err(ApiError::bad_request(
+            "threadId needs sandboxId: a thread lives in a sandbox",
+        ));
+    }
+    let background = match body.mode.as_deref() {
+        None | Some("stream") => false,
+        Some("background") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "mode {other:?} is not \"stream\" or \"background\""
+            )))
+        }
+    };
+    if sandboxes.agents().get(&slug).is_none() {
+        return Err(crate::sandbox::SandboxError::AgentNotFound(slug).into());
+    }
+    let options = body.options.unwrap_or_default().into_options()?;
+    let (user_message, prompt) = last_user_message(&body.messages)?;
+
+    let sandbox = match &body.sandbox_id {
+        Some(id) => {
+            let sandbox = sandboxes.get_active(id)?;
+            check_agent(&sandbox, &slug)?;
+            sandbox
+        }
+        None => {
+            let created = sandboxes
+                .create(CreateSandbox {
+                    agent: slug.clone(),
+                    ..CreateSandbox::default()
+                })
+                .await?;
+            created.ensure_active()?;
+            created
+        }
+    };
+    let thread = match &body.thread_id {
+        Some(id) => sandboxes.thread(&sandbox, id)?,
+        None => {
+            let name = body.name.clone().or_else(|| {
+                prompt
+                    .as_str()
+                    .map(|p| p.chars().take(60).collect::<String>())
+            });
+            sandboxes.create_thread(&sandbox, name)?
+        }
+    };
+    let turn = sandboxes.start_turn(&sandbox, &thread, user_message, prompt, options)?;
+    if background {
+        let body = json!({ "sandboxId": sandbox.id, "threadId": thread.id, "status": "running" });
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
+    Ok(sse(&turn, &sandbox.id, &thread.id))
+}
+
+/// `?threadId=` to pick one of several running threads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamQuery {
+    #[serde(default)]
+    thread_id: Option<String>,
+}
+
+/// Finds the sandbox by its id, or by one of its threads' ids (the AI SDK's resume
+/// uses the chat id, which clients often set to the thread id).
+fn find_sandbox(state: &AppState, key: &str) -> Result<(Arc<Sandbox>, Option<String>), ApiError> {
+    if let Ok(sandbox) = state.sandboxes.get(key) {
+        return Ok((sandbox, None));
+    }
+    state
+        .sandboxes
+        .find_thread(key)
+        .map(|(sandbox, thread)| (sandbox, Some(thread)))
+        .ok_or_else(|| crate::sandbox::SandboxError::NotFound(key.to_owned()).into())
+}
+
+/// `GET /v1/chat/:slug/:sandboxId/stream`: the active turn from its start, then live;
+/// 204 when none is active.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path((slug, key)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let (sandbox, thread) = find_sandbox(&state, &key)?;
+    check_agent(&sandbox, &slug)?;
+    let thread = query.thread_id.or(thread);
+    match state.sandboxes.active_turn(&sandbox, thread.as_deref()) {
+        Some(turn) => Ok(sse(&turn, &sandbox.id, &turn.thread_id)),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// `DELETE /v1/chat/:slug/:sandboxId/stream`: cancels the active turn and returns once
+/// it has stopped; 204 when none was active.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path((slug, key)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let (sandbox, thread) = find_sandbox(&state, &key)?;
+    check_agent(&sandbox, &slug)?;
+    let thread = query.thread_id.or(thread);
+    let Some(turn) = state.sandboxes.active_turn(&sandbox, thread.as_deref()) else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    turn.cancel.cancel();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !turn.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let body = json!({ "sandboxId": sandbox.id, "threadId": turn.thread_id,
+                       "status": if turn.is_finished() { "cancelled" } else { "cancelling" } });
+    Ok(Json(body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_user_message_is_the_turn() {
+        let messages = vec![
+            json!({"id": "u1", "role": "user", "parts": [{"type": "text", "text": "first"}]}),
+            json!({"id": "a1", "role": "assistant", "parts": []}),
+            json!({"role": "user", "parts": [{"type": "text", "text": "second"}, {"type": "step-start"}]}),
+        ];
+        let (message, prompt) = last_user_message(&messages).expect("found");
+        assert_eq!(prompt, json!("second"));
+        assert!(message["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("msg_")));
+        let short = vec![json!({"role": "user", "content": "hi"})];
+        assert_eq!(last_user_message(&short).expect("short").1, json!("hi"));
+        assert!(last_user_message(&[json!({"role": "assistant", "parts": []})]).is_err());
+        assert!(last_user_message(&[json!({"role": "user", "parts": []})]).is_err());
+    }
+
+    #[test]
+    fn images_become_image_blocks() {
+        let messages = vec![json!({"role": "user", "parts": [
+            {"type": "text", "text": "what is this"},
+            {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,iVBORw=="}
+        ]})];
+        let (_, prompt) = last_user_message(&messages).expect("found");
+        assert_eq!(prompt[1]["type"], "image");
+        assert_eq!(prompt[1]["source"]["data"], "iVBORw==");
+    }
+}

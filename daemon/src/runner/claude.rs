@@ -1,0 +1,159 @@
+//! How the Claude Code CLI is started for a turn: its arguments and environment, from
+//! the agent's definition and the request's overrides.
+
+use crate::agents::{AgentDef, SystemPrompt};
+
+/// Per-request overrides of the agent (`options` of a chat call).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnOptions {
+    /// Model id.
+    pub model: Option<String>,
+    /// System prompt.
+    pub system_prompt: Option<SystemPrompt>,
+    /// Turn limit.
+    pub max_turns: Option<u32>,
+    /// Cost limit.
+    pub max_budget_usd: Option<f64>,
+    /// Permission mode.
+    pub permission_mode: Option<String>,
+    /// Tools to disable.
+    pub disallowed_tools: Option<Vec<String>>,
+}
+
+/// Whether this turn starts Claude's session or resumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Session {
+    /// First turn: create the session with this id.
+    Start(String),
+    /// Later turn: resume it.
+    Resume(String),
+}
+
+/// The permission mode when neither the agent nor the request sets one: the sandbox
+/// is the boundary, as in the hosted relay.
+pub const DEFAULT_PERMISSION_MODE: &str = "bypassPermissions";
+
+/// The CLI's arguments (without the program).
+pub fn args(agent: &AgentDef, options: &TurnOptions, session: &Session) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--input-format",
+        "stream-json",
+        "--include-partial-messages",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mode = options
+        .permission_mode
+        .clone()
+        .or_else(|| agent.permission_mode.clone())
+        .unwrap_or_else(|| DEFAULT_PERMISSION_MODE.to_owned());
+    args.extend(["--permission-mode".into(), mode]);
+    if let Some(model) = options.model.as_ref().or(agent.model.as_ref()) {
+        args.extend(["--model".into(), model.clone()]);
+    }
+    match options
+        .system_prompt
+        .as_ref()
+        .or(agent.system_prompt.as_ref())
+    {
+        Some(SystemPrompt::Text(text)) => args.extend(["--system-prompt".into(), text.clone()]),
+        Some(SystemPrompt::Preset {
+            append: Some(append),
+            ..
+        }) => args.extend(["--append-system-prompt".into(), append.clone()]),
+        Some(SystemPrompt::Preset { append: None, .. }) | None => {}
+    }
+    if let Some(turns) = options.max_turns.or(agent.max_turns) {
+        args.extend(["--max-turns".into(), turns.to_string()]);
+    }
+    if let Some(budget) = options.max_budget_usd.or(agent.max_budget_usd) {
+        args.extend(["--max-budget-usd".into(), budget.to_string()]);
+    }
+    let disallowed = options
+        .disallowed_tools
+        .clone()
+        .unwrap_or_else(|| agent.disallowed_tools.clone());
+    if !disallowed.is_empty() {
+        args.extend(["--disallowedTools".into(), disallowed.join(",")]);
+    }
+    if let Some(servers) = agent.mcp_servers.as_ref().filter(|s| !s.is_empty()) {
+        let config = serde_json::json!({ "mcpServers": servers });
+        args.extend(["--mcp-config".into(), config.to_string()]);
+    }
+    match session {
+        // Equals form: a value starting with '-' must not be read as a flag.
+        Session::Start(id) => args.push(format!("--session-id={id}")),
+        Session::Resume(id) => args.push(format!("--resume={id}")),
+    }
+    args
+}
+
+/// The CLI's environment: the sandbox's own model endpoint and token, and no
+/// traffic beyond the model.
+pub fn env(base_url: &str, token: &str) -> Vec<(String, String)> {
+    [
+        ("HOME", "/home/user"),
+        ("ANTHROPIC_BASE_URL", base_url),
+        ("ANTHROPIC_API_KEY", token),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+        ("DISABLE_AUTOUPDATER", "1"),
+        ("DISABLE_TELEMETRY", "1"),
+        ("DISABLE_ERROR_REPORTING", "1"),
+        ("CLAUDE_CODE_DISABLE_TERMINAL_TITLE", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::{PresetName, PresetTag};
+
+    #[test]
+    fn the_request_overrides_the_agent() {
+        let agent = AgentDef {
+            model: Some("agent-model".into()),
+            max_turns: Some(9),
+            disallowed_tools: vec!["WebFetch".into()],
+            system_prompt: Some(SystemPrompt::Text("agent prompt".into())),
+            ..Default::default()
+        };
+        let options = TurnOptions {
+            model: Some("call-model".into()),
+            system_prompt: Some(SystemPrompt::Preset {
+                kind: PresetTag::Preset,
+                preset: PresetName::ClaudeCode,
+                append: Some("Be brief.".into()),
+            }),
+            disallowed_tools: Some(vec!["Bash".into(), "Write".into()]),
+            max_budget_usd: Some(0.5),
+            ..Default::default()
+        };
+        let a = args(&agent, &options, &Session::Resume("s-1".into())).join(" ");
+        assert!(a.contains("--model call-model"), "{a}");
+        assert!(a.contains("--append-system-prompt Be brief."), "{a}");
+        assert!(!a.contains("--system-prompt "), "{a}");
+        assert!(a.contains("--max-turns 9"), "{a}");
+        assert!(a.contains("--max-budget-usd 0.5"), "{a}");
+        assert!(a.contains("--disallowedTools Bash,Write"), "{a}");
+        assert!(a.contains("--permission-mode bypassPermissions"), "{a}");
+        assert!(a.ends_with("--resume=s-1"), "{a}");
+    }
+
+    #[test]
+    fn a_first_turn_fixes_the_session_id() {
+        let a = args(
+            &AgentDef::default(),
+            &TurnOptions::default(),
+            &Session::Start("u".into()),
+        );
+        assert_eq!(a.last().map(String::as_str), Some("--session-id=u"));
+        assert!(a.contains(&"--include-partial-messages".to_owned()));
+    }
+}

@@ -1,0 +1,292 @@
+//! The runner: one turn of a thread is one run of the Claude Code CLI inside the
+//! sandbox, through sandbox-init with stdin and stdout streaming. Its stream-json
+//! output is translated into UI message chunks as it arrives, appended to the turn's
+//! log (which clients subscribe to) and folded into the thread's assistant message.
+//!
+//! The turn runs in its own task, whatever happens to the clients watching it; it ends
+//! when the CLI reports its result and exits, fails, or is cancelled (the CLI's
+//! interrupt control request first, then SIGTERM, then SIGKILL).
+
+pub mod claude;
+pub mod fold;
+pub mod translate;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sandbox_init::protocol::{ErrorKind, ExecRequest, Frame, Reply, Request};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::init_client::{InitClient, InitError};
+use crate::threads::{Thread, ThreadStatus, Turn};
+use fold::Folded;
+use translate::Translator;
+
+/// How long the CLI may take to stop after an interrupt before it is signalled.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+/// How long the CLI may take to exit after its result (it flushes the session).
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+/// How much of the CLI's stderr is kept for error messages.
+const STDERR_TAIL: usize = 4096;
+
+/// Everything one turn needs.
+#[derive(Debug)]
+pub struct TurnSpec {
+    /// The sandbox's id (reported in metadata).
+    pub sandbox_id: String,
+    /// Working directory.
+    pub cwd: String,
+    /// The sandbox's init client.
+    pub init: InitClient,
+    /// The thread.
+    pub thread: Arc<Thread>,
+    /// The turn's stream.
+    pub turn: Arc<Turn>,
+    /// The CLI's path inside the sandbox.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+    /// The user message content (a string or Anthropic content blocks).
+    pub prompt: Value,
+}
+
+/// How the CLI process ended, as far as the runner saw.
+#[derive(Debug, Default)]
+struct Ending {
+    exit: Option<sandbox_init::protocol::ExitInfo>,
+    failure: Option<String>,
+    stderr_tail: Vec<u8>,
+}
+
+/// Runs the turn to its end and records the outcome on the thread.
+pub async fn run(spec: TurnSpec) {
+    let started = std::time::Instant::now();
+    let mut folded = Folded::new(&spec.turn.message_id);
+    let mut translator = Translator::default();
+    emit(
+        &spec,
+        &mut folded,
+        json!({ "type": "start", "messageId": spec.turn.message_id,
+                "messageMetadata": { "sandboxId": spec.sandbox_id, "threadId": spec.thread.id } }),
+    );
+    let ending = drive(&spec, &mut folded, &mut translator).await;
+
+    let mut closing = translator.close_open_blocks();
+    closing.extend(translator.close_step());
+    for chunk in closing {
+        emit(&spec, &mut folded, chunk);
+    }
+    let outcome = translator.outcome.clone();
+    let cancelled = spec.turn.cancel.is_cancelled();
+    let error = if cancelled {
+        None
+    } else {
+        outcome
+            .error
+            .clone()
+            .or(ending.failure.clone())
+            .or_else(|| (!outcome.finished).then(|| crashed(&ending)))
+    };
+    let duration_ms = outcome
+        .duration_ms
+        .unwrap_or(started.elapsed().as_millis() as u64);
+    emit(
+        &spec,
+        &mut folded,
+        json!({ "type": "message-metadata", "messageMetadata": {
+            "sessionId": outcome.session_id,
+            "totalCostUsd": outcome.total_cost_usd.unwrap_or(0.0),
+            "inputTokens": outcome.input_tokens.unwrap_or(0),
+            "outputTokens": outcome.output_tokens.unwrap_or(0),
+            "durationMs": duration_ms,
+            "sandboxId": spec.sandbox_id,
+            "threadId": spec.thread.id,
+        }}),
+    );
+    if cancelled {
+        emit(&spec, &mut folded, json!({ "type": "abort" }));
+    } else if let Some(error) = &error {
+        emit(
+            &spec,
+            &mut folded,
+            json!({ "type": "error", "errorText": error }),
+        );
+    }
+    emit(&spec, &mut folded, json!({ "type": "finish" }));
+    folded.settle();
+    spec.thread.upsert_message(folded.message());
+
+    {
+        let mut state = spec.thread.state();
+        let usage = &mut state.usage;
+        usage.input_tokens += outcome.input_tokens.unwrap_or(0);
+        usage.output_tokens += outcome.output_tokens.unwrap_or(0);
+        usage.total_tokens = usage.input_tokens + usage.output_tokens;
+        usage.total_cost_usd += outcome.total_cost_usd.unwrap_or(0.0);
+        usage.duration_ms += duration_ms;
+        if outcome.session_id.is_some() {
+            state.session_started = true;
+        }
+        state.status = if cancelled {
+            ThreadStatus::Cancelled
+        } else if error.is_some() {
+            ThreadStatus::Error
+        } else {
+            ThreadStatus::Completed
+        };
+        state.error = error.clone();
+        let now = SystemTime::now();
+        state.updated_at = now;
+        state.completed_at = Some(now);
+        state.active = None;
+    }
+    spec.turn.finish();
+    tracing::info!(
+        thread = %spec.thread.id,
+        sandbox = %spec.sandbox_id,
+        ms = started.elapsed().as_millis() as u64,
+        cancelled,
+        error = error.as_deref().unwrap_or(""),
+        "turn ended"
+    );
+}
+
+fn emit(spec: &TurnSpec, folded: &mut Folded, chunk: Value) {
+    spec.turn.push(&chunk);
+    folded.apply(&chunk);
+}
+
+fn crashed(ending: &Ending) -> String {
+    let how = match &ending.exit {
+        Some(exit) => match (exit.code, exit.signal) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("was killed by signal {signal}"),
+            _ => "ended".to_owned(),
+        },
+        None => "lost its connection".to_owned(),
+    };
+    let tail = String::from_utf8_lossy(&ending.stderr_tail);
+    let tail = tail.trim();
+    if tail.is_empty() {
+        format!("the Claude Code CLI {how} before finishing the turn")
+    } else {
+        format!("the Claude Code CLI {how} before finishing the turn: {tail}")
+    }
+}
+
+/// Starts the CLI, feeds it the prompt, and pumps its output until it ends.
+async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator) -> Ending {
+    let mut ending = Ending::default();
+    let mut argv = vec![spec.program.clone()];
+    argv.extend(spec.args.iter().cloned());
+    let request = ExecRequest {
+        argv,
+        env: spec.env.clone(),
+        cwd: Some(spec.cwd.clone()),
+        user: crate::sandbox::USER.into(),
+        timeout_ms: None,
+        stdin: true,
+        output_limit: None,
+    };
+    let conn = match spec.init.spawn(request).await {
+        Ok((conn, _pid)) => conn,
+        Err(InitError::Remote {
+            kind: ErrorKind::NotFound,
+            message,
+        }) => {
+            ending.failure = Some(format!(
+                "the Claude Code CLI is not available in the sandbox ({message}); \
+                 start the daemon with --claude-bin, or use an image that has `claude`"
+            ));
+            return ending;
+        }
+        Err(e) => {
+            ending.failure = Some(format!("could not start the Claude Code CLI: {e}"));
+            return ending;
+        }
+    };
+    let (mut reader, mut writer) = conn.split();
+    let user_line = json!({
+        "type": "user",
+        "message": { "role": "user", "content": spec.prompt },
+        "parent_tool_use_id": null,
+        "session_id": "",
+    });
+    if let Err(e) = writer
+        .send(&Frame::Stdin(format!("{user_line}\n").into_bytes()))
+        .await
+    {
+        ending.failure = Some(format!("could not send the prompt to the CLI: {e}"));
+        return ending;
+    }
+
+    let mut pending = Vec::<u8>::new();
+    let mut deadline: Option<Instant> = None;
+    let mut escalation = 0u8;
+    let mut interrupted = false;
+    loop {
+        let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            frame = reader.recv() => match frame {
+                Ok(Some(Frame::Stdout(bytes))) => {
+                    pending.extend_from_slice(&bytes);
+                    let mut result_seen = false;
+                    while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=pos).collect();
+                        let Ok(value) = serde_json::from_slice::<Value>(&line) else {
+                            continue; // The CLI may print non-JSON diagnostics.
+                        };
+                        if value["type"] == "result" {
+                            result_seen = true;
+                        }
+                        for chunk in translator.line(&value) {
+                            emit(spec, folded, chunk);
+                        }
+                    }
+                    spec.thread.upsert_message(folded.message());
+                    if result_seen {
+                        // The CLI exits when its stdin closes; it flushes the session first.
+                        let _ = writer.send(&Frame::Message(Request::CloseStdin)).await;
+                        deadline.get_or_insert(Instant::now() + EXIT_GRACE);
+                    }
+                }
+                Ok(Some(Frame::Stderr(bytes))) => {
+                    ending.stderr_tail.extend_from_slice(&bytes);
+                    let excess = ending.stderr_tail.len().saturating_sub(STDERR_TAIL);
+                    ending.stderr_tail.drain(..excess);
+                }
+                Ok(Some(Frame::Message(Reply::Exited(exit)))) => {
+                    ending.exit = Some(exit);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    ending.failure.get_or_insert(format!("lost the CLI's output: {e}"));
+                    break;
+                }
+            },
+            () = spec.turn.cancel.cancelled(), if !interrupted => {
+                interrupted = true;
+                let interrupt = json!({
+                    "type": "control_request",
+                    "request_id": format!("interrupt_{}", spec.turn.message_id),
+                    "request": { "subtype": "interrupt" }
+                });
+                let _ = writer.send(&Frame::Stdin(format!("{interrupt}\n").into_bytes())).await;
+                deadline = Some(Instant::now() + INTERRUPT_GRACE);
+            }
+            () = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                // It did not stop in time: SIGTERM, then SIGKILL.
+                let signal = if escalation == 0 { libc::SIGTERM } else { libc::SIGKILL };
+                escalation += 1;
+                let _ = writer.send(&Frame::Message(Request::Signal { signal })).await;
+                deadline = Some(Instant::now() + Duration::from_secs(3));
+            }
+        }
+    }
+    ending
+}

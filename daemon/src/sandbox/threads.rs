@@ -1,0 +1,131 @@
+//! Threads of a sandbox and starting their turns.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{new_id, Sandbox, SandboxError, Sandboxes};
+use crate::runner::claude::{self, Session, TurnOptions};
+use crate::threads::{Thread, ThreadStatus, Turn};
+
+/// The longest thread name kept.
+const MAX_NAME: usize = 200;
+
+impl Sandboxes {
+    /// Creates a thread in an active sandbox.
+    pub fn create_thread(
+        &self,
+        sandbox: &Sandbox,
+        name: Option<String>,
+    ) -> Result<Arc<Thread>, SandboxError> {
+        sandbox.ensure_active()?;
+        let mut threads = sandbox.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let name = name
+            .map(|n| n.trim().chars().take(MAX_NAME).collect::<String>())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("Chat {}", threads.len() + 1));
+        let thread = Thread::new(new_id("th_"), name, sandbox.id.clone());
+        threads.push(thread.clone());
+        Ok(thread)
+    }
+
+    /// A thread of a sandbox.
+    pub fn thread(&self, sandbox: &Sandbox, id: &str) -> Result<Arc<Thread>, SandboxError> {
+        sandbox
+            .threads_snapshot()
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| SandboxError::ThreadNotFound(id.to_owned()))
+    }
+
+    /// Deletes a thread, stopping its running turn first.
+    pub async fn delete_thread(&self, sandbox: &Sandbox, id: &str) -> Result<(), SandboxError> {
+        let thread = self.thread(sandbox, id)?;
+        if let Some(turn) = thread.active_turn() {
+            turn.cancel.cancel();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+            while !turn.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        sandbox
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|t| t.id != id);
+        Ok(())
+    }
+
+    /// The sandbox holding a thread, by the thread's id.
+    pub fn find_thread(&self, thread_id: &str) -> Option<(Arc<Sandbox>, String)> {
+        let map = self.map_read();
+        map.values()
+            .find(|sb| sb.threads_snapshot().iter().any(|t| t.id == thread_id))
+            .map(|sb| (sb.clone(), thread_id.to_owned()))
+    }
+
+    /// The running turn of a thread, or the latest running one of the sandbox.
+    pub fn active_turn(&self, sandbox: &Sandbox, thread: Option<&str>) -> Option<Arc<Turn>> {
+        sandbox
+            .threads_snapshot()
+            .iter()
+            .rev()
+            .filter(|t| thread.is_none_or(|id| t.id == id))
+            .find_map(|t| t.active_turn())
+    }
+
+    /// Starts a turn: records the user message and runs the CLI in the background.
+    /// Fails with `ThreadBusy` while another turn of the thread runs.
+    pub fn start_turn(
+        &self,
+        sandbox: &Arc<Sandbox>,
+        thread: &Arc<Thread>,
+        user_message: Value,
+        prompt: Value,
+        options: TurnOptions,
+    ) -> Result<Arc<Turn>, SandboxError> {
+        sandbox.ensure_active()?;
+        let base_url = self
+            .proxy
+            .base_url()
+            .ok_or_else(|| {
+                SandboxError::ProxyUnavailable("it starts with the Docker engine".into())
+            })?
+            .to_owned();
+        let agent = self
+            .agents
+            .get(&sandbox.agent_slug)
+            .unwrap_or_else(|| sandbox.agent.clone());
+        let turn = Turn::new(&thread.id, &new_id("msg_"));
+        let session = {
+            let mut state = thread.state();
+            if state.active.is_some() {
+                return Err(SandboxError::ThreadBusy(thread.id.clone()));
+            }
+            state.active = Some(turn.clone());
+            state.status = ThreadStatus::Streaming;
+            state.error = None;
+            state.updated_at = std::time::SystemTime::now();
+            if state.session_started {
+                Session::Resume(state.session_id.clone())
+            } else {
+                Session::Start(state.session_id.clone())
+            }
+        };
+        thread.upsert_message(user_message);
+        let spec = crate::runner::TurnSpec {
+            sandbox_id: sandbox.id.clone(),
+            cwd: sandbox.cwd.clone(),
+            init: sandbox.init.clone(),
+            thread: thread.clone(),
+            turn: turn.clone(),
+            program: sandbox.claude_program.clone(),
+            args: claude::args(&agent, &options, &session),
+            env: claude::env(&base_url, &sandbox.model_token),
+            prompt,
+        };
+        tracing::info!(sandbox = %sandbox.id, thread = %thread.id, "turn started");
+        tokio::spawn(crate::runner::run(spec));
+        Ok(turn)
+    }
+}
