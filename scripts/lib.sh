@@ -63,3 +63,36 @@ build_binaries() {
     RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build "${flag[@]}" -p sandbox-init --target x86_64-unknown-linux-gnu
 }
+
+# The Claude Code CLI: the standalone binary bundled in the PyPI package
+# claude-agent-sdk, extracted once into the cache. Exports SANDBOXD_CLAUDE_BIN.
+CLAUDE_SDK_VERSION="${SANDBOXD_CLAUDE_SDK_VERSION:-0.2.187}"
+ensure_claude() {
+    if [ -n "${SANDBOXD_CLAUDE_BIN:-}" ] && [ -x "${SANDBOXD_CLAUDE_BIN}" ]; then
+        say "claude: $SANDBOXD_CLAUDE_BIN"
+        return
+    fi
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/sandboxd/claude-agent-sdk-$CLAUDE_SDK_VERSION"
+    local bin="$dir/claude"
+    if [ ! -x "$bin" ]; then
+        say "downloading the Claude Code CLI (claude-agent-sdk $CLAUDE_SDK_VERSION from PyPI, ~170 MB)"
+        local tmp
+        tmp=$(mktemp -d)
+        python3 -m pip download --quiet --no-deps --only-binary=:all: \
+            -d "$tmp" "claude-agent-sdk==$CLAUDE_SDK_VERSION"
+        mkdir -p "$dir"
+        python3 - "$tmp" "$bin" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("_bundled/claude"))
+    with open(sys.argv[2] + ".part", "wb") as out:
+        out.write(z.read(name))
+os.chmod(sys.argv[2] + ".part", 0o755)
+os.rename(sys.argv[2] + ".part", sys.argv[2])
+PY
+        rm -rf "$tmp"
+    fi
+    export SANDBOXD_CLAUDE_BIN="$bin"
+    say "claude: $bin ($("$bin" --version 2>/dev/null || echo 'version unknown'))"
+}

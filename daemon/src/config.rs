@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: the HTTP API on --listen.
     Serve(ServeArgs),
+    /// Send one message to an agent and stream the turn to the terminal.
+    Chat(ChatArgs),
     /// Serve an Anthropic-compatible Messages API that plays a script of replies, for
     /// hermetic runs (point --model-upstream at it).
     ScriptedModel(ScriptedModelArgs),
@@ -96,6 +98,53 @@ pub struct ServeArgs {
     /// Extra label `key=value` put on every container (tests use it to find theirs).
     #[arg(long = "label", env = "SANDBOXD_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
+}
+
+/// Arguments of `sandboxd chat`.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// The agent's slug.
+    pub agent: String,
+    /// The message.
+    pub prompt: String,
+    /// Continue in this sandbox (default: a new one).
+    #[arg(long)]
+    pub sandbox: Option<String>,
+    /// Continue this thread (needs --sandbox).
+    #[arg(long, requires = "sandbox")]
+    pub thread: Option<String>,
+    /// The daemon's URL.
+    #[arg(long, env = "SANDBOXD_URL", default_value = "http://127.0.0.1:7878")]
+    pub url: String,
+    /// The daemon's state directory, where its API key is kept (when
+    /// SANDBOXD_API_KEY is not set).
+    #[arg(long, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ChatArgs {
+    /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
+    pub fn api_key(&self) -> anyhow::Result<String> {
+        if let Some(key) = std::env::var("SANDBOXD_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            return Ok(key);
+        }
+        let dir = match &self.state_dir {
+            Some(dir) => dir.clone(),
+            None => default_state_dir()?,
+        };
+        let path = dir.join(crate::auth::KEY_FILE);
+        std::fs::read_to_string(&path)
+            .map(|k| k.trim().to_owned())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "no SANDBOXD_API_KEY and cannot read {}: {e}",
+                    path.display()
+                )
+            })
+    }
 }
 
 /// Flags of `sandboxd scripted-model`.

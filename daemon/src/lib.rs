@@ -12,6 +12,7 @@
 //! - [`init_client`]: talking to sandbox-init over its unix socket.
 //! - [`readiness`]: start-up progress, reported by `/healthz`.
 //! - [`auth`]: the API key.
+//! - [`cli`]: `sandboxd chat`, a terminal client for one turn.
 //! - [`threads`]: threads and the stream of a running turn.
 //! - [`runner`]: one turn = one run of the Claude Code CLI, translated to the UI
 //!   message stream.
@@ -21,6 +22,7 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod image;

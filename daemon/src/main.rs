@@ -22,6 +22,11 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 sandboxd::server::run(config, shutdown).await
             }
+            Command::Chat(args) => {
+                let key = args.api_key()?;
+                let code = sandboxd::cli::chat(args, key).await?;
+                std::process::exit(code);
+            }
             Command::ScriptedModel(args) => {
                 let text = std::fs::read_to_string(&args.script).map_err(|e| {
                     anyhow::anyhow!("reading the script {}: {e}", args.script.display())

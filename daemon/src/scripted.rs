@@ -14,7 +14,9 @@
 //! ]
 //! ```
 //!
-//! When the script runs out, every further request gets the text
+//! A retried request (the same conversation again, as the CLI sends after an error)
+//! gets the same reply as the first time, so scripts stay deterministic. When the
+//! script runs out, every further request gets the text
 //! `[scripted-model: script exhausted]`. Streaming and non-streaming requests are both
 //! served; `--log FILE` appends every request body as one JSON line.
 
@@ -99,7 +101,8 @@ pub fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
 #[derive(Debug)]
 struct Player {
     replies: Vec<Reply>,
-    next: Mutex<usize>,
+    /// The next reply, and which reply each conversation seen so far got.
+    next: Mutex<(usize, std::collections::HashMap<String, usize>)>,
     log: Option<Mutex<std::fs::File>>,
 }
 
@@ -121,7 +124,7 @@ pub async fn serve(
         .transpose()?;
     let player = Arc::new(Player {
         replies,
-        next: Mutex::new(0),
+        next: Mutex::new((0, std::collections::HashMap::new())),
         log,
     });
     let app = Router::new()
@@ -156,10 +159,14 @@ async fn messages(State(player): State<Arc<Player>>, Json(body): Json<Value>) ->
         let _ = writeln!(file, "{body}");
     }
     let reply = {
-        let mut next = player.next.lock().unwrap_or_else(|p| p.into_inner());
-        let reply = player.replies.get(*next).cloned();
-        *next += 1;
-        reply.unwrap_or_else(|| Reply {
+        let mut guard = player.next.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, seen) = &mut *guard;
+        let key = body["messages"].to_string();
+        let index = *seen.entry(key).or_insert_with(|| {
+            *next += 1;
+            *next - 1
+        });
+        player.replies.get(index).cloned().unwrap_or_else(|| Reply {
             text: Some("[scripted-model: script exhausted]".into()),
             ..Reply::default()
         })

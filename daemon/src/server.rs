@@ -66,6 +66,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         debian_mirror: config.debian_mirror.clone(),
         claude_bin: config.claude_bin.clone(),
     };
+    if let Some(path) = &config.claude_bin {
+        // Docker would silently create an empty directory at a missing bind source.
+        anyhow::ensure!(
+            path.is_file(),
+            "--claude-bin {} does not exist",
+            path.display()
+        );
+    }
     match &config.claude_bin {
         Some(path) => tracing::info!(
             "claude: {} (mounted read-only into sandboxes)",

@@ -34,7 +34,7 @@ pub fn daemon_bin(profile: &str) -> PathBuf {
 pub struct Options {
     /// Agent definitions written into its agents directory: (slug, raw file text).
     pub agents: Vec<(String, String)>,
-    /// Extra environment for the daemon process.
+    /// Extra environment for the daemon process (an empty value unsets it).
     pub env: Vec<(String, String)>,
     /// Extra `serve` arguments.
     pub args: Vec<String>,
@@ -147,7 +147,12 @@ impl Daemon {
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file);
         for (k, v) in &options.env {
-            cmd.env(k, v);
+            // An empty value removes the variable.
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let child = cmd.spawn().expect("spawn sandboxd");
         let daemon = Daemon {
@@ -375,4 +380,169 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// The Claude Code CLI the tests run (scripts/test exports it; see scripts/lib.sh).
+pub fn claude_bin() -> String {
+    match std::env::var("SANDBOXD_CLAUDE_BIN") {
+        Ok(path) if Path::new(&path).is_file() => path,
+        _ => panic!(
+            "SANDBOXD_CLAUDE_BIN is not set to the claude binary: run the suite with \
+             scripts/test, which installs it"
+        ),
+    }
+}
+
+/// A `sandboxd scripted-model` process playing a script, killed on drop.
+#[derive(Debug)]
+pub struct ScriptedModel {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ScriptedModel {
+    /// Starts one on a free loopback port.
+    pub fn start(script: &Value) -> ScriptedModel {
+        let dir = tempfile::tempdir().expect("dir");
+        let script_path = dir.path().join("script.json");
+        std::fs::write(&script_path, script.to_string()).expect("script");
+        let log = dir.path().join("requests.jsonl");
+        let mut child = Command::new(daemon_bin("debug"))
+            .args(["scripted-model", "--listen", "127.0.0.1:0", "--script"])
+            .arg(&script_path)
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scripted-model");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("address line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening on URL")
+            .to_owned();
+        ScriptedModel {
+            child,
+            url,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Every request body it received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for ScriptedModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Options {
+    /// Runs turns against `model` with the real claude binary.
+    pub fn with_model(mut self, model: &ScriptedModel) -> Self {
+        self.args.extend([
+            "--model-upstream".to_owned(),
+            model.url.clone(),
+            "--claude-bin".to_owned(),
+            claude_bin(),
+        ]);
+        self
+    }
+}
+
+/// The chunks of an SSE body (`data: {json}` lines); `[DONE]` becomes the string
+/// `"[DONE]"`.
+pub fn sse_chunks(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap_or(Value::String(d.to_owned())))
+        .collect()
+}
+
+/// The `type`s of chunks.
+pub fn chunk_types(chunks: &[Value]) -> Vec<String> {
+    chunks
+        .iter()
+        .map(|c| {
+            c["type"]
+                .as_str()
+                .unwrap_or(c.as_str().unwrap_or("?"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A user message in the AI SDK's shape.
+pub fn user_message(text: &str) -> Value {
+    serde_json::json!({
+        "id": format!("u-{}", free_port()),
+        "role": "user",
+        "parts": [{ "type": "text", "text": text }]
+    })
+}
+
+impl Daemon {
+    /// A whole chat turn: status, the response headers, and the chunks.
+    pub async fn chat(
+        &self,
+        slug: &str,
+        body: Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Vec<Value>) {
+        let res = self
+            .request("POST", &format!("/v1/chat/{slug}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("chat request");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("chat body");
+        let chunks = if status == StatusCode::OK {
+            sse_chunks(&text)
+        } else {
+            vec![serde_json::from_str(&text).unwrap_or(Value::String(text))]
+        };
+        (status, headers, chunks)
+    }
+
+    /// Polls a thread until its status is not `streaming`; returns it.
+    pub async fn settled_thread(&self, sandbox: &str, thread: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self
+                .call(
+                    "GET",
+                    &format!("/v1/sandboxes/{sandbox}/threads/{thread}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["status"] != "streaming" {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the thread kept streaming: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

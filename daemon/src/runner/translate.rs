@@ -351,7 +351,13 @@ impl Translator {
             _ => None,
         };
         if let Some(reason) = reason {
-            o.error.get_or_insert(reason);
+            // A hint from the assistant's error kind comes first; the CLI's own text
+            // (with the upstream's message) follows it.
+            o.error = Some(match o.error.take() {
+                Some(hint) if !reason.contains(&hint) => format!("{hint}: {reason}"),
+                Some(hint) => hint,
+                None => reason,
+            });
         }
         out
     }
