@@ -1,0 +1,146 @@
+// The real client packages against a running sandboxd (started by tests/tests/clients.rs
+// with a scripted model): the AI SDK's DefaultChatTransport + readUIMessageStream pinned
+// to a strict 5.0.x and to a 6.x, and @21st-sdk/node. Runs sequentially: the scripted
+// replies are consumed in order.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as ai5 from "ai5";
+import * as ai6 from "ai6";
+import { AgentClient } from "@21st-sdk/node";
+
+const url = process.env.SANDBOXD_URL;
+const key = process.env.SANDBOXD_API_KEY;
+assert.ok(url && key, "SANDBOXD_URL and SANDBOXD_API_KEY must be set");
+
+const userMessage = (text) => ({ id: `u-${Math.random()}`, role: "user", parts: [{ type: "text", text }] });
+
+/** Sends one turn through a version's transport and reads it like useChat does. */
+async function turn(sdk, text, body = {}) {
+  let sandboxId, threadId;
+  const transport = new sdk.DefaultChatTransport({
+    api: `${url}/v1/chat/test`,
+    headers: { Authorization: `Bearer ${key}` },
+    body,
+    fetch: async (input, init) => {
+      const res = await fetch(input, init);
+      sandboxId = res.headers.get("x-sandbox-id");
+      threadId = res.headers.get("x-thread-id");
+      return res;
+    },
+  });
+  const stream = await transport.sendMessages({
+    chatId: "chat-1",
+    messages: [userMessage(text)],
+    trigger: "submit-message",
+    messageId: undefined,
+    abortSignal: undefined,
+  });
+  const errors = [];
+  let last;
+  for await (const message of sdk.readUIMessageStream({ stream, onError: (e) => errors.push(e) })) {
+    last = message;
+  }
+  assert.deepEqual(errors, [], "the stream validated without errors");
+  return { message: last, sandboxId, threadId };
+}
+
+test("control: both pinned versions reject unknown chunk fields (strict schemas)", async () => {
+  for (const sdk of [ai5, ai6]) {
+    const schema = sdk.uiMessageChunkSchema();
+    assert.equal((await schema.validate({ type: "text-start", id: "1" })).success, true);
+    assert.equal((await schema.validate({ type: "text-start", id: "1", extra: 1 })).success, false);
+  }
+});
+
+test("ai 5.0.x strict: a tool call and text arrive as the expected parts", async () => {
+  const { message, sandboxId } = await turn(ai5, "write a file");
+  assert.equal(message.role, "assistant");
+  const types = message.parts.map((p) => p.type);
+  assert.ok(types.includes("step-start"), types.join());
+  const tool = message.parts.find((p) => p.type === "dynamic-tool");
+  assert.equal(tool.toolName, "Bash");
+  assert.equal(tool.state, "output-available");
+  assert.equal(tool.output.stdout, "from v5");
+  const text = message.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
+  assert.match(text, /v5 done/);
+  assert.equal(typeof message.metadata.sessionId, "string");
+  assert.ok(message.metadata.totalCostUsd > 0);
+  assert.equal(message.metadata.sandboxId, sandboxId);
+  await deleteSandbox(sandboxId);
+});
+
+test("ai 6.x: reasoning and text arrive as the expected parts", async () => {
+  const { message, sandboxId } = await turn(ai6, "think first");
+  const reasoning = message.parts.find((p) => p.type === "reasoning");
+  assert.ok(reasoning, JSON.stringify(message.parts));
+  assert.match(reasoning.text, /weighing/);
+  const text = message.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
+  assert.equal(text, "v6 reply");
+  assert.equal(message.metadata.threadId.startsWith("th_"), true);
+  await deleteSandbox(sandboxId);
+});
+
+test("@21st-sdk/node: sandboxes, files, exec, threads.run and thread calls", async () => {
+  const client = new AgentClient({ apiKey: key, baseUrl: url });
+  const sandbox = await client.sandboxes.create({ agent: "test", files: { "notes/a.txt": "alpha" }, envs: { FROM_SDK: "yes" } });
+  assert.equal(sandbox.status, "active");
+  const detail = await client.sandboxes.get(sandbox.id);
+  assert.equal(detail.agent.slug, "test");
+
+  const exec = await client.sandboxes.exec({ sandboxId: sandbox.id, command: "cat notes/a.txt; echo \" $FROM_SDK\"", timeoutMs: 10_000 });
+  assert.equal(exec.stdout, "alpha yes\n");
+  assert.equal(exec.exitCode, 0);
+  await client.sandboxes.files.write({ sandboxId: sandbox.id, files: { "b.txt": "beta" } });
+  assert.equal((await client.sandboxes.files.read({ sandboxId: sandbox.id, path: "b.txt" })).content, "beta");
+  assert.equal(await client.sandboxes.files.exists({ sandboxId: sandbox.id, path: "b.txt" }), true);
+  const listing = await client.sandboxes.files.list({ sandboxId: sandbox.id, path: "/home/user", depth: 1 });
+  assert.ok(listing.some((e) => e.name === "b.txt" && e.type === "file"));
+
+  const thread = await client.threads.create({ sandboxId: sandbox.id, name: "From the SDK" });
+  assert.equal(thread.name, "From the SDK");
+  const run = await client.threads.run({
+    agent: "test",
+    sandboxId: sandbox.id,
+    threadId: thread.id,
+    messages: [{ role: "user", parts: [{ type: "text", text: "hello sdk" }] }],
+  });
+  assert.equal(run.resumeUrl, `${url}/v1/chat/test/${sandbox.id}/stream`);
+  const body = await run.response.text();
+  assert.match(body, /"type":"text-delta"/);
+  assert.match(body, /data: \[DONE\]/);
+
+  const got = await client.threads.get({ sandboxId: sandbox.id, threadId: thread.id });
+  assert.equal(got.status, "completed");
+  assert.equal(got.messages.length, 2);
+  assert.equal(got.messages[1].parts.find((p) => p.type === "text").text, "sdk reply");
+  assert.ok(got.usage.totalCostUsd > 0);
+
+  const background = await client.threads.run({
+    agent: "test",
+    sandboxId: sandbox.id,
+    threadId: thread.id,
+    mode: "background",
+    messages: [{ role: "user", parts: [{ type: "text", text: "in the background" }] }],
+  });
+  assert.equal(background.status, "running");
+  let polled;
+  for (let i = 0; i < 300; i++) {
+    polled = await client.threads.get({ sandboxId: sandbox.id, threadId: thread.id });
+    if (polled.status !== "streaming") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(polled.status, "completed");
+  assert.equal(polled.messages.length, 4);
+
+  const threads = await client.threads.list({ sandboxId: sandbox.id });
+  assert.equal(threads.length, 1);
+  await client.threads.delete({ sandboxId: sandbox.id, threadId: thread.id });
+  assert.equal((await client.threads.list({ sandboxId: sandbox.id })).length, 0);
+  await client.sandboxes.delete(sandbox.id);
+  await assert.rejects(client.sandboxes.get(sandbox.id), /does not exist/);
+});
+
+async function deleteSandbox(id) {
+  const res = await fetch(`${url}/v1/sandboxes/${id}`, { method: "DELETE", headers: { Authorization: `Bearer ${key}` } });
+  assert.equal(res.status, 204);
+}
