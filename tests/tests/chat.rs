@@ -38,7 +38,11 @@ fn text_of(chunks: &[Value]) -> String {
 #[tokio::test]
 async fn a_text_turn_streams_the_protocol_and_is_persisted() {
     let model = ScriptedModel::start(&json!([{ "text": "Hello there, friend." }]));
-    let d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let mut options = Options::default().with_model(&model);
+    options
+        .env
+        .push(("ANTHROPIC_API_KEY".into(), "sk-real-upstream-secret".into()));
+    let d = Daemon::start_with(options).await;
     let (status, headers, chunks) = d
         .chat("test", json!({ "messages": [user_message("say hello")], "id": "chat-1", "trigger": "submit-message" }))
         .await;
@@ -108,6 +112,29 @@ async fn a_text_turn_streams_the_protocol_and_is_persisted() {
         .await;
     assert_eq!(detail["threads"][0]["id"], thread.as_str());
     assert_eq!(detail["threads"][0]["status"], "completed");
+    // The proxy metered the sandbox's model traffic.
+    assert!(
+        detail["modelUsage"]["requests"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{detail}"
+    );
+    assert!(
+        detail["modelUsage"]["outputTokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{detail}"
+    );
+    // The real upstream key never entered the sandbox: not in files, not in any
+    // process environment (the CLI got a sandbox token instead).
+    let leak = d
+        .exec(
+            &sandbox,
+            "grep -rls sk-real-upstream-secret /home/user /tmp /etc 2>/dev/null; \
+             cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c sk-real-upstream-secret",
+        )
+        .await;
+    assert_eq!(leak["stdout"], "0\n", "{leak}");
 
     d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();

@@ -37,6 +37,9 @@ async fn the_official_clients_work_unchanged() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "node tests failed:\n{stdout}");
-    assert!(stdout.contains("# pass 4") && stdout.contains("# fail 0"), "{stdout}");
+    assert!(
+        stdout.contains("# pass 4") && stdout.contains("# fail 0"),
+        "{stdout}"
+    );
     d.assert_no_leaks();
 }

@@ -110,6 +110,9 @@ pub struct Detail {
     agent: AgentRef,
     #[serde(skip_serializing_if = "Option::is_none")]
     threads: Option<Vec<super::threads::Summary>>,
+    /// What the sandbox consumed through the model proxy (an extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_usage: Option<crate::proxy::ProxyUsage>,
     created_at: String,
     updated_at: String,
 }
@@ -132,6 +135,7 @@ impl Detail {
                 name: view.agent_name,
             },
             threads,
+            model_usage: None,
             created_at: rfc3339(view.created_at),
             updated_at: rfc3339(view.updated_at),
         }
@@ -191,7 +195,9 @@ pub async fn get(
         .iter()
         .map(|t| super::threads::Summary::of(t))
         .collect();
-    Ok(Json(Detail::new(sandbox.view(), Some(threads))))
+    let mut detail = Detail::new(sandbox.view(), Some(threads));
+    detail.model_usage = Some(state.sandboxes.model_usage(&sandbox.id));
+    Ok(Json(detail))
 }
 
 /// `DELETE /v1/sandboxes/:id`: 204 once the container is gone.

@@ -421,6 +421,11 @@ impl Sandboxes {
         Ok(removed)
     }
 
+    /// What a sandbox consumed through the model proxy.
+    pub fn model_usage(&self, sandbox_id: &str) -> crate::proxy::ProxyUsage {
+        self.proxy.usage(sandbox_id)
+    }
+
     /// The agents registry.
     pub fn agents(&self) -> &Agents {
         &self.agents

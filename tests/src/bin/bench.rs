@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sandboxd_e2e::{Daemon, Options};
+use sandboxd_e2e::{claude_bin, Daemon, Options};
 use serde_json::json;
 
 /// Percentiles of a set of durations.
@@ -38,9 +38,42 @@ fn row(what: &str, s: &Stats, target: &str) {
 
 #[tokio::main]
 async fn main() {
+    // A scripted model on the Docker bridge address, so the CLI run directly in a
+    // container can reach it too (the daemon reaches it the same way).
+    let gateway = docker_bridge_gateway();
+    let script = std::env::temp_dir().join(format!("sandboxd-bench-{}.json", std::process::id()));
+    let replies: Vec<_> = (0..64)
+        .map(|i| json!({ "text": format!("ok {i}") }))
+        .collect();
+    std::fs::write(&script, serde_json::to_string(&replies).expect("json")).expect("script");
+    let mut model = Command::new(sandboxd_e2e::daemon_bin("release"))
+        .args([
+            "scripted-model",
+            "--listen",
+            &format!("{gateway}:0"),
+            "--script",
+        ])
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("scripted model");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(model.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("address");
+    let model_url = line.trim().trim_start_matches("listening on ").to_owned();
+
     let daemon = Daemon::start_with(Options {
         profile: "release".into(),
         env: vec![("SANDBOXD_LOG".into(), "warn".into())],
+        args: vec![
+            "--model-upstream".into(),
+            model_url.clone(),
+            "--claude-bin".into(),
+            claude_bin(),
+        ],
         ..Options::default()
     })
     .await;
@@ -77,7 +110,7 @@ async fn main() {
     }
 
     // The same through the docker CLI.
-    let mut docker = Vec::new();
+    let mut docker: Vec<Duration> = Vec::new();
     for _ in 0..30 {
         let started = Instant::now();
         let status = Command::new("docker")
@@ -106,6 +139,80 @@ async fn main() {
         assert!(status.success());
     }
 
+    // A chat turn through the daemon (new thread each time) against the CLI run
+    // directly in the same container with `docker exec`, same scripted model.
+    let mut turns = Vec::new();
+    for i in 0..8 {
+        let started = Instant::now();
+        let (status, _, chunks) = daemon
+            .chat(
+                "test",
+                json!({ "sandboxId": sandbox, "messages": [sandboxd_e2e::user_message(&format!("bench {i}"))] }),
+            )
+            .await;
+        turns.push(started.elapsed());
+        assert!(status.is_success() && chunks.iter().any(|c| c["type"] == "finish"));
+    }
+    let mut direct = Vec::new();
+    for i in 0..8 {
+        let line =
+            json!({"type": "user", "message": {"role": "user", "content": format!("direct {i}")},
+                          "parent_tool_use_id": null, "session_id": ""})
+            .to_string();
+        let started = Instant::now();
+        let mut child = Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                "-u",
+                "1000",
+                "-w",
+                "/home/user",
+                "-e",
+                "HOME=/home/user",
+            ])
+            .args([
+                "-e",
+                &format!("ANTHROPIC_BASE_URL={model_url}"),
+                "-e",
+                "ANTHROPIC_API_KEY=bench",
+            ])
+            .args([
+                "-e",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+                "-e",
+                "DISABLE_AUTOUPDATER=1",
+            ])
+            .args([
+                &container,
+                "/.sandboxd/bin/claude",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+            ])
+            .args([
+                "--input-format",
+                "stream-json",
+                "--include-partial-messages",
+            ])
+            .args(["--permission-mode", "bypassPermissions"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker exec claude");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            writeln!(stdin, "{line}").expect("prompt");
+        }
+        let out = child.wait_with_output().expect("claude output");
+        direct.push(started.elapsed());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\":\"result\""));
+    }
+    let docker_exec_p50 = stats(docker.clone()).p50;
+    let turn_p50 = stats(turns.clone()).p50;
+    let direct_p50 = stats(direct.clone()).p50;
+
     println!();
     row(
         "exec `true` via HTTP API (bash -lc)",
@@ -127,6 +234,16 @@ async fn main() {
         &stats(run),
         "reference",
     );
+    row("chat turn via the daemon (to [DONE])", &stats(turns), "");
+    row(
+        "same CLI via `docker exec` (to exit)",
+        &stats(direct),
+        "reference",
+    );
+    println!(
+        "daemon overhead on a turn: {:+.1} ms (daemon p50 - (direct p50 - docker exec p50)); target <= 50 ms",
+        (turn_p50.as_secs_f64() - (direct_p50.as_secs_f64() - docker_exec_p50.as_secs_f64())) * 1e3
+    );
     println!(
         "daemon RSS with {} sandboxes: {} KiB",
         ids.len(),
@@ -137,6 +254,23 @@ async fn main() {
         daemon.delete_sandbox(id).await;
     }
     daemon.assert_no_leaks();
+    let _ = model.kill();
+    let _ = model.wait();
+    let _ = std::fs::remove_file(&script);
+}
+
+fn docker_bridge_gateway() -> String {
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ])
+        .output()
+        .expect("docker network inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn cores() -> usize {
