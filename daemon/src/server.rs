@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::IntoFuture;
+
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,9 @@ use crate::docker::Engine;
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
 use crate::sandbox::{Sandboxes, Settings};
+
+/// How long open connections get after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -124,9 +129,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         api_key,
         max_body_bytes: config.max_body_bytes,
     };
-    let served = axum::serve(listener, app(state))
+    let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        .into_future();
+    // Open streams (SSE followers) would hold a graceful shutdown forever: after the
+    // signal, connections get a bounded time to finish, then the daemon exits.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = server => served,
+        () = deadline => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
+    };
     prepare.abort();
     served.context("serving HTTP")?;
     tracing::info!("stopped");

@@ -580,3 +580,111 @@ async fn a_sandbox_without_claude_gets_an_actionable_error() {
     d.assert_no_leaks();
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn the_turn_limit_ends_the_stream_with_an_actionable_error() {
+    let model = ScriptedModel::start(&json!([
+        { "toolUse": { "name": "Bash", "input": { "command": "echo step", "description": "step" } } },
+        { "toolUse": { "name": "Bash", "input": { "command": "echo again", "description": "again" } } }
+    ]));
+    let d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let (status, _, chunks) = d
+        .chat(
+            "test",
+            json!({ "messages": [user_message("loop")], "options": { "maxTurns": 1 } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let error = chunks
+        .iter()
+        .find(|c| c["type"] == "error")
+        .expect("error chunk");
+    assert!(
+        error["errorText"]
+            .as_str()
+            .is_some_and(|e| e.contains("maxTurns")),
+        "{error}"
+    );
+    let (sandbox, thread) = ids(&chunks);
+    let t = d.settled_thread(&sandbox, &thread).await;
+    assert_eq!(t["status"], "error");
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("turn limit")),
+        "{t}"
+    );
+    d.delete_sandbox(&sandbox).await;
+    d.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn threads_of_one_sandbox_run_at_the_same_time() {
+    let model = ScriptedModel::start(&json!([
+        { "text": "first thread answer", "chunkDelayMs": 100 },
+        { "text": "second thread answer", "chunkDelayMs": 100 }
+    ]));
+    let d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    let start = |text: &'static str| {
+        d.call(
+            "POST",
+            "/v1/chat/test",
+            Some(json!({ "sandboxId": id, "mode": "background",
+                                                    "messages": [user_message(text)] })),
+        )
+    };
+    let ((s1, a), (s2, b)) = tokio::join!(start("one"), start("two"));
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED),
+        "{a} {b}"
+    );
+    let (_, listed) = d
+        .call("GET", &format!("/v1/sandboxes/{id}/threads"), None)
+        .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    let mut answers = Vec::new();
+    for accepted in [a, b] {
+        let t = d
+            .settled_thread(&id, accepted["threadId"].as_str().expect("thread"))
+            .await;
+        assert_eq!(t["status"], "completed", "{t}");
+        answers.push(t["messages"][1]["parts"].to_string());
+    }
+    assert!(
+        answers.iter().any(|a| a.contains("first thread answer")),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().any(|a| a.contains("second thread answer")),
+        "{answers:?}"
+    );
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn sigterm_with_an_open_stream_still_stops_the_daemon() {
+    let model = ScriptedModel::start(&json!([
+        { "text": "a b c d e f g h i j k l m n o p q r s t", "chunkDelayMs": 1000 }
+    ]));
+    let mut d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let res = d
+        .request("POST", "/v1/chat/test")
+        .json(&json!({ "messages": [user_message("slow")] }))
+        .send()
+        .await
+        .expect("chat");
+    let mut stream = res.bytes_stream();
+    let _ = stream.next().await;
+    let started = std::time::Instant::now();
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(stream);
+}
