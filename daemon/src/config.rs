@@ -87,6 +87,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_EXEC_TIMEOUT_MS", default_value_t = 10 * 60 * 1000)]
     pub exec_timeout_ms: u64,
 
+    /// Memory limit of a sandbox whose agent sets no `memoryMB`, in MiB (0: none).
+    #[arg(long, env = "SANDBOXD_DEFAULT_MEMORY_MB", default_value_t = 4096)]
+    pub default_memory_mb: u64,
+
+    /// CPU limit of a sandbox whose agent sets no `cpuCount` (0: none).
+    #[arg(long, env = "SANDBOXD_DEFAULT_CPUS", default_value_t = 0.0)]
+    pub default_cpus: f64,
+
+    /// Most processes and threads in one sandbox.
+    #[arg(long, env = "SANDBOXD_PIDS_LIMIT", default_value_t = 1024)]
+    pub pids_limit: i64,
+
     /// Debian mirror used to build the base image where no registry is reachable.
     #[arg(
         long,
@@ -190,6 +202,12 @@ pub struct Config {
     pub exec_timeout_ms: u64,
     /// Debian mirror for the offline base image.
     pub debian_mirror: String,
+    /// Default memory limit in MiB (0: none).
+    pub default_memory_mb: u64,
+    /// Default CPU limit (0: none).
+    pub default_cpus: f64,
+    /// Pids limit per sandbox.
+    pub pids_limit: i64,
     /// Extra container labels.
     pub labels: Vec<(String, String)>,
     /// This executable's path, to find `sandbox-init` beside it.
@@ -231,6 +249,9 @@ impl Config {
             exec_output_limit: args.exec_output_limit,
             exec_timeout_ms: args.exec_timeout_ms,
             debian_mirror: args.debian_mirror,
+            default_memory_mb: args.default_memory_mb,
+            default_cpus: args.default_cpus,
+            pids_limit: args.pids_limit,
             labels,
             current_exe: std::env::current_exe().ok(),
         })

@@ -59,7 +59,35 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// Working directory of the entrypoint.
     pub working_dir: String,
+    /// Resource limits.
+    pub limits: Limits,
 }
+
+/// Resource limits of a container.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory (and memory+swap) in bytes.
+    pub memory_bytes: Option<i64>,
+    /// CPUs (fractions allowed).
+    pub cpus: Option<f64>,
+    /// Most processes and threads at once (a fork bomb stops here).
+    pub pids: Option<i64>,
+}
+
+/// Capabilities a sandbox keeps: what sandbox-init needs to run processes and files
+/// as the sandbox user, and what root setup steps (apt, chown) need. Everything else
+/// Docker grants by default (NET_RAW, MKNOD, SYS_CHROOT, SETFCAP, SETPCAP,
+/// AUDIT_WRITE) is dropped.
+pub const KEPT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "SETUID",
+    "SETGID",
+    "KILL",
+    "NET_BIND_SERVICE",
+];
 
 /// What the engine knows of an image.
 #[derive(Debug, Clone, Default)]
@@ -148,6 +176,13 @@ impl Engine {
             host_config: Some(HostConfig {
                 binds: Some(spec.binds),
                 init: Some(false),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                pids_limit: spec.limits.pids,
+                memory: spec.limits.memory_bytes,
+                memory_swap: spec.limits.memory_bytes,
+                nano_cpus: spec.limits.cpus.map(|c| (c * 1e9) as i64),
                 ..Default::default()
             }),
             ..Default::default()

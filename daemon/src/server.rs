@@ -70,6 +70,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         exec_timeout_ms: config.exec_timeout_ms,
         debian_mirror: config.debian_mirror.clone(),
         claude_bin: config.claude_bin.clone(),
+        default_memory_mb: config.default_memory_mb,
+        default_cpus: config.default_cpus,
+        pids_limit: config.pids_limit,
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.

@@ -50,6 +50,8 @@ pub struct CreateSandbox {
 #[derive(Debug, Clone)]
 struct Plan {
     image: String,
+    memory_mb: Option<u64>,
+    cpus: Option<f64>,
     apt: Vec<String>,
     build: Vec<String>,
     cwd: String,
@@ -77,6 +79,8 @@ impl Plan {
         let setup = sb.setup.iter().chain(&call.setup).cloned().collect();
         Ok(Self {
             image: sb.image.clone().unwrap_or_else(|| default_image.to_owned()),
+            memory_mb: sb.memory_mb,
+            cpus: sb.cpu_count,
             apt: sb.apt.clone(),
             build: sb.build.clone(),
             cwd,
@@ -239,6 +243,18 @@ impl Sandboxes {
             },
             hostname: sb.sandbox_id.clone(),
             working_dir: "/".to_owned(),
+            limits: crate::docker::Limits {
+                memory_bytes: plan
+                    .memory_mb
+                    .or(Some(self.settings.default_memory_mb))
+                    .filter(|mb| *mb > 0)
+                    .map(|mb| (mb * 1024 * 1024) as i64),
+                cpus: plan
+                    .cpus
+                    .or(Some(self.settings.default_cpus))
+                    .filter(|c| *c > 0.0),
+                pids: Some(self.settings.pids_limit).filter(|p| *p > 0),
+            },
         };
         let container = engine.run(spec).await.map_err(Provision::Engine)?;
         sb.set_container(container);

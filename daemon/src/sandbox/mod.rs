@@ -137,6 +137,12 @@ pub struct Settings {
     /// The Claude Code CLI on the host, mounted into every sandbox; `None` uses the
     /// image's own `claude`.
     pub claude_bin: Option<PathBuf>,
+    /// Default memory limit in MiB (0: none).
+    pub default_memory_mb: u64,
+    /// Default CPU limit (0: none).
+    pub default_cpus: f64,
+    /// Pids limit per sandbox.
+    pub pids_limit: i64,
 }
 
 /// The mutable part of a sandbox.
