@@ -194,6 +194,8 @@ pub struct Config {
     pub api_key: Option<String>,
     /// The model upstream's key, from `ANTHROPIC_API_KEY` (never given to sandboxes).
     pub upstream_api_key: Option<String>,
+    /// The secret chat tokens are signed with, from `SANDBOXD_TOKEN_SECRET`.
+    pub token_secret: Option<String>,
     /// Request body limit.
     pub max_body_bytes: usize,
     /// Exec output limit per stream.
@@ -243,6 +245,9 @@ impl Config {
                 .ok()
                 .filter(|k| !k.is_empty()),
             upstream_api_key: std::env::var("ANTHROPIC_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            token_secret: std::env::var("SANDBOXD_TOKEN_SECRET")
                 .ok()
                 .filter(|k| !k.is_empty()),
             max_body_bytes: args.max_body_bytes,

@@ -12,6 +12,7 @@
 //! - [`init_client`]: talking to sandbox-init over its unix socket.
 //! - [`readiness`]: start-up progress, reported by `/healthz`.
 //! - [`auth`]: the API key.
+//! - [`tokens`]: short-lived chat tokens (JWT) scoped to agents and a user.
 //! - [`cli`]: `sandboxd chat`, a terminal client for one turn.
 //! - [`threads`]: threads and the stream of a running turn.
 //! - [`runner`]: one turn = one run of the Claude Code CLI, translated to the UI
@@ -34,3 +35,4 @@ pub mod sandbox;
 pub mod scripted;
 pub mod server;
 pub mod threads;
+pub mod tokens;

@@ -41,6 +41,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         KeySource::File(path) => tracing::info!("API key: stored in {}", path.display()),
     }
 
+    let signer = crate::tokens::Signer::load_or_create(config.token_secret.clone(), &state_dir)
+        .context("loading the token secret")?;
+
     let (agents, problems) = load_dir(&config.agents_dir);
     for p in &problems {
         tracing::error!(
@@ -130,6 +133,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sandboxes,
         readiness,
         api_key,
+        signer,
         max_body_bytes: config.max_body_bytes,
     };
     let server = axum::serve(listener, app(state))

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import * as ai5 from "ai5";
 import * as ai6 from "ai6";
 import { AgentClient } from "@21st-sdk/node";
+import { exchangeToken } from "@21st-sdk/nextjs/server";
 
 const url = process.env.SANDBOXD_URL;
 const key = process.env.SANDBOXD_API_KEY;
@@ -15,11 +16,11 @@ assert.ok(url && key, "SANDBOXD_URL and SANDBOXD_API_KEY must be set");
 const userMessage = (text) => ({ id: `u-${Math.random()}`, role: "user", parts: [{ type: "text", text }] });
 
 /** Sends one turn through a version's transport and reads it like useChat does. */
-async function turn(sdk, text, body = {}) {
+async function turn(sdk, text, body = {}, bearer = key) {
   let sandboxId, threadId;
   const transport = new sdk.DefaultChatTransport({
     api: `${url}/v1/chat/test`,
-    headers: { Authorization: `Bearer ${key}` },
+    headers: { Authorization: `Bearer ${bearer}` },
     body,
     fetch: async (input, init) => {
       const res = await fetch(input, init);
@@ -138,6 +139,17 @@ test("@21st-sdk/node: sandboxes, files, exec, threads.run and thread calls", asy
   assert.equal((await client.threads.list({ sandboxId: sandbox.id })).length, 0);
   await client.sandboxes.delete(sandbox.id);
   await assert.rejects(client.sandboxes.get(sandbox.id), /does not exist/);
+});
+
+test("@21st-sdk/nextjs/server exchangeToken: a browser token chats with its agent only", async () => {
+  const { token, expiresAt } = await exchangeToken({ apiKey: key, relayUrl: url, agent: "test", userId: "user-node", expiresIn: "30m" });
+  assert.equal(token.split(".").length, 3);
+  assert.ok(Date.parse(expiresAt) > Date.now() + 29 * 60 * 1000);
+  const { message, sandboxId } = await turn(ai5, "as a browser user", {}, token);
+  assert.equal(message.parts.filter((p) => p.type === "text").map((p) => p.text).join(""), "token reply");
+  const denied = await fetch(`${url}/v1/sandboxes`, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(denied.status, 403);
+  await deleteSandbox(sandboxId);
 });
 
 async function deleteSandbox(id) {

@@ -18,7 +18,8 @@ async fn the_official_clients_work_unchanged() {
         { "text": "v5 done" },
         { "thinking": "weighing the options", "text": "v6 reply" },
         { "text": "sdk reply" },
-        { "text": "background reply" }
+        { "text": "background reply" },
+        { "text": "token reply" }
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
     let url = d.url.clone();
@@ -38,7 +39,7 @@ async fn the_official_clients_work_unchanged() {
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "node tests failed:\n{stdout}");
     assert!(
-        stdout.contains("# pass 4") && stdout.contains("# fail 0"),
+        stdout.contains("# pass 5") && stdout.contains("# fail 0"),
         "{stdout}"
     );
     d.assert_no_leaks();

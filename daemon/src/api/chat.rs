@@ -12,11 +12,12 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiJson, ApiQuery, AppState};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Principal};
 use crate::agents::{check_permission_mode, SystemPrompt};
 use crate::runner::claude::TurnOptions;
 use crate::sandbox::{new_id, CreateSandbox, Sandbox};
 use crate::threads::Turn;
+use axum::Extension;
 
 /// `POST /v1/chat/:slug` body. Unknown fields are tolerated: the AI SDK's transport
 /// adds its own (`id`, `trigger`, `messageId`) and apps add theirs.
@@ -178,6 +179,36 @@ fn sse(turn: &Arc<Turn>, sandbox_id: &str, thread_id: &str) -> Response {
     response
 }
 
+/// A token reaches only its agents.
+fn check_scope(principal: &Principal, slug: &str) -> Result<(), ApiError> {
+    match principal {
+        Principal::Token(claims) if !claims.allows_agent(slug) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token does not cover agent {slug:?}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A token reaches only sandboxes created under its user.
+fn check_owner(principal: &Principal, sandbox: &Sandbox) -> Result<(), ApiError> {
+    match principal {
+        Principal::Token(claims) if sandbox.owner.as_deref() != Some(claims.owner().as_str()) => {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "sandbox {} was not created for this token's user; create it through \
+                     chat with the token, or with POST /v1/sandboxes and the same userId",
+                    sandbox.id
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_agent(sandbox: &Sandbox, slug: &str) -> Result<(), ApiError> {
     if sandbox.agent_slug == slug {
         Ok(())
@@ -192,10 +223,12 @@ fn check_agent(sandbox: &Sandbox, slug: &str) -> Result<(), ApiError> {
 /// `POST /v1/chat/:slug`.
 pub async fn post(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson<ChatBody>,
 ) -> Result<Response, ApiError> {
     let sandboxes = &state.sandboxes;
+    check_scope(&principal, &slug)?;
     if body.thread_id.is_some() && body.sandbox_id.is_none() {
         return Err(ApiError::bad_request(
             "threadId needs sandboxId: a thread lives in a sandbox",
@@ -218,14 +251,21 @@ pub async fn post(
 
     let sandbox = match &body.sandbox_id {
         Some(id) => {
-            let sandbox = sandboxes.get_active(id)?;
+            let sandbox = sandboxes.get(id)?;
+            check_owner(&principal, &sandbox)?;
+            sandbox.ensure_active()?;
             check_agent(&sandbox, &slug)?;
             sandbox
         }
         None => {
+            let owner = match &principal {
+                Principal::Token(claims) => Some(claims.owner()),
+                Principal::Key => None,
+            };
             let created = sandboxes
                 .create(CreateSandbox {
                     agent: slug.clone(),
+                    owner,
                     ..CreateSandbox::default()
                 })
                 .await?;
@@ -277,10 +317,13 @@ fn find_sandbox(state: &AppState, key: &str) -> Result<(Arc<Sandbox>, Option<Str
 /// 204 when none is active.
 pub async fn resume(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((slug, key)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
+    check_scope(&principal, &slug)?;
     let (sandbox, thread) = find_sandbox(&state, &key)?;
+    check_owner(&principal, &sandbox)?;
     check_agent(&sandbox, &slug)?;
     let thread = query.thread_id.or(thread);
     match state.sandboxes.active_turn(&sandbox, thread.as_deref()) {
@@ -293,10 +336,13 @@ pub async fn resume(
 /// it has stopped; 204 when none was active.
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((slug, key)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
+    check_scope(&principal, &slug)?;
     let (sandbox, thread) = find_sandbox(&state, &key)?;
+    check_owner(&principal, &sandbox)?;
     check_agent(&sandbox, &slug)?;
     let thread = query.thread_id.or(thread);
     let Some(turn) = state.sandboxes.active_turn(&sandbox, thread.as_deref()) else {

@@ -7,6 +7,7 @@ mod files;
 mod json;
 mod sandboxes;
 mod threads;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -33,13 +34,16 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// The API key.
     pub api_key: ApiKey,
+    /// Signs and verifies chat tokens.
+    pub signer: crate::tokens::Signer,
     /// Request body limit.
     pub max_body_bytes: usize,
 }
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
-    let v1 = Router::new()
+    // Everything but chat takes the API key only.
+    let admin = Router::new()
         .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
         .route(
             "/sandboxes/{id}",
@@ -64,15 +68,22 @@ pub fn app(state: AppState) -> Router {
             "/sandboxes/{id}/threads/{thread_id}",
             get(threads::get).delete(threads::delete),
         )
+        .route("/tokens", post(tokens::create))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // Chat also takes a token scoped to the agent.
+    let chat = Router::new()
         .route("/chat/{slug}", post(chat::post))
         .route(
             "/chat/{slug}/{sandbox_id}/stream",
             get(chat::resume).delete(chat::cancel),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_key_or_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
-        .nest("/v1", v1)
+        .nest("/v1", admin.merge(chat))
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Bodies are bounded by `ApiJson` (it knows the configured limit and answers
@@ -98,29 +109,77 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Requires `Authorization: Bearer <api key>`.
-async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The API key: everything.
+    Key,
+    /// A chat token: chat of its agents, sandboxes of its owner.
+    Token(crate::tokens::Claims),
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    match presented {
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing credentials: send the header `Authorization: Bearer <api key>`",
+        })
+        .map(str::trim)
+}
+
+fn missing_credentials() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing credentials: send the header `Authorization: Bearer <api key or token>`",
+    )
+    .into_response()
+}
+
+fn invalid_key() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "invalid API key (the daemon printed where its key is stored at start-up)",
+    )
+    .into_response()
+}
+
+/// Requires the API key. A valid chat token is recognised and refused with 403.
+async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match bearer(&req) {
+        None => missing_credentials(),
+        Some(key) if state.api_key.matches(key) => next.run(req).await,
+        Some(token) if state.signer.verify(token).is_ok() => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "chat tokens only authorize /v1/chat/*; this endpoint needs the API key",
         )
         .into_response(),
-        Some(key) if state.api_key.matches(key.trim()) => next.run(req).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "invalid API key (the daemon printed where its key is stored at start-up)",
-        )
-        .into_response(),
+        Some(_) => invalid_key(),
     }
+}
+
+/// Requires the API key or a valid chat token; records which in the request.
+async fn require_key_or_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match bearer(&req) {
+        None => return missing_credentials(),
+        Some(key) if state.api_key.matches(key) => Principal::Key,
+        Some(token) if token.matches('.').count() == 2 => match state.signer.verify(token) {
+            Ok(claims) => Principal::Token(claims),
+            Err(e) => {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+                    .into_response()
+            }
+        },
+        Some(_) => return invalid_key(),
+    };
+    req.extensions_mut().insert(principal);
+    next.run(req).await
 }

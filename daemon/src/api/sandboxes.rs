@@ -44,6 +44,10 @@ pub struct CreateBody {
     network_allow_out: Option<Vec<String>>,
     #[serde(default)]
     network_deny_out: Option<Vec<String>>,
+    /// Creates the sandbox for this user, so that chat tokens of the same user can
+    /// use it (an extension).
+    #[serde(default)]
+    user_id: Option<String>,
 }
 
 /// Files as `{path: content}` (SDK) or `[{path, content}]` (API reference).
@@ -159,6 +163,7 @@ pub async fn create(
         timeout_ms: body.timeout_ms,
         network_allow_out: body.network_allow_out,
         network_deny_out: body.network_deny_out,
+        owner: body.user_id.map(|u| format!("user:{u}")),
     };
     let sandbox = state.sandboxes.create(call).await?;
     let view = sandbox.view();

@@ -44,6 +44,8 @@ pub struct CreateSandbox {
     pub network_allow_out: Option<Vec<String>>,
     /// Egress deny list override.
     pub network_deny_out: Option<Vec<String>>,
+    /// Who it is created for (see [`Sandbox::owner`]).
+    pub owner: Option<String>,
 }
 
 /// What provisioning will do, fully resolved and validated before anything starts.
@@ -148,6 +150,7 @@ impl Sandboxes {
             },
             agent: agent.clone(),
             threads: Mutex::new(Vec::new()),
+            owner: call.owner.clone(),
             state: Mutex::new(State {
                 status: Status::Creating,
                 error: None,

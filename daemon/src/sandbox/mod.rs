@@ -183,6 +183,9 @@ pub struct Sandbox {
     pub claude_program: String,
     /// Its threads, oldest first.
     pub threads: Mutex<Vec<Arc<Thread>>>,
+    /// Who it was created for (`user:<id>` or `token:<id>`); `None` when created with
+    /// the API key for nobody in particular. Chat tokens reach only their own.
+    pub owner: Option<String>,
     state: Mutex<State>,
 }
 
