@@ -383,6 +383,13 @@ async fn client_errors_get_clear_messages_and_never_a_500() {
             "files as",
         ),
         (
+            "POST",
+            "/v1/sandboxes".into(),
+            Some("{\"agent\":\"test\",\"networkDenyOut\":[\"169.254.169.254\"]}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not enforced",
+        ),
+        (
             "GET",
             "/v1/sandboxes/sb_nope".into(),
             None,

@@ -69,6 +69,22 @@ impl Plan {
         default_image: &str,
     ) -> Result<Self, SandboxError> {
         let sb = &agent.sandbox;
+        let allow = call
+            .network_allow_out
+            .as_ref()
+            .or(sb.network_allow_out.as_ref());
+        let deny = call
+            .network_deny_out
+            .as_ref()
+            .or(sb.network_deny_out.as_ref());
+        if allow.is_some_and(|l| !l.is_empty()) || deny.is_some_and(|l| !l.is_empty()) {
+            // Accepting a policy without enforcing it would be worse than refusing it.
+            return Err(SandboxError::Invalid(
+                "networkAllowOut/networkDenyOut are not enforced by this daemon yet; \
+                 remove them (sandboxes have unrestricted egress)"
+                    .into(),
+            ));
+        }
         let envs = merged(&sb.envs, &call.envs);
         for key in envs.keys() {
             check_env_name(key).map_err(|e| SandboxError::Invalid(format!("envs: {e}")))?;
@@ -458,6 +474,21 @@ mod tests {
             ]
         );
         assert_eq!(plan.image, "img");
+    }
+
+    #[test]
+    fn egress_policies_are_refused_rather_than_ignored() {
+        let call = CreateSandbox {
+            network_deny_out: Some(vec!["169.254.169.254/32".into()]),
+            ..Default::default()
+        };
+        let e = Plan::new(&agent(SandboxConfig::default()), &call, "i").unwrap_err();
+        assert!(e.to_string().contains("not enforced"), "{e}");
+        let empty = CreateSandbox {
+            network_allow_out: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(Plan::new(&agent(SandboxConfig::default()), &empty, "i").is_ok());
     }
 
     #[test]
