@@ -99,6 +99,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_PIDS_LIMIT", default_value_t = 1024)]
     pub pids_limit: i64,
 
+    /// A sandbox whose agent and create call set no `timeoutMs` expires after this
+    /// long without activity, in milliseconds (0: never).
+    #[arg(long, env = "SANDBOXD_SANDBOX_TIMEOUT_MS", default_value_t = 60 * 60 * 1000)]
+    pub sandbox_timeout_ms: u64,
+
     /// Debian mirror used to build the base image where no registry is reachable.
     #[arg(
         long,
@@ -210,6 +215,8 @@ pub struct Config {
     pub default_cpus: f64,
     /// Pids limit per sandbox.
     pub pids_limit: i64,
+    /// Default idle lifetime of a sandbox (0: never).
+    pub sandbox_timeout_ms: u64,
     /// Extra container labels.
     pub labels: Vec<(String, String)>,
     /// This executable's path, to find `sandbox-init` beside it.
@@ -257,6 +264,7 @@ impl Config {
             default_memory_mb: args.default_memory_mb,
             default_cpus: args.default_cpus,
             pids_limit: args.pids_limit,
+            sandbox_timeout_ms: args.sandbox_timeout_ms,
             labels,
             current_exe: std::env::current_exe().ok(),
         })

@@ -25,6 +25,10 @@ pub enum InitError {
     /// The conversation broke or did not follow the protocol.
     #[error("the sandbox broke the protocol: {0}")]
     Protocol(String),
+    /// The sandbox went away in the middle of the operation (deleted, expired, or
+    /// its container stopped).
+    #[error("the sandbox stopped during the operation ({0})")]
+    Closed(String),
     /// sandbox-init reported a failure of the operation itself.
     #[error("{message}")]
     Remote {
@@ -95,7 +99,7 @@ impl Conn {
                 "expected a message, got {}",
                 frame_name(&other)
             ))),
-            None => Err(InitError::Protocol("the connection closed early".into())),
+            None => Err(InitError::Closed("the connection closed early".into())),
         }
     }
 
@@ -249,7 +253,7 @@ impl InitClient {
                         frame_name(&other)
                     )))
                 }
-                None => return Err(InitError::Protocol("exec ended without an exit".into())),
+                None => return Err(InitError::Closed("exec ended without an exit".into())),
             }
         }
     }
@@ -324,7 +328,7 @@ impl InitClient {
                         frame_name(&other)
                     )))
                 }
-                None => return Err(InitError::Protocol("file ended early".into())),
+                None => return Err(InitError::Closed("file ended early".into())),
             }
         }
     }

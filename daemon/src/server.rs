@@ -76,6 +76,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         default_memory_mb: config.default_memory_mb,
         default_cpus: config.default_cpus,
         pids_limit: config.pids_limit,
+        sandbox_timeout_ms: config.sandbox_timeout_ms,
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.
@@ -129,6 +130,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.child_token(),
     ));
 
+    let expiry = tokio::spawn(expire_idle(sandboxes.clone(), shutdown.child_token()));
+
     let state = AppState {
         sandboxes,
         readiness,
@@ -153,6 +156,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     prepare.abort();
+    expiry.abort();
     served.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
@@ -225,6 +229,17 @@ async fn prepare_once(
     )
     .await?;
     Ok(())
+}
+
+/// Expires idle sandboxes, checking every second.
+async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        sandboxes.expire_idle().await;
+    }
 }
 
 /// Starts the model proxy on the Docker bridge's gateway address, where containers

@@ -148,6 +148,7 @@ impl From<InitError> for ApiError {
                 "sandbox_unreachable",
                 format!("{message}; its container may have stopped (see GET /v1/sandboxes/:id)"),
             ),
+            InitError::Closed(_) => Self::new(StatusCode::BAD_GATEWAY, "sandbox_gone", message),
             InitError::Protocol(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "sandbox_protocol",

@@ -51,6 +51,8 @@ pub struct TurnSpec {
     pub env: Vec<(String, String)>,
     /// The user message content (a string or Anthropic content blocks).
     pub prompt: Value,
+    /// Keeps the sandbox from expiring while the turn runs.
+    pub busy: Option<crate::sandbox::BusyGuard>,
 }
 
 /// How the CLI process ended, as far as the runner saw.

@@ -167,6 +167,14 @@ impl Sandboxes {
             agent: agent.clone(),
             threads: Mutex::new(Vec::new()),
             owner: call.owner.clone(),
+            ttl: call
+                .timeout_ms
+                .or(agent.sandbox.timeout_ms)
+                .or(Some(self.settings.sandbox_timeout_ms))
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis),
+            activity: Mutex::new(std::time::Instant::now()),
+            busy: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(State {
                 status: Status::Creating,
                 error: None,

@@ -50,10 +50,12 @@ impl Sandboxes {
     /// Runs a command in an active sandbox.
     pub async fn exec(
         &self,
-        sandbox: &Sandbox,
+        sandbox: &std::sync::Arc<Sandbox>,
         params: ExecParams,
     ) -> Result<ExecResult, SandboxError> {
         sandbox.ensure_active()?;
+        // A running command is activity: the sandbox does not expire under it.
+        let _busy = sandbox.busy();
         let timeout_ms = match params.timeout_ms {
             None => self.settings.exec_timeout_ms,
             Some(0) => return Err(SandboxError::Invalid("timeoutMs must be at least 1".into())),

@@ -58,6 +58,8 @@ pub enum Status {
     Active,
     /// Provisioning failed or the container died; see the error.
     Error,
+    /// It went unused for longer than its timeout and was stopped.
+    Expired,
 }
 
 /// Failures of sandbox operations, each a distinct thing a client can act on.
@@ -143,6 +145,8 @@ pub struct Settings {
     pub default_cpus: f64,
     /// Pids limit per sandbox.
     pub pids_limit: i64,
+    /// Idle lifetime of a sandbox whose agent and create call set none (0: never).
+    pub sandbox_timeout_ms: u64,
 }
 
 /// The mutable part of a sandbox.
@@ -186,7 +190,26 @@ pub struct Sandbox {
     /// Who it was created for (`user:<id>` or `token:<id>`); `None` when created with
     /// the API key for nobody in particular. Chat tokens reach only their own.
     pub owner: Option<String>,
+    /// How long it may go without activity before it expires.
+    pub ttl: Option<std::time::Duration>,
+    /// Last activity (API call, exec or turn ending).
+    activity: Mutex<std::time::Instant>,
+    /// Execs and turns in progress: a busy sandbox never expires.
+    busy: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
+}
+
+/// Keeps a sandbox busy (not expirable) while alive.
+#[derive(Debug)]
+pub struct BusyGuard(Arc<Sandbox>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A consistent snapshot of a sandbox, for callers.
@@ -250,6 +273,30 @@ impl Sandbox {
 
     fn container_id(&self) -> Option<String> {
         self.state().container_id.clone()
+    }
+
+    /// Records activity now.
+    pub fn touch(&self) {
+        *self.activity.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Marks the sandbox busy until the guard drops (then records activity).
+    pub fn busy(self: &Arc<Self>) -> BusyGuard {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.touch();
+        BusyGuard(self.clone())
+    }
+
+    /// Whether it has been idle (nothing running) for longer than its timeout.
+    fn idle_expired(&self) -> bool {
+        let Some(ttl) = self.ttl else { return false };
+        self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self
+                .activity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                > ttl
     }
 
     /// Its threads, oldest first.
@@ -345,12 +392,52 @@ impl Sandboxes {
         }
     }
 
-    /// Looks a sandbox up by either of its ids.
+    /// Looks a sandbox up by either of its ids; an API call is activity.
     pub fn get(&self, key: &str) -> Result<Arc<Sandbox>, SandboxError> {
-        self.map_read()
+        let sandbox = self
+            .map_read()
             .get(key)
             .cloned()
-            .ok_or_else(|| SandboxError::NotFound(key.to_owned()))
+            .ok_or_else(|| SandboxError::NotFound(key.to_owned()))?;
+        sandbox.touch();
+        Ok(sandbox)
+    }
+
+    /// Stops every active sandbox that has been idle past its timeout; its record
+    /// stays, with status `expired`. Returns how many expired.
+    pub async fn expire_idle(&self) -> usize {
+        let Some(engine) = self.readiness.engine() else {
+            return 0;
+        };
+        let due: Vec<Arc<Sandbox>> = self
+            .list_arcs()
+            .into_iter()
+            .filter(|sb| sb.status() == Status::Active && sb.idle_expired())
+            .collect();
+        for sandbox in &due {
+            let ttl = sandbox.ttl.map(|t| t.as_millis()).unwrap_or(0);
+            sandbox.set_status(
+                Status::Expired,
+                Some(format!("expired after {ttl} ms without activity")),
+            );
+            if let Some(container) = sandbox.container_id() {
+                if let Err(e) = engine.remove(&container).await {
+                    tracing::warn!(sandbox = %sandbox.id, error = %e, "could not remove an expired sandbox");
+                }
+            }
+            self.proxy.unregister(&sandbox.id);
+            remove_dir(&sandbox.dir);
+            tracing::info!(sandbox = %sandbox.id, "expired");
+        }
+        due.len()
+    }
+
+    fn list_arcs(&self) -> Vec<Arc<Sandbox>> {
+        self.map_read()
+            .iter()
+            .filter(|(key, sb)| **key == sb.id)
+            .map(|(_, sb)| sb.clone())
+            .collect()
     }
 
     /// Looks up an active sandbox.

@@ -123,6 +123,7 @@ impl Sandboxes {
             args: claude::args(&agent, &options, &session),
             env: claude::env(&base_url, &sandbox.model_token),
             prompt,
+            busy: Some(sandbox.busy()),
         };
         tracing::info!(sandbox = %sandbox.id, thread = %thread.id, "turn started");
         tokio::spawn(crate::runner::run(spec));
