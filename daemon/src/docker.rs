@@ -61,6 +61,8 @@ pub struct ContainerSpec {
     pub working_dir: String,
     /// Resource limits.
     pub limits: Limits,
+    /// The network to join.
+    pub network: String,
 }
 
 /// Resource limits of a container.
@@ -142,23 +144,52 @@ impl Engine {
         }
     }
 
-    /// The gateway address of the default bridge network: the host as containers on
-    /// it see it.
-    pub async fn bridge_gateway(&self) -> Result<Option<std::net::IpAddr>, EngineError> {
+    /// Makes sure the bridge network `name` exists with traffic between its
+    /// containers disabled (sandboxes cannot reach each other), and returns its
+    /// gateway address: the host as its containers see it.
+    pub async fn ensure_network(&self, name: &str) -> Result<std::net::IpAddr, EngineError> {
+        if self.network_gateway(name).await.is_err() {
+            let request = bollard::models::NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".into()),
+                options: Some(HashMap::from([(
+                    "com.docker.network.bridge.enable_icc".to_owned(),
+                    "false".to_owned(),
+                )])),
+                labels: Some(HashMap::from([(
+                    "sandboxd".to_owned(),
+                    "network".to_owned(),
+                )])),
+                ..Default::default()
+            };
+            match self.docker.create_network(request).await {
+                Ok(_) => {}
+                // Another daemon created it at the same moment.
+                Err(e) => match EngineError::from(e) {
+                    EngineError::Refused(m) if m.contains("already exists") => {}
+                    other => return Err(other),
+                },
+            }
+        }
+        self.network_gateway(name).await
+    }
+
+    async fn network_gateway(&self, name: &str) -> Result<std::net::IpAddr, EngineError> {
         let network = self
             .docker
             .inspect_network(
-                "bridge",
+                name,
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
             .await?;
-        Ok(network
+        network
             .ipam
             .and_then(|ipam| ipam.config)
             .unwrap_or_default()
             .iter()
             .filter_map(|c| c.gateway.as_deref())
-            .find_map(|g| g.parse().ok()))
+            .find_map(|g| g.parse().ok())
+            .ok_or_else(|| EngineError::Refused(format!("network {name} has no gateway address")))
     }
 
     /// Creates and starts a container; returns its id. A container that fails to start
@@ -176,6 +207,7 @@ impl Engine {
             host_config: Some(HostConfig {
                 binds: Some(spec.binds),
                 init: Some(false),
+                network_mode: Some(spec.network),
                 cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
                 security_opt: Some(vec!["no-new-privileges".into()]),
@@ -211,8 +243,28 @@ impl Engine {
             Ok(()) => Ok(()),
             Err(e) => match EngineError::from(e) {
                 EngineError::NotFound(_) => Ok(()),
-                // "removal already in progress" is a 409 that ends the same way.
-                EngineError::Refused(m) if m.contains("already in progress") => Ok(()),
+                // Someone else is removing it: return once it is really gone.
+                EngineError::Refused(m) if m.contains("already in progress") => {
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+                    loop {
+                        let gone = matches!(
+                            self.docker
+                                .inspect_container(id, None)
+                                .await
+                                .map_err(EngineError::from),
+                            Err(EngineError::NotFound(_))
+                        );
+                        if gone {
+                            return Ok(());
+                        }
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(EngineError::Refused(format!(
+                                "container {id} is still being removed after 30 s"
+                            )));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
                 other => Err(other),
             },
         }

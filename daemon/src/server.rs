@@ -242,7 +242,7 @@ async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
     }
 }
 
-/// Starts the model proxy on the Docker bridge's gateway address, where containers
+/// Starts the model proxy on the sandbox network's gateway address, where containers
 /// reach the host.
 async fn start_proxy(
     readiness: &Readiness,
@@ -252,10 +252,7 @@ async fn start_proxy(
     let engine = readiness
         .engine()
         .ok_or_else(|| anyhow::anyhow!("no Docker engine"))?;
-    let gateway = engine
-        .bridge_gateway()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the Docker bridge network has no gateway address"))?;
+    let gateway = engine.ensure_network(crate::sandbox::NETWORK).await?;
     let listener = tokio::net::TcpListener::bind((gateway, 0))
         .await
         .with_context(|| format!("binding the model proxy on {gateway}"))?;

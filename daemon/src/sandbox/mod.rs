@@ -33,6 +33,8 @@ use crate::threads::Thread;
 pub const USER: &str = "user";
 /// Root, for setup steps and the daemon's own housekeeping.
 pub const ROOT: &str = "root";
+/// The network every sandbox joins: a bridge with traffic between containers off.
+pub const NETWORK: &str = "sandboxd";
 /// The label naming a container's sandbox.
 pub const LABEL_SANDBOX: &str = "sandboxd.sandbox";
 /// The label naming the daemon instance (its state directory) that owns a container.
