@@ -273,40 +273,166 @@ pub fn load_dir(dir: &Path) -> (BTreeMap<String, AgentDef>, Vec<LoadProblem>) {
     (agents, problems)
 }
 
-/// The agents the daemon knows.
+/// Where a definition came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A file in the agents directory.
+    File,
+    /// Deployed through the API (kept in the state directory).
+    Api,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    def: AgentDef,
+    source: Source,
+}
+
+/// Why an agent operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No such agent.
+    #[error("agent {0:?} does not exist")]
+    NotFound(String),
+    /// The slug or definition is unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The agent comes from the agents directory and cannot be removed through the API.
+    #[error("agent {0:?} is defined by a file in the agents directory; remove that file instead")]
+    FromFile(String),
+    /// Persisting failed.
+    #[error("storing the agent failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The agents the daemon knows: files from the agents directory, and definitions
+/// deployed through the API (persisted in `deployed_dir`, winning over files).
 #[derive(Debug, Default)]
 pub struct Agents {
-    by_slug: RwLock<HashMap<String, AgentDef>>,
+    by_slug: RwLock<HashMap<String, Entry>>,
+    deployed_dir: Option<PathBuf>,
 }
 
 impl Agents {
-    /// A registry holding `agents`.
+    /// A registry holding `agents` from files (no persistence of deployments).
     pub fn new(agents: BTreeMap<String, AgentDef>) -> Self {
         Self {
-            by_slug: RwLock::new(agents.into_iter().collect()),
+            by_slug: RwLock::new(
+                agents
+                    .into_iter()
+                    .map(|(k, def)| {
+                        (
+                            k,
+                            Entry {
+                                def,
+                                source: Source::File,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            deployed_dir: None,
         }
+    }
+
+    /// Files from `agents`, then what was deployed earlier into `deployed_dir`.
+    pub fn with_deployed(
+        agents: BTreeMap<String, AgentDef>,
+        deployed_dir: PathBuf,
+    ) -> (Self, Vec<LoadProblem>) {
+        let mut registry = Self::new(agents);
+        let (deployed, problems) = load_dir(&deployed_dir);
+        {
+            let map = registry
+                .by_slug
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner());
+            for (slug, def) in deployed {
+                map.insert(
+                    slug,
+                    Entry {
+                        def,
+                        source: Source::Api,
+                    },
+                );
+            }
+        }
+        registry.deployed_dir = Some(deployed_dir);
+        (registry, problems)
     }
 
     /// The agent named `slug`.
     pub fn get(&self, slug: &str) -> Option<AgentDef> {
-        self.read().get(slug).cloned()
+        self.read().get(slug).map(|e| e.def.clone())
+    }
+
+    /// The agent and where it came from.
+    pub fn get_with_source(&self, slug: &str) -> Option<(AgentDef, Source)> {
+        self.read()
+            .get(slug)
+            .map(|e| (e.def.clone(), e.source.clone()))
     }
 
     /// All agents, sorted by slug.
-    pub fn list(&self) -> Vec<(String, AgentDef)> {
+    pub fn list(&self) -> Vec<(String, AgentDef, Source)> {
         let mut all: Vec<_> = self
             .read()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, e)| (k.clone(), e.def.clone(), e.source.clone()))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, AgentDef>> {
+    /// Deploys (creates or replaces) a definition; returns whether it was new.
+    pub fn deploy(&self, slug: &str, def: AgentDef) -> Result<bool, AgentError> {
+        check_slug(slug).map_err(AgentError::Invalid)?;
+        def.validate().map_err(AgentError::Invalid)?;
+        if let Some(dir) = &self.deployed_dir {
+            std::fs::create_dir_all(dir)?;
+            let path = dir.join(format!("{slug}.json"));
+            let temp = dir.join(format!(".{slug}.json.tmp"));
+            let text = serde_json::to_string_pretty(&def).map_err(std::io::Error::other)?;
+            std::fs::write(&temp, text)?;
+            std::fs::rename(&temp, &path)?;
+        }
+        let previous = self.write().insert(
+            slug.to_owned(),
+            Entry {
+                def,
+                source: Source::Api,
+            },
+        );
+        Ok(previous.is_none())
+    }
+
+    /// Removes a deployed definition.
+    pub fn remove(&self, slug: &str) -> Result<(), AgentError> {
+        let mut map = self.write();
+        match map.get(slug).map(|e| e.source.clone()) {
+            None => return Err(AgentError::NotFound(slug.to_owned())),
+            Some(Source::File) => return Err(AgentError::FromFile(slug.to_owned())),
+            Some(Source::Api) => {}
+        }
+        if let Some(dir) = &self.deployed_dir {
+            match std::fs::remove_file(dir.join(format!("{slug}.json"))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        map.remove(slug);
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
         // A panic while holding this lock cannot leave the map half-updated (inserts
         // are single calls), so a poisoned lock is still consistent.
         self.by_slug.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.by_slug.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -367,6 +493,38 @@ mod tests {
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn deployments_persist_and_file_agents_are_protected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deployed = dir.path().join("deployed");
+        let files = BTreeMap::from([("from-file".to_owned(), AgentDef::default())]);
+        let (agents, _) = Agents::with_deployed(files.clone(), deployed.clone());
+        let def = AgentDef::parse(r#"{"name": "API agent"}"#).expect("valid");
+        assert!(agents.deploy("api", def.clone()).expect("deploy"));
+        assert!(!agents.deploy("api", def).expect("redeploy"));
+        assert!(matches!(
+            agents.remove("from-file"),
+            Err(AgentError::FromFile(_))
+        ));
+        assert!(matches!(
+            agents.remove("nope"),
+            Err(AgentError::NotFound(_))
+        ));
+        assert!(matches!(
+            agents.deploy("../x", AgentDef::default()),
+            Err(AgentError::Invalid(_))
+        ));
+        // A new registry on the same directory sees the deployment.
+        let (again, problems) = Agents::with_deployed(files, deployed);
+        assert!(problems.is_empty());
+        assert_eq!(
+            again.get_with_source("api").map(|(d, s)| (d.name, s)),
+            Some((Some("API agent".into()), Source::Api))
+        );
+        again.remove("api").expect("remove");
+        assert!(again.get("api").is_none());
     }
 
     #[test]

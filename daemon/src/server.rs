@@ -44,7 +44,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let signer = crate::tokens::Signer::load_or_create(config.token_secret.clone(), &state_dir)
         .context("loading the token secret")?;
 
-    let (agents, problems) = load_dir(&config.agents_dir);
+    let (files, mut problems) = load_dir(&config.agents_dir);
+    let (agents, deployed_problems) = Agents::with_deployed(files, state_dir.join("agents"));
+    problems.extend(deployed_problems);
     for p in &problems {
         tracing::error!(
             "agent definition {} skipped: {}",
@@ -52,11 +54,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             p.message
         );
     }
+    let agents = Arc::new(agents);
     tracing::info!(
-        "agents: {} loaded from {} ({})",
-        agents.len(),
+        "agents: {} ({}; files in {}, deployed in the state directory)",
+        agents.list().len(),
+        agents
+            .list()
+            .iter()
+            .map(|(slug, _, _)| slug.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.agents_dir.display(),
-        agents.keys().cloned().collect::<Vec<_>>().join(", ")
     );
 
     let init_bin = find_init_bin(&config)?;
@@ -112,7 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let sandboxes = Arc::new(Sandboxes::new(
         settings,
-        Arc::new(Agents::new(agents)),
+        agents,
         readiness.clone(),
         proxy.clone(),
     ));

@@ -42,6 +42,8 @@ pub struct Options {
     pub wait_healthy: bool,
     /// `debug` or `release`.
     pub profile: String,
+    /// Reuse these state and agents directories (a restart) instead of new ones.
+    pub reuse: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             args: Vec::new(),
             wait_healthy: true,
             profile: "debug".into(),
+            reuse: None,
         }
     }
 }
@@ -75,9 +78,10 @@ pub struct Daemon {
     /// `sandboxd.test=<this>` is on every container this daemon makes.
     pub label: String,
     /// Its state directory.
-    pub state_dir: tempfile::TempDir,
+    pub state_dir: PathBuf,
     /// Its agents directory.
-    pub agents_dir: tempfile::TempDir,
+    pub agents_dir: PathBuf,
+    _temps: Vec<tempfile::TempDir>,
     log: PathBuf,
     http: reqwest::Client,
 }
@@ -98,31 +102,39 @@ impl Daemon {
 
     /// Starts a daemon.
     pub async fn start_with(options: Options) -> Daemon {
-        let state_dir = tempfile::Builder::new()
-            .prefix("sandboxd-test-state-")
-            .tempdir()
-            .expect("state dir");
-        let agents_dir = tempfile::Builder::new()
-            .prefix("sandboxd-test-agents-")
-            .tempdir()
-            .expect("agents dir");
+        let mut temps = Vec::new();
+        let (state_dir, agents_dir) = match &options.reuse {
+            Some((state, agents)) => (state.clone(), agents.clone()),
+            None => {
+                let state = tempfile::Builder::new()
+                    .prefix("sandboxd-test-state-")
+                    .tempdir()
+                    .expect("state dir");
+                let agents = tempfile::Builder::new()
+                    .prefix("sandboxd-test-agents-")
+                    .tempdir()
+                    .expect("agents dir");
+                let paths = (state.path().to_owned(), agents.path().to_owned());
+                temps.push(state);
+                temps.push(agents);
+                paths
+            }
+        };
         for (slug, text) in &options.agents {
-            std::fs::write(agents_dir.path().join(format!("{slug}.json")), text)
-                .expect("write agent");
+            std::fs::write(agents_dir.join(format!("{slug}.json")), text).expect("write agent");
         }
         let port = free_port();
         let label = format!(
             "t{}-{}",
             std::process::id(),
             state_dir
-                .path()
                 .file_name()
                 .map(|n| n.to_string_lossy().replace("sandboxd-test-state-", ""))
                 .unwrap_or_default()
         )
         .to_lowercase();
         let key = format!("test-key-{label}");
-        let log = state_dir.path().join("daemon.log");
+        let log = state_dir.join("daemon.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let bin = daemon_bin(&options.profile);
         assert!(
@@ -135,9 +147,9 @@ impl Daemon {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--state-dir")
-            .arg(state_dir.path())
+            .arg(&state_dir)
             .arg("--agents-dir")
-            .arg(agents_dir.path())
+            .arg(&agents_dir)
             .arg("--label")
             .arg(format!("sandboxd.test={label}"))
             .args(&options.args)
@@ -162,6 +174,7 @@ impl Daemon {
             label,
             state_dir,
             agents_dir,
+            _temps: temps,
             log,
             http: reqwest::Client::new(),
         };
@@ -293,7 +306,7 @@ impl Daemon {
     pub fn assert_no_leaks(&self) {
         let left = self.containers();
         assert!(left.is_empty(), "containers left behind: {left:?}");
-        let sandboxes = self.state_dir.path().join("sandboxes");
+        let sandboxes = self.state_dir.join("sandboxes");
         let dirs: Vec<_> = std::fs::read_dir(&sandboxes)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
             .unwrap_or_default();

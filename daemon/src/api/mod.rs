@@ -1,6 +1,7 @@
 //! The HTTP API (axum). Handlers extract and validate, call the domain, and map the
 //! result; [`app`] builds the router so tests can drive it without a socket.
 
+mod agents;
 mod chat;
 mod error;
 mod files;
@@ -69,6 +70,11 @@ pub fn app(state: AppState) -> Router {
             get(threads::get).delete(threads::delete),
         )
         .route("/tokens", post(tokens::create))
+        .route("/agents", get(agents::list))
+        .route(
+            "/agents/{slug}",
+            get(agents::get).put(agents::put).delete(agents::delete),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     // Chat also takes a token scoped to the agent.
     let chat = Router::new()

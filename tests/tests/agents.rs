@@ -1,0 +1,101 @@
+//! The agents API: deploy, update and remove definitions without a restart; files and
+//! deployments both show; deployments survive a restart; bad definitions are refused.
+
+use sandboxd_e2e::{Daemon, Options, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn agents_are_deployed_updated_and_removed_without_a_restart() {
+    let d = Daemon::start().await;
+    let (status, list) = d.call("GET", "/v1/agents", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list[0]["slug"], "test");
+    assert_eq!(list[0]["source"], "file");
+
+    // Deploy, then use it at once.
+    let def = json!({ "name": "Deployed", "sandbox": { "envs": { "FLAVOR": "v1" } } });
+    let (status, created) = d.call("PUT", "/v1/agents/deployed", Some(def)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["name"], "Deployed");
+    assert_eq!(created["source"], "api");
+    let first = d.create_sandbox(json!({ "agent": "deployed" })).await;
+    assert_eq!(d.exec(&first, "echo $FLAVOR").await["stdout"], "v1\n");
+
+    // Update: new sandboxes get the new definition.
+    let (status, _) = d
+        .call(
+            "PUT",
+            "/v1/agents/deployed",
+            Some(json!({ "name": "Deployed", "sandbox": { "envs": { "FLAVOR": "v2" } } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let second = d.create_sandbox(json!({ "agent": "deployed" })).await;
+    assert_eq!(d.exec(&second, "echo $FLAVOR").await["stdout"], "v2\n");
+    let (_, got) = d.call("GET", "/v1/agents/deployed", None).await;
+    assert_eq!(got["definition"]["sandbox"]["envs"]["FLAVOR"], "v2");
+
+    // Bad definitions and slugs are refused with the reason; file agents stay.
+    for (path, body, status, needle) in [
+        (
+            "/v1/agents/bad",
+            json!({ "sandbox": { "aptt": [] } }),
+            StatusCode::BAD_REQUEST,
+            "aptt",
+        ),
+        (
+            "/v1/agents/bad",
+            json!({ "permissionMode": "yolo" }),
+            StatusCode::BAD_REQUEST,
+            "yolo",
+        ),
+        (
+            "/v1/agents/.hidden",
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "slug",
+        ),
+    ] {
+        let (got, err) = d.call("PUT", path, Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{err}"
+        );
+    }
+    let (status, _) = d.call("DELETE", "/v1/agents/test", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = d.call("DELETE", "/v1/agents/nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for id in [&first, &second] {
+        d.delete_sandbox(id).await;
+    }
+    d.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn deployed_agents_survive_a_restart_and_can_be_removed() {
+    let mut d = Daemon::start().await;
+    let (status, _) = d
+        .call("PUT", "/v1/agents/kept", Some(json!({ "name": "Kept" })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    d.terminate();
+    // A new daemon on the same state and agents directories.
+    let options = Options {
+        agents: Vec::new(),
+        reuse: Some((d.state_dir.clone(), d.agents_dir.clone())),
+        ..Options::default()
+    };
+    let again = Daemon::start_with(options).await;
+    let (status, got) = again.call("GET", "/v1/agents/kept", None).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["source"], "api");
+    let (status, _) = again.call("DELETE", "/v1/agents/kept", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = again.call("GET", "/v1/agents/kept", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(d);
+}
