@@ -104,6 +104,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_SANDBOX_TIMEOUT_MS", default_value_t = 60 * 60 * 1000)]
     pub sandbox_timeout_ms: u64,
 
+    /// OCI runtime for sandbox containers (for example `runsc` for gVisor, once it is
+    /// registered with Docker); Docker's default when unset.
+    #[arg(long, env = "SANDBOXD_RUNTIME")]
+    pub runtime: Option<String>,
+
     /// Debian mirror used to build the base image where no registry is reachable.
     #[arg(
         long,
@@ -217,6 +222,8 @@ pub struct Config {
     pub pids_limit: i64,
     /// Default idle lifetime of a sandbox (0: never).
     pub sandbox_timeout_ms: u64,
+    /// OCI runtime for sandbox containers.
+    pub runtime: Option<String>,
     /// Extra container labels.
     pub labels: Vec<(String, String)>,
     /// This executable's path, to find `sandbox-init` beside it.
@@ -265,6 +272,7 @@ impl Config {
             default_cpus: args.default_cpus,
             pids_limit: args.pids_limit,
             sandbox_timeout_ms: args.sandbox_timeout_ms,
+            runtime: args.runtime,
             labels,
             current_exe: std::env::current_exe().ok(),
         })

@@ -63,6 +63,8 @@ pub struct ContainerSpec {
     pub limits: Limits,
     /// The network to join.
     pub network: String,
+    /// The OCI runtime (Docker's default when `None`).
+    pub runtime: Option<String>,
 }
 
 /// Resource limits of a container.
@@ -208,6 +210,7 @@ impl Engine {
                 binds: Some(spec.binds),
                 init: Some(false),
                 network_mode: Some(spec.network),
+                runtime: spec.runtime,
                 cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
                 security_opt: Some(vec!["no-new-privileges".into()]),

@@ -85,6 +85,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         default_cpus: config.default_cpus,
         pids_limit: config.pids_limit,
         sandbox_timeout_ms: config.sandbox_timeout_ms,
+        runtime: config.runtime.clone(),
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.

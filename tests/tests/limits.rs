@@ -163,3 +163,36 @@ async fn sandboxes_cannot_reach_each_other() {
     }
     d.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn the_runtime_flag_reaches_the_engine() {
+    // runc is always registered; an unknown runtime is refused by the engine.
+    let d = Daemon::start_with(Options {
+        args: vec!["--runtime".into(), "runc".into()],
+        ..Options::default()
+    })
+    .await;
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    assert_eq!(
+        docker_inspect(&container(&id), "{{.HostConfig.Runtime}}").as_deref(),
+        Some("runc")
+    );
+    d.delete_sandbox(&id).await;
+    drop(d);
+    let d = Daemon::start_with(Options {
+        args: vec!["--runtime".into(), "no-such-runtime".into()],
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = d
+        .call("POST", "/v1/sandboxes", Some(json!({ "agent": "test" })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-runtime")),
+        "{body}"
+    );
+    d.assert_no_leaks();
+}

@@ -271,6 +271,7 @@ impl Sandboxes {
             hostname: sb.sandbox_id.clone(),
             working_dir: "/".to_owned(),
             network: super::NETWORK.to_owned(),
+            runtime: self.settings.runtime.clone(),
             limits: crate::docker::Limits {
                 memory_bytes: plan
                     .memory_mb

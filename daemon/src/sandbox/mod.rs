@@ -149,6 +149,8 @@ pub struct Settings {
     pub pids_limit: i64,
     /// Idle lifetime of a sandbox whose agent and create call set none (0: never).
     pub sandbox_timeout_ms: u64,
+    /// OCI runtime for sandbox containers (Docker's default when `None`).
+    pub runtime: Option<String>,
 }
 
 /// The mutable part of a sandbox.
