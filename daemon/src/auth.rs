@@ -47,29 +47,39 @@ impl ApiKey {
             return Ok((Self(key), KeySource::Environment));
         }
         let path = state_dir.join(KEY_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => {
-                // Tighten permissions in case someone loosened them.
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-                return Ok((Self(text.trim().to_owned()), KeySource::File(path)));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let key = format!("sk_sbx_{}", random_hex(32));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        writeln!(file, "{key}")?;
+        let key = read_or_create_secret(&path, || format!("sk_sbx_{}", random_hex(32)))?;
         Ok((Self(key), KeySource::File(path)))
     }
 }
 
-fn random_hex(bytes: usize) -> String {
+/// Reads a secret kept in a file readable by its owner only, creating it with
+/// `generate` when missing or empty. Tightens the file's mode if someone loosened it.
+pub fn read_or_create_secret(
+    path: &Path,
+    generate: impl FnOnce() -> String,
+) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(text.trim().to_owned());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let secret = generate();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{secret}")?;
+    Ok(secret)
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);

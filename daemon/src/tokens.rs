@@ -3,8 +3,6 @@
 //! only sandboxes created under its user; never the sandbox, file, exec or token
 //! endpoints.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -101,23 +99,7 @@ impl Signer {
             return Ok(Self::new(secret.into_bytes()));
         }
         let path = state_dir.join(SECRET_FILE);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if !text.trim().is_empty() {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-                return Ok(Self::new(text.trim().as_bytes().to_vec()));
-            }
-        }
-        use rand::RngCore;
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        writeln!(file, "{secret}")?;
+        let secret = crate::auth::read_or_create_secret(&path, || crate::auth::random_hex(32))?;
         Ok(Self::new(secret.into_bytes()))
     }
 

@@ -5,20 +5,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use sandboxd_e2e::{user_message, Daemon, Options, ScriptedModel, StatusCode};
+use sandboxd_e2e::{rss_kib, user_message, Daemon, Options, ScriptedModel, StatusCode};
 use serde_json::json;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::test]
 async fn a_gigabyte_of_stdout_and_a_huge_body_cost_the_daemon_nothing() {

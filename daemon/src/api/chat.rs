@@ -313,6 +313,24 @@ fn find_sandbox(state: &AppState, key: &str) -> Result<(Arc<Sandbox>, Option<Str
         .ok_or_else(|| crate::sandbox::SandboxError::NotFound(key.to_owned()).into())
 }
 
+/// The sandbox a stream URL names, after the caller's scope and ownership checks, and
+/// its running turn (of the thread asked for, if any).
+fn stream_target(
+    state: &AppState,
+    principal: &Principal,
+    slug: &str,
+    key: &str,
+    query: StreamQuery,
+) -> Result<(Arc<Sandbox>, Option<Arc<Turn>>), ApiError> {
+    check_scope(principal, slug)?;
+    let (sandbox, thread) = find_sandbox(state, key)?;
+    check_owner(principal, &sandbox)?;
+    check_agent(&sandbox, slug)?;
+    let thread = query.thread_id.or(thread);
+    let turn = state.sandboxes.active_turn(&sandbox, thread.as_deref());
+    Ok((sandbox, turn))
+}
+
 /// `GET /v1/chat/:slug/:sandboxId/stream`: the active turn from its start, then live;
 /// 204 when none is active.
 pub async fn resume(
@@ -321,14 +339,9 @@ pub async fn resume(
     Path((slug, key)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    check_scope(&principal, &slug)?;
-    let (sandbox, thread) = find_sandbox(&state, &key)?;
-    check_owner(&principal, &sandbox)?;
-    check_agent(&sandbox, &slug)?;
-    let thread = query.thread_id.or(thread);
-    match state.sandboxes.active_turn(&sandbox, thread.as_deref()) {
-        Some(turn) => Ok(sse(&turn, &sandbox.id, &turn.thread_id)),
-        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    match stream_target(&state, &principal, &slug, &key, query)? {
+        (sandbox, Some(turn)) => Ok(sse(&turn, &sandbox.id, &turn.thread_id)),
+        (_, None) => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
 
@@ -340,12 +353,7 @@ pub async fn cancel(
     Path((slug, key)): Path<(String, String)>,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    check_scope(&principal, &slug)?;
-    let (sandbox, thread) = find_sandbox(&state, &key)?;
-    check_owner(&principal, &sandbox)?;
-    check_agent(&sandbox, &slug)?;
-    let thread = query.thread_id.or(thread);
-    let Some(turn) = state.sandboxes.active_turn(&sandbox, thread.as_deref()) else {
+    let (sandbox, Some(turn)) = stream_target(&state, &principal, &slug, &key, query)? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     turn.cancel.cancel();

@@ -247,7 +247,7 @@ async fn main() {
     println!(
         "daemon RSS with {} sandboxes: {} KiB",
         ids.len(),
-        daemon_rss_kib(&daemon)
+        sandboxd_e2e::rss_kib(daemon.pid())
     );
 
     for id in &ids {
@@ -275,18 +275,4 @@ fn docker_bridge_gateway() -> String {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// The daemon's resident set, from /proc (0 if unknown).
-fn daemon_rss_kib(daemon: &Daemon) -> u64 {
-    let pid = daemon.pid();
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
