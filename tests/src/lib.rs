@@ -29,6 +29,52 @@ pub fn daemon_bin(profile: &str) -> PathBuf {
     target.join(profile).join("sandboxd")
 }
 
+/// The newest modification time of any file under `dir`.
+fn newest_source(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(newest)
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+/// Fails when the daemon or the static sandbox-init is older than its sources: the
+/// e2e crate does not rebuild them, and a stale binary would test old code.
+fn assert_fresh(profile: &str) {
+    let target = daemon_bin(profile)
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let init = target
+        .join("x86_64-unknown-linux-gnu")
+        .join(profile)
+        .join("sandbox-init");
+    for (bin, sources) in [
+        (daemon_bin(profile), "daemon/src"),
+        (init, "sandbox-init/src"),
+    ] {
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        assert!(
+            newest_source(&workspace().join(sources)) <= built,
+            "{} is missing or older than {sources}: rebuild it (scripts/test does, \
+             see build_binaries in scripts/lib.sh)",
+            bin.display()
+        );
+    }
+}
+
 /// Options of a test daemon.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -142,6 +188,7 @@ impl Daemon {
             "{} is missing: build it first (scripts/test does)",
             bin.display()
         );
+        assert_fresh(&options.profile);
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
