@@ -82,6 +82,19 @@ impl ModelProxy {
             .unwrap_or_default()
     }
 
+    /// What all sandboxes consumed (including sandboxes since deleted, as far as
+    /// their counters were kept).
+    pub fn totals(&self) -> ProxyUsage {
+        lock(&self.usage)
+            .values()
+            .fold(ProxyUsage::default(), |mut sum, u| {
+                sum.requests += u.requests;
+                sum.input_tokens += u.input_tokens;
+                sum.output_tokens += u.output_tokens;
+                sum
+            })
+    }
+
     /// Serves on `listener` until `shutdown`; `advertised` is the URL sandboxes use.
     pub async fn serve(
         self: Arc<Self>,

@@ -125,6 +125,32 @@ async fn a_text_turn_streams_the_protocol_and_is_persisted() {
             .is_some_and(|n| n > 0),
         "{detail}"
     );
+    // Operators see it in the metrics (API key only).
+    let metrics = d
+        .request("GET", "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("sandboxd_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains("sandboxd_sandboxes{status=\"active\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sandboxd_turns_streaming 0"), "{metrics}");
+    let requests = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sandboxd_model_requests "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(requests.is_some_and(|n| n >= 1), "{metrics}");
+    let res = d
+        .anonymous("GET", "/metrics")
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // The real upstream key never entered the sandbox: not in files, not in any
     // process environment (the CLI got a sandbox token instead).
     let leak = d

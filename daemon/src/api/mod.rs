@@ -6,6 +6,7 @@ mod chat;
 mod error;
 mod files;
 mod json;
+mod metrics;
 mod sandboxes;
 mod threads;
 mod tokens;
@@ -89,6 +90,11 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/metrics",
+            get(metrics::metrics)
+                .route_layer(middleware::from_fn_with_state(state.clone(), require_key)),
+        )
         .nest("/v1", admin.merge(chat))
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

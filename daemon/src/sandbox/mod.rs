@@ -521,6 +521,20 @@ impl Sandboxes {
         Ok(removed)
     }
 
+    /// Model traffic of all current sandboxes.
+    pub fn model_totals(&self) -> crate::proxy::ProxyUsage {
+        self.proxy.totals()
+    }
+
+    /// Running turns across all sandboxes.
+    pub fn streaming_turns(&self) -> usize {
+        self.list_arcs()
+            .iter()
+            .flat_map(|sb| sb.threads_snapshot())
+            .filter(|t| t.active_turn().is_some())
+            .count()
+    }
+
     /// What a sandbox consumed through the model proxy.
     pub fn model_usage(&self, sandbox_id: &str) -> crate::proxy::ProxyUsage {
         self.proxy.usage(sandbox_id)

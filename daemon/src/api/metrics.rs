@@ -1,0 +1,68 @@
+//! `GET /metrics` (an extension): Prometheus text for operators.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use crate::readiness::Phase;
+use crate::sandbox::Status;
+
+/// The metrics, in the Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let sandboxes = state.sandboxes.list();
+    let count = |status: Status| sandboxes.iter().filter(|s| s.status == status).count();
+    let model = state.sandboxes.model_totals();
+    let ready = u8::from(state.readiness.phase() == Phase::Ready);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP sandboxd_ready Whether sandboxes can be created (1) or not yet (0)."
+    );
+    let _ = writeln!(out, "# TYPE sandboxd_ready gauge\nsandboxd_ready {ready}");
+    let _ = writeln!(out, "# HELP sandboxd_sandboxes Sandboxes by status.");
+    let _ = writeln!(out, "# TYPE sandboxd_sandboxes gauge");
+    for (name, status) in [
+        ("creating", Status::Creating),
+        ("active", Status::Active),
+        ("error", Status::Error),
+        ("expired", Status::Expired),
+    ] {
+        let _ = writeln!(
+            out,
+            "sandboxd_sandboxes{{status=\"{name}\"}} {}",
+            count(status)
+        );
+    }
+    let _ = writeln!(out, "# HELP sandboxd_turns_streaming Turns running now.");
+    let _ = writeln!(
+        out,
+        "# TYPE sandboxd_turns_streaming gauge\nsandboxd_turns_streaming {}",
+        state.sandboxes.streaming_turns()
+    );
+    for (name, help, value) in [
+        (
+            "sandboxd_model_requests",
+            "Model requests forwarded for current sandboxes.",
+            model.requests,
+        ),
+        (
+            "sandboxd_model_input_tokens",
+            "Input tokens reported by the model upstream.",
+            model.input_tokens,
+        ),
+        (
+            "sandboxd_model_output_tokens",
+            "Output tokens reported by the model upstream.",
+            model.output_tokens,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
