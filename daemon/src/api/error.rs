@@ -44,7 +44,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such endpoint; see the API reference in docs/API.md",
+            "no such endpoint; the README lists the API",
         )
     }
 
