@@ -71,21 +71,19 @@ pub struct InitClient {
 /// One open connection.
 #[derive(Debug)]
 pub struct Conn {
-    reader: BufReader<OwnedReadHalf>,
-    writer: BufWriter<OwnedWriteHalf>,
+    reader: FrameReader,
+    writer: FrameWriter,
 }
 
 impl Conn {
     /// Sends one frame and flushes it.
     pub async fn send(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
-        self.writer.write_all(&frame.encode()?).await?;
-        self.writer.flush().await?;
-        Ok(())
+        self.writer.send(frame).await
     }
 
     /// Receives one frame; `None` when the server closed the connection.
     pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
-        read_reply_frame(&mut self.reader).await
+        self.reader.recv().await
     }
 
     /// Receives the next frame, which must be a message.
@@ -105,7 +103,7 @@ impl Conn {
 
     /// Splits into halves for full-duplex use (a streaming exec).
     pub fn split(self) -> (FrameReader, FrameWriter) {
-        (FrameReader(self.reader), FrameWriter(self.writer))
+        (self.reader, self.writer)
     }
 }
 
@@ -127,7 +125,19 @@ pub struct FrameWriter(BufWriter<OwnedWriteHalf>);
 impl FrameWriter {
     /// Sends one frame and flushes it.
     pub async fn send(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
+        self.write(frame).await?;
+        self.0.flush().await?;
+        Ok(())
+    }
+
+    /// Buffers one frame without flushing (for a burst of frames).
+    pub async fn write(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
         self.0.write_all(&frame.encode()?).await?;
+        Ok(())
+    }
+
+    /// Flushes buffered frames.
+    pub async fn flush(&mut self) -> Result<(), InitError> {
         self.0.flush().await?;
         Ok(())
     }
@@ -176,8 +186,8 @@ impl InitClient {
             .map_err(InitError::Unreachable)?;
         let (r, w) = stream.into_split();
         Ok(Conn {
-            reader: BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r),
-            writer: BufWriter::new(w),
+            reader: FrameReader(BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r)),
+            writer: FrameWriter(BufWriter::new(w)),
         })
     }
 
@@ -281,7 +291,7 @@ impl InitClient {
         for (_, content, _) in files {
             for chunk in content.chunks(CHUNK_LEN) {
                 let frame: Frame<Request> = Frame::Data(chunk.to_vec());
-                conn.writer.write_all(&frame.encode()?).await?;
+                conn.writer.write(&frame).await?;
             }
         }
         conn.writer.flush().await?;

@@ -357,10 +357,7 @@ pub async fn cancel(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     turn.cancel.cancel();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !turn.is_finished() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    turn.wait_finished(std::time::Duration::from_secs(20)).await;
     let body = json!({ "sandboxId": sandbox.id, "threadId": turn.thread_id,
                        "status": if turn.is_finished() { "cancelled" } else { "cancelling" } });
     Ok(Json(body).into_response())

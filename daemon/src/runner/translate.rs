@@ -190,19 +190,7 @@ impl Translator {
             }
             Some("content_block_stop") => {
                 let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
-                match self.blocks.remove(&index) {
-                    Some(Block::Text { id }) => out.push(chunk("text-end", json!({ "id": id }))),
-                    Some(Block::Reasoning { id }) => {
-                        out.push(chunk("reasoning-end", json!({ "id": id })))
-                    }
-                    Some(Block::Tool { id, name, json }) => {
-                        let input = serde_json::from_str(&json).unwrap_or(json!({}));
-                        if self.tools_available.insert(id.clone()) {
-                            out.push(tool_input_available(&id, &name, input));
-                        }
-                    }
-                    _ => {}
-                }
+                out.extend(self.close_block(index));
             }
             Some("message_stop") => out.extend(self.close_step()),
             _ => {}
@@ -366,21 +354,23 @@ impl Translator {
     pub fn close_open_blocks(&mut self) -> Vec<Value> {
         let mut indexes: Vec<u64> = self.blocks.keys().copied().collect();
         indexes.sort_unstable();
-        let mut out = Vec::new();
-        for index in indexes {
-            match self.blocks.remove(&index) {
-                Some(Block::Text { id }) => out.push(chunk("text-end", json!({ "id": id }))),
-                Some(Block::Reasoning { id }) => {
-                    out.push(chunk("reasoning-end", json!({ "id": id })))
-                }
-                Some(Block::Tool { id, name, json }) if self.tools_available.insert(id.clone()) => {
-                    let input = serde_json::from_str(&json).unwrap_or(json!({}));
-                    out.push(tool_input_available(&id, &name, input));
-                }
-                _ => {}
+        indexes
+            .into_iter()
+            .filter_map(|index| self.close_block(index))
+            .collect()
+    }
+
+    /// Ends the block at `index`: its end chunk, or a tool call's complete input.
+    fn close_block(&mut self, index: u64) -> Option<Value> {
+        match self.blocks.remove(&index)? {
+            Block::Text { id } => Some(chunk("text-end", json!({ "id": id }))),
+            Block::Reasoning { id } => Some(chunk("reasoning-end", json!({ "id": id }))),
+            Block::Tool { id, name, json } if self.tools_available.insert(id.clone()) => {
+                let input = serde_json::from_str(&json).unwrap_or(json!({}));
+                Some(tool_input_available(&id, &name, input))
             }
+            _ => None,
         }
-        out
     }
 
     /// Ends the open step, if any.

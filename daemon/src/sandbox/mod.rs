@@ -453,12 +453,7 @@ impl Sandboxes {
 
     /// All sandboxes, oldest first.
     pub fn list(&self) -> Vec<SandboxView> {
-        let map = self.map_read();
-        let mut views: Vec<SandboxView> = map
-            .iter()
-            .filter(|(key, sb)| **key == sb.id)
-            .map(|(_, sb)| sb.view())
-            .collect();
+        let mut views: Vec<SandboxView> = self.list_arcs().iter().map(|sb| sb.view()).collect();
         views.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         views
     }

@@ -43,10 +43,7 @@ impl Sandboxes {
         let thread = self.thread(sandbox, id)?;
         if let Some(turn) = thread.active_turn() {
             turn.cancel.cancel();
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-            while !turn.is_finished() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            turn.wait_finished(std::time::Duration::from_secs(15)).await;
         }
         sandbox
             .threads

@@ -67,6 +67,13 @@ impl Turn {
         self.progress.borrow().1
     }
 
+    /// Waits until the turn has finished, at most `limit`; returns whether it has.
+    pub async fn wait_finished(&self, limit: Duration) -> bool {
+        let mut rx = self.progress.subscribe();
+        let finished = tokio::time::timeout(limit, rx.wait_for(|p| p.1)).await;
+        finished.is_ok()
+    }
+
     /// Every chunk so far as parsed JSON (for tests and diagnostics).
     pub fn chunks(&self) -> Vec<Value> {
         self.frames()
