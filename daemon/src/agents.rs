@@ -171,6 +171,15 @@ impl AgentDef {
                 return Err(format!("sandbox.apt: {package:?} is not a package name"));
             }
         }
+        for (field, list) in [
+            ("networkAllowOut", &sb.network_allow_out),
+            ("networkDenyOut", &sb.network_deny_out),
+        ] {
+            for entry in list.iter().flatten() {
+                crate::firewall::Target::parse(entry)
+                    .map_err(|e| format!("sandbox.{field}: {e}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -468,6 +477,12 @@ mod tests {
     fn rejects_bad_definitions_with_reasons() {
         let unknown = AgentDef::parse(r#"{"sandbox": {"aptt": []}}"#).unwrap_err();
         assert!(unknown.contains("aptt"), "{unknown}");
+        let net =
+            AgentDef::parse(r#"{"sandbox": {"networkDenyOut": ["*.evil.com"]}}"#).unwrap_err();
+        assert!(
+            net.contains("networkDenyOut") && net.contains("wildcard"),
+            "{net}"
+        );
         let mode = AgentDef::parse(r#"{"permissionMode": "yolo"}"#).unwrap_err();
         assert!(mode.contains("yolo"), "{mode}");
         let env = AgentDef::parse(r#"{"sandbox": {"envs": {"1X": "a"}}}"#).unwrap_err();

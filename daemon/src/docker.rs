@@ -65,6 +65,17 @@ pub struct ContainerSpec {
     pub network: String,
     /// The OCI runtime (Docker's default when `None`).
     pub runtime: Option<String>,
+    /// `name:address` lines for the container's `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
+}
+
+/// The sandbox network as the host sees it.
+#[derive(Debug, Clone)]
+pub struct NetworkInfo {
+    /// The host's address on it.
+    pub gateway: std::net::IpAddr,
+    /// The bridge interface.
+    pub bridge: String,
 }
 
 /// Resource limits of a container.
@@ -148,9 +159,9 @@ impl Engine {
 
     /// Makes sure the bridge network `name` exists with traffic between its
     /// containers disabled (sandboxes cannot reach each other), and returns its
-    /// gateway address: the host as its containers see it.
-    pub async fn ensure_network(&self, name: &str) -> Result<std::net::IpAddr, EngineError> {
-        if self.network_gateway(name).await.is_err() {
+    /// gateway address (the host as its containers see it) and bridge interface.
+    pub async fn ensure_network(&self, name: &str) -> Result<NetworkInfo, EngineError> {
+        if self.network_info(name).await.is_err() {
             let request = bollard::models::NetworkCreateRequest {
                 name: name.to_owned(),
                 driver: Some("bridge".into()),
@@ -173,10 +184,10 @@ impl Engine {
                 },
             }
         }
-        self.network_gateway(name).await
+        self.network_info(name).await
     }
 
-    async fn network_gateway(&self, name: &str) -> Result<std::net::IpAddr, EngineError> {
+    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
         let network = self
             .docker
             .inspect_network(
@@ -184,14 +195,66 @@ impl Engine {
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
             .await?;
-        network
+        let gateway = network
             .ipam
             .and_then(|ipam| ipam.config)
             .unwrap_or_default()
             .iter()
             .filter_map(|c| c.gateway.as_deref())
             .find_map(|g| g.parse().ok())
-            .ok_or_else(|| EngineError::Refused(format!("network {name} has no gateway address")))
+            .ok_or_else(|| {
+                EngineError::Refused(format!("network {name} has no IPv4 gateway address"))
+            })?;
+        // Docker names a bridge after its network unless told otherwise.
+        let bridge = network
+            .options
+            .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+            .or_else(|| {
+                network
+                    .id
+                    .map(|id| format!("br-{}", &id[..12.min(id.len())]))
+            })
+            .ok_or_else(|| EngineError::Refused(format!("network {name} has no id")))?;
+        Ok(NetworkInfo { gateway, bridge })
+    }
+
+    /// The IPv4 addresses of the containers attached to network `name`.
+    pub async fn network_addresses(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::HashSet<String>, EngineError> {
+        let network = self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await?;
+        Ok(network
+            .containers
+            .unwrap_or_default()
+            .values()
+            .filter_map(|c| c.ipv4_address.as_deref())
+            .filter_map(|a| a.split('/').next())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// A container's IPv4 address on network `name`.
+    pub async fn container_address(
+        &self,
+        id: &str,
+        network: &str,
+    ) -> Result<std::net::Ipv4Addr, EngineError> {
+        let info = self.docker.inspect_container(id, None).await?;
+        info.network_settings
+            .and_then(|s| s.networks)
+            .and_then(|n| n.get(network).cloned())
+            .and_then(|e| e.ip_address)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                EngineError::Refused(format!("container {id} has no address on {network}"))
+            })
     }
 
     /// Creates and starts a container; returns its id. A container that fails to start
@@ -210,6 +273,7 @@ impl Engine {
                 binds: Some(spec.binds),
                 init: Some(false),
                 network_mode: Some(spec.network),
+                extra_hosts: Some(spec.extra_hosts),
                 runtime: spec.runtime,
                 cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),

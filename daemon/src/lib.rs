@@ -26,6 +26,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod firewall;
 pub mod image;
 pub mod init_client;
 pub mod proxy;

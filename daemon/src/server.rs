@@ -18,6 +18,7 @@ use crate::api::{app, AppState};
 use crate::auth::{ApiKey, KeySource};
 use crate::config::Config;
 use crate::docker::Engine;
+use crate::firewall::Firewall;
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
 use crate::sandbox::{Sandboxes, Settings};
@@ -141,6 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let expiry = tokio::spawn(expire_idle(sandboxes.clone(), shutdown.child_token()));
 
+    let sandboxes_for_shutdown = sandboxes.clone();
     let state = AppState {
         sandboxes,
         readiness,
@@ -166,6 +168,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     prepare.abort();
     expiry.abort();
+    if let Some(firewall) = sandboxes_for_shutdown.firewall() {
+        firewall.close().await;
+    }
     served.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
@@ -185,7 +190,7 @@ async fn prepare(
     loop {
         let mut result = prepare_once(&sandboxes, &readiness, &image).await;
         if result.is_ok() && !proxy_started {
-            result = start_proxy(&readiness, proxy.clone(), shutdown.clone()).await;
+            result = start_proxy(&sandboxes, &readiness, proxy.clone(), shutdown.clone()).await;
             proxy_started = result.is_ok();
         }
         match result {
@@ -252,8 +257,10 @@ async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
 }
 
 /// Starts the model proxy on the sandbox network's gateway address, where containers
-/// reach the host.
+/// reach the host, and installs the egress firewall that leaves it the one host
+/// service sandboxes can reach.
 async fn start_proxy(
+    sandboxes: &Sandboxes,
     readiness: &Readiness,
     proxy: Arc<ModelProxy>,
     shutdown: CancellationToken,
@@ -261,11 +268,41 @@ async fn start_proxy(
     let engine = readiness
         .engine()
         .ok_or_else(|| anyhow::anyhow!("no Docker engine"))?;
-    let gateway = engine.ensure_network(crate::sandbox::NETWORK).await?;
+    let network = engine.ensure_network(crate::sandbox::NETWORK).await?;
+    let std::net::IpAddr::V4(gateway) = network.gateway else {
+        anyhow::bail!(
+            "the {} network has no IPv4 gateway",
+            crate::sandbox::NETWORK
+        );
+    };
     let listener = tokio::net::TcpListener::bind((gateway, 0))
         .await
         .with_context(|| format!("binding the model proxy on {gateway}"))?;
     let address = listener.local_addr()?;
+    let firewall = Firewall::install(
+        &sandboxes.settings().instance,
+        &network.bridge,
+        gateway,
+        address.port(),
+    )
+    .await?;
+    let swept = firewall
+        .sweep(|| async {
+            engine
+                .network_addresses(crate::sandbox::NETWORK)
+                .await
+                .map_err(|e| tracing::warn!("not sweeping firewall rules: {e}"))
+                .ok()
+        })
+        .await?;
+    if swept > 0 {
+        tracing::info!("firewall: removed {swept} rule(s) of sandboxes that are gone");
+    }
+    tracing::info!(
+        "firewall: sandboxes on {} reach no host service but the model proxy, and no metadata address",
+        network.bridge
+    );
+    sandboxes.set_firewall(Arc::new(firewall));
     let url = format!("http://{address}");
     tracing::info!("model proxy: {url} (reachable from sandboxes only)");
     tokio::spawn(async move {

@@ -90,6 +90,9 @@ pub struct Options {
     pub profile: String,
     /// Reuse these state and agents directories (a restart) instead of new ones.
     pub reuse: Option<(PathBuf, PathBuf)>,
+    /// A command the daemon runs under (it must `exec` it), e.g. to give it a
+    /// mount namespace of its own.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             wait_healthy: true,
             profile: "debug".into(),
             reuse: None,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -189,7 +193,14 @@ impl Daemon {
             bin.display()
         );
         assert_fresh(&options.profile);
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&bin);
+                cmd
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

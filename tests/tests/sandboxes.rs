@@ -385,9 +385,9 @@ async fn client_errors_get_clear_messages_and_never_a_500() {
         (
             "POST",
             "/v1/sandboxes".into(),
-            Some("{\"agent\":\"test\",\"networkDenyOut\":[\"169.254.169.254\"]}"),
+            Some("{\"agent\":\"test\",\"networkDenyOut\":[\"10.0.0.0/99\"]}"),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "not enforced",
+            "networkDenyOut",
         ),
         (
             "GET",

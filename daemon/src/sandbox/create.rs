@@ -19,6 +19,7 @@ use super::{
 };
 use crate::agents::{check_env_name, AgentDef};
 use crate::docker::{ContainerSpec, Engine};
+use crate::firewall::{Policy, Target};
 use crate::init_client::{InitClient, InitError};
 
 /// How long a new container has to answer on its socket.
@@ -60,6 +61,12 @@ struct Plan {
     envs: BTreeMap<String, String>,
     files: Vec<(String, Vec<u8>)>,
     setup: Vec<String>,
+    /// `networkAllowOut` as given.
+    allow: Vec<String>,
+    /// `networkDenyOut` as given.
+    deny: Vec<String>,
+    /// Both, resolved when the sandbox is created.
+    policy: Policy,
 }
 
 impl Plan {
@@ -69,21 +76,23 @@ impl Plan {
         default_image: &str,
     ) -> Result<Self, SandboxError> {
         let sb = &agent.sandbox;
+        // The call's lists replace the agent's.
         let allow = call
             .network_allow_out
             .as_ref()
-            .or(sb.network_allow_out.as_ref());
+            .or(sb.network_allow_out.as_ref())
+            .cloned()
+            .unwrap_or_default();
         let deny = call
             .network_deny_out
             .as_ref()
-            .or(sb.network_deny_out.as_ref());
-        if allow.is_some_and(|l| !l.is_empty()) || deny.is_some_and(|l| !l.is_empty()) {
-            // Accepting a policy without enforcing it would be worse than refusing it.
-            return Err(SandboxError::Invalid(
-                "networkAllowOut/networkDenyOut are not enforced by this daemon yet; \
-                 remove them (sandboxes have unrestricted egress)"
-                    .into(),
-            ));
+            .or(sb.network_deny_out.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        for (field, list) in [("networkAllowOut", &allow), ("networkDenyOut", &deny)] {
+            for entry in list {
+                Target::parse(entry).map_err(|e| SandboxError::Invalid(format!("{field}: {e}")))?;
+            }
         }
         let envs = merged(&sb.envs, &call.envs);
         for key in envs.keys() {
@@ -105,6 +114,9 @@ impl Plan {
             envs,
             files,
             setup,
+            allow,
+            deny,
+            policy: Policy::default(),
         })
     }
 }
@@ -132,7 +144,10 @@ impl Sandboxes {
             .agents
             .get(&call.agent)
             .ok_or_else(|| SandboxError::AgentNotFound(call.agent.clone()))?;
-        let plan = Plan::new(&agent, &call, &self.settings.image)?;
+        let mut plan = Plan::new(&agent, &call, &self.settings.image)?;
+        plan.policy = Policy::resolve(&plan.allow, &plan.deny)
+            .await
+            .map_err(SandboxError::Invalid)?;
         let engine = self.ready_engine()?.clone();
         crate::image::ensure_image(
             &engine,
@@ -195,6 +210,7 @@ impl Sandboxes {
                 if let Some(container) = task_sandbox.container_id() {
                     let _ = engine.remove(&container).await;
                 }
+                this.release(&task_sandbox).await;
                 return Ok(());
             }
             match outcome {
@@ -208,9 +224,11 @@ impl Sandboxes {
                     Ok(())
                 }
                 Err(Provision::Engine(e)) => {
-                    this.proxy.unregister(&task_sandbox.id);
+                    if let Some(container) = task_sandbox.container_id() {
+                        let _ = engine.remove(&container).await;
+                    }
+                    this.release(&task_sandbox).await;
                     this.forget(&task_sandbox);
-                    super::remove_dir(&task_sandbox.dir);
                     Err(SandboxError::Engine(e))
                 }
                 Err(Provision::Step(StepError(message))) => {
@@ -218,6 +236,7 @@ impl Sandboxes {
                     if let Some(container) = task_sandbox.container_id() {
                         let _ = engine.remove(&container).await;
                     }
+                    this.release(&task_sandbox).await;
                     task_sandbox.set_status(Status::Error, Some(message));
                     Ok(())
                 }
@@ -272,6 +291,7 @@ impl Sandboxes {
             working_dir: "/".to_owned(),
             network: super::NETWORK.to_owned(),
             runtime: self.settings.runtime.clone(),
+            extra_hosts: plan.policy.hosts.clone(),
             limits: crate::docker::Limits {
                 memory_bytes: plan
                     .memory_mb
@@ -286,8 +306,21 @@ impl Sandboxes {
             },
         };
         let container = engine.run(spec).await.map_err(Provision::Engine)?;
-        sb.set_container(container);
+        sb.set_container(container.clone());
         check_cancelled(sb)?;
+
+        // Nothing runs in the container but sandbox-init until the rules are in.
+        let firewall = self
+            .firewall()
+            .ok_or_else(|| StepError("the egress firewall is not installed".into()))?;
+        let address = engine
+            .container_address(&container, super::NETWORK)
+            .await
+            .map_err(Provision::Engine)?;
+        firewall
+            .apply(&sb.id, address, &plan.policy)
+            .await
+            .map_err(|e| StepError(e.to_string()))?;
 
         sb.init
             .wait_ready(INIT_DEADLINE)
@@ -487,18 +520,25 @@ mod tests {
     }
 
     #[test]
-    fn egress_policies_are_refused_rather_than_ignored() {
+    fn egress_lists_of_the_call_replace_the_agents_and_are_checked() {
+        let agent = agent(SandboxConfig {
+            network_allow_out: Some(vec!["10.0.0.0/8".into()]),
+            network_deny_out: Some(vec!["10.1.0.0/16".into()]),
+            ..Default::default()
+        });
         let call = CreateSandbox {
-            network_deny_out: Some(vec!["169.254.169.254/32".into()]),
+            network_deny_out: Some(vec!["192.0.2.7".into()]),
             ..Default::default()
         };
-        let e = Plan::new(&agent(SandboxConfig::default()), &call, "i").unwrap_err();
-        assert!(e.to_string().contains("not enforced"), "{e}");
-        let empty = CreateSandbox {
-            network_allow_out: Some(vec![]),
+        let plan = Plan::new(&agent, &call, "i").unwrap();
+        assert_eq!(plan.allow, vec!["10.0.0.0/8".to_owned()]);
+        assert_eq!(plan.deny, vec!["192.0.2.7".to_owned()]);
+        let bad = CreateSandbox {
+            network_allow_out: Some(vec!["10.0.0.0/40".into()]),
             ..Default::default()
         };
-        assert!(Plan::new(&agent(SandboxConfig::default()), &empty, "i").is_ok());
+        let e = Plan::new(&agent, &bad, "i").unwrap_err();
+        assert!(e.to_string().contains("prefix length"), "{e}");
     }
 
     #[test]

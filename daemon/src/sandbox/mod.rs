@@ -24,6 +24,7 @@ pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 
 use crate::agents::{AgentDef, Agents};
 use crate::docker::{Engine, EngineError};
+use crate::firewall::Firewall;
 use crate::init_client::{InitClient, InitError};
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
@@ -338,6 +339,8 @@ pub struct Sandboxes {
     template_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The model proxy, which issues each sandbox's token.
     proxy: Arc<ModelProxy>,
+    /// The egress firewall, once installed (before the daemon is ready).
+    firewall: std::sync::OnceLock<Arc<Firewall>>,
 }
 
 impl Sandboxes {
@@ -355,7 +358,30 @@ impl Sandboxes {
             readiness,
             by_key: RwLock::new(HashMap::new()),
             template_locks: tokio::sync::Mutex::new(HashMap::new()),
+            firewall: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands over the installed firewall (once).
+    pub fn set_firewall(&self, firewall: Arc<Firewall>) {
+        let _ = self.firewall.set(firewall);
+    }
+
+    /// The egress firewall, when installed.
+    pub fn firewall(&self) -> Option<&Arc<Firewall>> {
+        self.firewall.get()
+    }
+
+    /// Lets go of what a sandbox held outside its container once the container is
+    /// gone: its firewall rules, its model-proxy token, its host directory.
+    async fn release(&self, sandbox: &Sandbox) {
+        if let Some(firewall) = self.firewall() {
+            if let Err(e) = firewall.release(&sandbox.id).await {
+                tracing::warn!(sandbox = %sandbox.id, "{e}");
+            }
+        }
+        self.proxy.unregister(&sandbox.id);
+        remove_dir(&sandbox.dir);
     }
 
     /// The settings.
@@ -429,8 +455,7 @@ impl Sandboxes {
                     tracing::warn!(sandbox = %sandbox.id, error = %e, "could not remove an expired sandbox");
                 }
             }
-            self.proxy.unregister(&sandbox.id);
-            remove_dir(&sandbox.dir);
+            self.release(sandbox).await;
             tracing::info!(sandbox = %sandbox.id, "expired");
         }
         due.len()
@@ -484,9 +509,8 @@ impl Sandboxes {
         if let Some(container) = sandbox.container_id() {
             engine.remove(&container).await?;
         }
-        self.proxy.unregister(&sandbox.id);
+        self.release(&sandbox).await;
         self.forget(&sandbox);
-        remove_dir(&sandbox.dir);
         tracing::info!(sandbox = %sandbox.id, "deleted");
         Ok(())
     }
