@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
 
 /// One agent, as deployed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -312,15 +314,15 @@ pub enum AgentError {
     FromFile(String),
     /// Persisting failed.
     #[error("storing the agent failed: {0}")]
-    Io(#[from] std::io::Error),
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The agents the daemon knows: files from the agents directory, and definitions
-/// deployed through the API (persisted in `deployed_dir`, winning over files).
+/// deployed through the API (kept in the store, winning over files).
 #[derive(Debug, Default)]
 pub struct Agents {
     by_slug: RwLock<HashMap<String, Entry>>,
-    deployed_dir: Option<PathBuf>,
+    store: Option<Arc<Store>>,
 }
 
 impl Agents {
@@ -341,17 +343,28 @@ impl Agents {
                     })
                     .collect(),
             ),
-            deployed_dir: None,
+            store: None,
         }
     }
 
-    /// Files from `agents`, then what was deployed earlier into `deployed_dir`.
+    /// Files from `agents`, then what was deployed earlier into `store`. A stored
+    /// definition this version cannot read is reported and skipped.
     pub fn with_deployed(
         agents: BTreeMap<String, AgentDef>,
-        deployed_dir: PathBuf,
-    ) -> (Self, Vec<LoadProblem>) {
+        store: Arc<Store>,
+    ) -> Result<(Self, Vec<LoadProblem>), StoreError> {
         let mut registry = Self::new(agents);
-        let (deployed, problems) = load_dir(&deployed_dir);
+        let mut problems = Vec::new();
+        let mut deployed = Vec::new();
+        for (slug, text) in store.agents()? {
+            match AgentDef::parse(&text) {
+                Ok(def) => deployed.push((slug, def)),
+                Err(message) => problems.push(LoadProblem {
+                    path: PathBuf::from(format!("state database: agent {slug}")),
+                    message,
+                }),
+            }
+        }
         {
             let map = registry
                 .by_slug
@@ -367,8 +380,8 @@ impl Agents {
                 );
             }
         }
-        registry.deployed_dir = Some(deployed_dir);
-        (registry, problems)
+        registry.store = Some(store);
+        Ok((registry, problems))
     }
 
     /// The agent named `slug`.
@@ -398,15 +411,14 @@ impl Agents {
     pub fn deploy(&self, slug: &str, def: AgentDef) -> Result<bool, AgentError> {
         check_slug(slug).map_err(AgentError::Invalid)?;
         def.validate().map_err(AgentError::Invalid)?;
-        if let Some(dir) = &self.deployed_dir {
-            std::fs::create_dir_all(dir)?;
-            let path = dir.join(format!("{slug}.json"));
-            let temp = dir.join(format!(".{slug}.json.tmp"));
-            let text = serde_json::to_string_pretty(&def).map_err(std::io::Error::other)?;
-            std::fs::write(&temp, text)?;
-            std::fs::rename(&temp, &path)?;
+        // One registry lock around store and map keeps them in the same order.
+        let mut map = self.write();
+        if let Some(store) = &self.store {
+            let text = serde_json::to_string(&def)
+                .map_err(|e| AgentError::Invalid(format!("serializing: {e}")))?;
+            store.put_agent(slug, &text)?;
         }
-        let previous = self.write().insert(
+        let previous = map.insert(
             slug.to_owned(),
             Entry {
                 def,
@@ -424,11 +436,8 @@ impl Agents {
             Some(Source::File) => return Err(AgentError::FromFile(slug.to_owned())),
             Some(Source::Api) => {}
         }
-        if let Some(dir) = &self.deployed_dir {
-            match std::fs::remove_file(dir.join(format!("{slug}.json"))) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
+        if let Some(store) = &self.store {
+            store.delete_agent(slug)?;
         }
         map.remove(slug);
         Ok(())
@@ -512,10 +521,9 @@ mod tests {
 
     #[test]
     fn deployments_persist_and_file_agents_are_protected() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let deployed = dir.path().join("deployed");
+        let store = Arc::new(Store::in_memory().expect("store"));
         let files = BTreeMap::from([("from-file".to_owned(), AgentDef::default())]);
-        let (agents, _) = Agents::with_deployed(files.clone(), deployed.clone());
+        let (agents, _) = Agents::with_deployed(files.clone(), store.clone()).expect("load");
         let def = AgentDef::parse(r#"{"name": "API agent"}"#).expect("valid");
         assert!(agents.deploy("api", def.clone()).expect("deploy"));
         assert!(!agents.deploy("api", def).expect("redeploy"));
@@ -531,8 +539,8 @@ mod tests {
             agents.deploy("../x", AgentDef::default()),
             Err(AgentError::Invalid(_))
         ));
-        // A new registry on the same directory sees the deployment.
-        let (again, problems) = Agents::with_deployed(files, deployed);
+        // A new registry on the same store sees the deployment.
+        let (again, problems) = Agents::with_deployed(files, store).expect("load");
         assert!(problems.is_empty());
         assert_eq!(
             again.get_with_source("api").map(|(d, s)| (d.name, s)),

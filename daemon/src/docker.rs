@@ -298,6 +298,16 @@ impl Engine {
         Ok(created.id)
     }
 
+    /// Starts a container again if it is not running (a Docker restart stops them).
+    pub async fn ensure_running(&self, id: &str) -> Result<(), EngineError> {
+        let info = self.docker.inspect_container(id, None).await?;
+        let running = info.state.and_then(|s| s.running).unwrap_or(false);
+        if !running {
+            self.docker.start_container(id, None).await?;
+        }
+        Ok(())
+    }
+
     /// Kills and removes a container with its anonymous volumes. A container that is
     /// already gone is not an error.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {

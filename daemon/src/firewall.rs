@@ -37,7 +37,7 @@ const METADATA: &[&str] = &["169.254.0.0/16", "100.100.100.200/32"];
 pub struct FirewallError(String);
 
 /// An IPv4 network: an address and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Net {
     addr: Ipv4Addr,
     prefix: u8,
@@ -130,7 +130,7 @@ fn mask(addr: Ipv4Addr, prefix: u8) -> Ipv4Addr {
 }
 
 /// A sandbox's egress policy with its domain names resolved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     /// Reachable networks; when `Some`, everything else is not.
     pub allow: Option<Vec<Net>>,

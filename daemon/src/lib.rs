@@ -35,5 +35,6 @@ pub mod runner;
 pub mod sandbox;
 pub mod scripted;
 pub mod server;
+pub mod store;
 pub mod threads;
 pub mod tokens;

@@ -68,6 +68,11 @@ impl ModelProxy {
         token
     }
 
+    /// Accepts a token issued before (a sandbox restored from the store).
+    pub fn register_token(&self, sandbox_id: &str, token: &str) {
+        lock(&self.tokens).insert(token.to_owned(), sandbox_id.to_owned());
+    }
+
     /// Revokes every token of a sandbox.
     pub fn unregister(&self, sandbox_id: &str) {
         lock(&self.tokens).retain(|_, id| id != sandbox_id);

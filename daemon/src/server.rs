@@ -22,9 +22,13 @@ use crate::firewall::Firewall;
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
 use crate::sandbox::{Sandboxes, Settings};
+use crate::store::Store;
 
-/// How long open connections get after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long running turns get to finish after a shutdown signal before they are
+/// stopped.
+const TURN_GRACE: Duration = Duration::from_secs(10);
+/// How long streams get to deliver their last events after the turns ended.
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -45,8 +49,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let signer = crate::tokens::Signer::load_or_create(config.token_secret.clone(), &state_dir)
         .context("loading the token secret")?;
 
+    let store_path = state_dir.join("state.db");
+    let store = Arc::new(
+        Store::open(&store_path).with_context(|| format!("opening {}", store_path.display()))?,
+    );
+    tracing::info!("state: {}", store_path.display());
+
     let (files, mut problems) = load_dir(&config.agents_dir);
-    let (agents, deployed_problems) = Agents::with_deployed(files, state_dir.join("agents"));
+    let (agents, deployed_problems) = Agents::with_deployed(files, store.clone())?;
     problems.extend(deployed_problems);
     for p in &problems {
         tracing::error!(
@@ -125,7 +135,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         agents,
         readiness.clone(),
         proxy.clone(),
+        store.clone(),
     ));
+
+    let restored = sandboxes.restore()?;
+    if restored > 0 {
+        tracing::info!("restored {restored} sandbox(es) from the state database");
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -153,19 +169,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
-    // Open streams (SSE followers) would hold a graceful shutdown forever: after the
-    // signal, connections get a bounded time to finish, then the daemon exits.
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    let served = tokio::select! {
-        served = server => served,
-        () = deadline => {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-            Ok(())
+    // Open streams (event followers) would hold a graceful shutdown forever: after
+    // the signal, running turns get a bounded time to end (then are stopped, their
+    // clients told), streams a moment to deliver that, and the daemon exits.
+    let draining = sandboxes_for_shutdown.clone();
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            let stopped = draining.drain_turns(TURN_GRACE).await;
+            if stopped > 0 {
+                tracing::warn!("stopped {stopped} turn(s) still running after {TURN_GRACE:?}");
+            }
+            tokio::time::sleep(FLUSH_GRACE).await;
+            let _ = drained_tx.send(());
         }
     };
+    let serve = {
+        let shutdown = shutdown.clone();
+        async move {
+            let served = tokio::select! {
+                served = server => served,
+                _ = drained_rx => Ok(()),
+            };
+            shutdown.cancel();
+            served
+        }
+    };
+    // Turns are drained even when no connection is open (background turns).
+    let (served, ()) = tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
     if let Some(firewall) = sandboxes_for_shutdown.firewall() {
@@ -227,9 +260,15 @@ async fn prepare_once(
             engine
         }
     };
-    let removed = sandboxes.remove_orphans().await?;
-    if removed > 0 {
-        tracing::info!("removed {removed} container(s) left by an earlier run");
+    let adopted = sandboxes.adopt().await?;
+    if adopted != Default::default() {
+        tracing::info!(
+            "sandboxes from the last run: {} re-adopted, {} lost their container; \
+             {} container(s) without a sandbox removed",
+            adopted.kept,
+            adopted.lost,
+            adopted.removed
+        );
     }
     let progress = |line: &str| {
         tracing::info!("image: {line}");
@@ -303,6 +342,7 @@ async fn start_proxy(
         network.bridge
     );
     sandboxes.set_firewall(Arc::new(firewall));
+    sandboxes.reapply_firewall().await;
     let url = format!("http://{address}");
     tracing::info!("model proxy: {url} (reachable from sandboxes only)");
     tokio::spawn(async move {

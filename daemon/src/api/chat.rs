@@ -81,6 +81,7 @@ impl OptionsBody {
             max_budget_usd: self.max_budget_usd,
             permission_mode: self.permission_mode,
             disallowed_tools: self.disallowed_tools,
+            effort: None,
         })
     }
 }
@@ -281,7 +282,7 @@ pub async fn post(
                     .as_str()
                     .map(|p| p.chars().take(60).collect::<String>())
             });
-            sandboxes.create_thread(&sandbox, name)?
+            sandboxes.create_thread(&sandbox, name, Default::default())?
         }
     };
     let turn = sandboxes.start_turn(&sandbox, &thread, user_message, prompt, options)?;

@@ -119,6 +119,15 @@ impl From<SandboxError> for ApiError {
             }
             SandboxError::Engine(e) => e.into(),
             SandboxError::Init(e) => e.into(),
+            SandboxError::Store(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
+            }
+            SandboxError::PermissionNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "permission_not_found", message)
+            }
+            SandboxError::PermissionAnswered(_) => {
+                Self::new(StatusCode::CONFLICT, "permission_answered", message)
+            }
         }
     }
 }

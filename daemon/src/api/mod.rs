@@ -4,6 +4,7 @@
 mod agents;
 mod chat;
 mod error;
+mod events;
 mod files;
 mod json;
 mod metrics;
@@ -68,7 +69,21 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/sandboxes/{id}/threads/{thread_id}",
-            get(threads::get).delete(threads::delete),
+            get(threads::get)
+                .patch(threads::patch)
+                .delete(threads::delete),
+        )
+        .route(
+            "/sandboxes/{id}/threads/{thread_id}/events",
+            get(events::page),
+        )
+        .route(
+            "/sandboxes/{id}/threads/{thread_id}/events/stream",
+            get(events::stream),
+        )
+        .route(
+            "/sandboxes/{id}/threads/{thread_id}/permissions/{request_id}",
+            post(threads::answer_permission),
         )
         .route("/tokens", post(tokens::create))
         .route("/agents", get(agents::list))

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sandboxes::rfc3339;
 use super::{ApiError, AppState};
-use crate::threads::{Thread, ThreadStatus, Usage};
+use crate::threads::{PermissionReply, Thread, ThreadSettings, ThreadStatus, Usage};
 
 /// A thread in lists.
 #[derive(Debug, Serialize)]
@@ -44,6 +44,7 @@ pub struct Detail {
     status: ThreadStatus,
     messages: Vec<serde_json::Value>,
     usage: Usage,
+    settings: ThreadSettings,
     error: Option<String>,
     created_at: String,
     updated_at: String,
@@ -52,10 +53,34 @@ pub struct Detail {
 
 /// `POST …/threads` body.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateBody {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    permission_mode: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+}
+
+/// `PATCH …/threads/:threadId` body: each field given replaces the setting; `null`
+/// clears it (back to the agent's).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PatchBody {
+    #[serde(default, deserialize_with = "present")]
+    model: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    permission_mode: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    thinking: Option<Option<String>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// `GET /v1/sandboxes/:id/threads`.
@@ -96,7 +121,15 @@ pub async fn create(
         super::json::parse(&body)?
     };
     let sandbox = state.sandboxes.get(&id)?;
-    let thread = state.sandboxes.create_thread(&sandbox, body.name)?;
+    let settings = ThreadSettings {
+        model: body.model,
+        permission_mode: body.permission_mode,
+        thinking: body.thinking,
+        always_allowed: Vec::new(),
+    };
+    let thread = state
+        .sandboxes
+        .create_thread(&sandbox, body.name, settings)?;
     let summary = Summary::of(&thread);
     Ok((StatusCode::CREATED, Json(summary)).into_response())
 }
@@ -115,6 +148,7 @@ pub async fn get(
         status: s.status,
         messages: s.messages,
         usage: s.usage,
+        settings: s.settings,
         error: s.error,
         created_at: rfc3339(thread.created_at),
         updated_at: rfc3339(s.updated_at),
@@ -130,4 +164,59 @@ pub async fn delete(
     let sandbox = state.sandboxes.get(&id)?;
     state.sandboxes.delete_thread(&sandbox, &thread_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH /v1/sandboxes/:id/threads/:threadId`: changes the settings of later turns.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((id, thread_id)): Path<(String, String)>,
+    super::json::ApiJson(body): super::json::ApiJson<PatchBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let sandbox = state.sandboxes.get(&id)?;
+    let thread = state.sandboxes.thread(&sandbox, &thread_id)?;
+    let settings = state.sandboxes.update_thread_settings(&thread, |s| {
+        if let Some(model) = body.model {
+            s.model = model;
+        }
+        if let Some(mode) = body.permission_mode {
+            s.permission_mode = mode;
+        }
+        if let Some(thinking) = body.thinking {
+            s.thinking = thinking;
+        }
+    })?;
+    Ok(Json(
+        serde_json::json!({ "id": thread.id, "settings": settings }),
+    ))
+}
+
+/// `POST …/permissions/:requestId` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerBody {
+    reply: PermissionReply,
+}
+
+/// `POST /v1/sandboxes/:id/threads/:threadId/permissions/:requestId`: answers a
+/// pending permission request of the thread's running turn.
+pub async fn answer_permission(
+    State(state): State<AppState>,
+    Path((id, thread_id, request_id)): Path<(String, String, String)>,
+    super::json::ApiJson(body): super::json::ApiJson<AnswerBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let sandbox = state.sandboxes.get(&id)?;
+    let thread = state.sandboxes.thread(&sandbox, &thread_id)?;
+    thread
+        .answer_permission(&request_id, body.reply)
+        .map_err(|e| match e {
+            crate::threads::PermissionError::NotFound => {
+                crate::sandbox::SandboxError::PermissionNotFound(request_id.clone())
+            }
+            crate::threads::PermissionError::Settled => {
+                crate::sandbox::SandboxError::PermissionAnswered(request_id.clone())
+            }
+        })?;
+    Ok(Json(
+        serde_json::json!({ "requestId": request_id, "reply": body.reply }),
+    ))
 }

@@ -18,6 +18,8 @@ pub struct TurnOptions {
     pub permission_mode: Option<String>,
     /// Tools to disable.
     pub disallowed_tools: Option<Vec<String>>,
+    /// Thinking effort (`--effort`).
+    pub effort: Option<String>,
 }
 
 /// Whether this turn starts Claude's session or resumes it.
@@ -51,7 +53,15 @@ pub fn args(agent: &AgentDef, options: &TurnOptions, session: &Session) -> Vec<S
         .clone()
         .or_else(|| agent.permission_mode.clone())
         .unwrap_or_else(|| DEFAULT_PERMISSION_MODE.to_owned());
+    if mode != "bypassPermissions" {
+        // Whatever the mode leaves to a prompt is asked on the control channel, and
+        // the runner takes it to the clients.
+        args.extend(["--permission-prompt-tool".into(), "stdio".into()]);
+    }
     args.extend(["--permission-mode".into(), mode]);
+    if let Some(effort) = &options.effort {
+        args.extend(["--effort".into(), effort.clone()]);
+    }
     if let Some(model) = options.model.as_ref().or(agent.model.as_ref()) {
         args.extend(["--model".into(), model.clone()]);
     }
@@ -143,7 +153,19 @@ mod tests {
         assert!(a.contains("--max-budget-usd 0.5"), "{a}");
         assert!(a.contains("--disallowedTools Bash,Write"), "{a}");
         assert!(a.contains("--permission-mode bypassPermissions"), "{a}");
+        assert!(!a.contains("--permission-prompt-tool"), "{a}");
         assert!(a.ends_with("--resume=s-1"), "{a}");
+        let asking = TurnOptions {
+            permission_mode: Some("default".into()),
+            effort: Some("high".into()),
+            ..Default::default()
+        };
+        let a = args(&agent, &asking, &Session::Start("s".into())).join(" ");
+        assert!(
+            a.contains("--permission-prompt-tool stdio --permission-mode default"),
+            "{a}"
+        );
+        assert!(a.contains("--effort high"), "{a}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod claude;
 pub mod fold;
 pub mod translate;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::init_client::{InitClient, InitError};
-use crate::threads::{Thread, ThreadStatus, Turn};
+use crate::threads::{PermissionReply, Thread, ThreadStatus, Turn};
 use fold::Folded;
 use translate::Translator;
 
@@ -82,9 +83,12 @@ pub async fn run(spec: TurnSpec) {
         emit(&spec, &mut folded, chunk);
     }
     let outcome = translator.outcome.clone();
-    let cancelled = spec.turn.cancel.is_cancelled();
+    let stopped = spec.turn.stop_reason();
+    let cancelled = spec.turn.cancel.is_cancelled() && stopped.is_none();
     let error = if cancelled {
         None
+    } else if stopped.is_some() {
+        stopped
     } else {
         outcome
             .error
@@ -145,6 +149,15 @@ pub async fn run(spec: TurnSpec) {
         state.completed_at = Some(now);
         state.active = None;
     }
+    spec.thread.settle_permissions();
+    spec.thread.save();
+    let status = spec.thread.state().status;
+    spec.thread.record(json!({
+        "sessionUpdate": "session_info_update",
+        "status": status.as_str(),
+        "error": error,
+        "messageId": spec.turn.message_id,
+    }));
     spec.turn.finish();
     tracing::info!(
         thread = %spec.thread.id,
@@ -156,9 +169,31 @@ pub async fn run(spec: TurnSpec) {
     );
 }
 
+/// Sends one chunk: its session updates are stored first, then it goes to the
+/// stream and into the assistant message.
 fn emit(spec: &TurnSpec, folded: &mut Folded, chunk: Value) {
+    for update in crate::threads::events::from_chunk(&chunk) {
+        spec.thread.record(update);
+    }
     spec.turn.push(&chunk);
     folded.apply(&chunk);
+}
+
+/// The CLI's answer line to a `can_use_tool` control request.
+fn permission_response(request_id: &str, reply: PermissionReply, input: &Value) -> Value {
+    let decision = match reply {
+        PermissionReply::Once | PermissionReply::Always => {
+            json!({ "behavior": "allow", "updatedInput": input })
+        }
+        PermissionReply::Reject => json!({
+            "behavior": "deny",
+            "message": "The user rejected this tool call.",
+        }),
+    };
+    json!({
+        "type": "control_response",
+        "response": { "subtype": "success", "request_id": request_id, "response": decision },
+    })
 }
 
 fn crashed(ending: &Ending) -> String {
@@ -226,6 +261,9 @@ async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator
     }
 
     let mut pending = Vec::<u8>::new();
+    // Permission requests waiting for a client: request id to (tool call, tool, input).
+    let mut asking: HashMap<String, (String, String, Value)> = HashMap::new();
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let mut deadline: Option<Instant> = None;
     let mut escalation = 0u8;
     let mut interrupted = false;
@@ -243,6 +281,33 @@ async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator
                         };
                         if value["type"] == "result" {
                             result_seen = true;
+                        }
+                        if value["type"] == "control_request"
+                            && value["request"]["subtype"] == "can_use_tool"
+                        {
+                            let request_id = value["request_id"].as_str().unwrap_or_default();
+                            let request = &value["request"];
+                            let tool = request["tool_name"].as_str().unwrap_or_default();
+                            if spec.thread.always_allowed(tool) {
+                                let line = permission_response(
+                                    request_id, PermissionReply::Always, &request["input"]);
+                                let _ = writer.send(&Frame::Stdin(format!("{line}\n").into_bytes())).await;
+                                continue;
+                            }
+                            let call = request["tool_use_id"].as_str().unwrap_or_default();
+                            asking.insert(
+                                request_id.to_owned(),
+                                (call.to_owned(), tool.to_owned(), request["input"].clone()),
+                            );
+                            spec.thread.ask_permission(request_id, tool, answers_tx.clone());
+                            emit(spec, folded, json!({
+                                "type": "data-permission-request",
+                                "id": request_id,
+                                "data": { "requestId": request_id, "toolCallId": call,
+                                          "toolName": tool, "input": request["input"],
+                                          "status": "pending" },
+                            }));
+                            continue;
                         }
                         for chunk in translator.line(&value) {
                             emit(spec, folded, chunk);
@@ -271,6 +336,17 @@ async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator
                     break;
                 }
             },
+            Some((request_id, reply)) = answers.recv() => {
+                let Some((call, tool, input)) = asking.remove(&request_id) else { continue };
+                let line = permission_response(&request_id, reply, &input);
+                let _ = writer.send(&Frame::Stdin(format!("{line}\n").into_bytes())).await;
+                emit(spec, folded, json!({
+                    "type": "data-permission-request",
+                    "id": request_id,
+                    "data": { "requestId": request_id, "toolCallId": call, "toolName": tool,
+                              "input": input, "status": "resolved", "reply": reply },
+                }));
+            }
             () = spec.turn.cancel.cancelled(), if !interrupted => {
                 interrupted = true;
                 let interrupt = json!({

@@ -190,6 +190,8 @@ impl Sandboxes {
                 .map(std::time::Duration::from_millis),
             activity: Mutex::new(std::time::Instant::now()),
             busy: std::sync::atomic::AtomicUsize::new(0),
+            policy: plan.policy.clone(),
+            store: self.store.clone(),
             state: Mutex::new(State {
                 status: Status::Creating,
                 error: None,
@@ -197,6 +199,10 @@ impl Sandboxes {
                 container_id: None,
             }),
         });
+        if let Err(e) = self.store.put_sandbox(&sandbox.row()) {
+            self.proxy.unregister(&sandbox.id);
+            return Err(e.into());
+        }
         self.insert(sandbox.clone());
         tracing::info!(sandbox = %sandbox.id, agent = %call.agent, "creating");
 
@@ -228,6 +234,7 @@ impl Sandboxes {
                         let _ = engine.remove(&container).await;
                     }
                     this.release(&task_sandbox).await;
+                    let _ = this.store.delete_sandbox(&task_sandbox.id);
                     this.forget(&task_sandbox);
                     Err(SandboxError::Engine(e))
                 }

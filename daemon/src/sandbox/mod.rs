@@ -8,6 +8,7 @@ mod exec;
 mod files;
 mod git;
 pub mod paths;
+mod restore;
 mod template;
 mod threads;
 
@@ -21,13 +22,15 @@ use tokio_util::sync::CancellationToken;
 pub use create::CreateSandbox;
 pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
+pub use restore::Adopted;
 
 use crate::agents::{AgentDef, Agents};
 use crate::docker::{Engine, EngineError};
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, Policy};
 use crate::init_client::{InitClient, InitError};
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
+use crate::store::{SandboxRow, Store, StoreError};
 use crate::threads::Thread;
 
 /// The sandbox account's name inside every container.
@@ -63,6 +66,29 @@ pub enum Status {
     Error,
     /// It went unused for longer than its timeout and was stopped.
     Expired,
+}
+
+impl Status {
+    /// The name clients see (and the store keeps).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Active => "active",
+            Status::Error => "error",
+            Status::Expired => "expired",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            Status::Creating,
+            Status::Active,
+            Status::Error,
+            Status::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 /// Failures of sandbox operations, each a distinct thing a client can act on.
@@ -108,6 +134,15 @@ pub enum SandboxError {
     /// The Docker engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No pending permission request by that id in the thread.
+    #[error("permission request {0:?} does not exist in this thread")]
+    PermissionNotFound(String),
+    /// The permission request was answered already (or its turn ended).
+    #[error("permission request {0:?} was already answered")]
+    PermissionAnswered(String),
     /// sandbox-init failed.
     #[error(transparent)]
     Init(#[from] InitError),
@@ -201,6 +236,10 @@ pub struct Sandbox {
     activity: Mutex<std::time::Instant>,
     /// Execs and turns in progress: a busy sandbox never expires.
     busy: std::sync::atomic::AtomicUsize,
+    /// Its egress policy, resolved at creation.
+    pub policy: Policy,
+    /// Where it is persisted.
+    store: Arc<Store>,
     state: Mutex<State>,
 }
 
@@ -270,10 +309,48 @@ impl Sandbox {
         state.status = status;
         state.error = error;
         state.updated_at = SystemTime::now();
+        self.persist(&state);
     }
 
     fn set_container(&self, id: String) {
-        self.state().container_id = Some(id);
+        let mut state = self.state();
+        state.container_id = Some(id);
+        self.persist(&state);
+    }
+
+    /// Writes the state through (called with the state locked, so writes keep order).
+    fn persist(&self, state: &State) {
+        if let Err(e) = self.store.set_sandbox_state(
+            &self.id,
+            state.status.as_str(),
+            state.error.as_deref(),
+            state.container_id.as_deref(),
+        ) {
+            tracing::error!(sandbox = %self.id, "{e}");
+        }
+    }
+
+    /// The sandbox as the store keeps it.
+    fn row(&self) -> SandboxRow {
+        let state = self.state().clone();
+        SandboxRow {
+            id: self.id.clone(),
+            sandbox_id: self.sandbox_id.clone(),
+            agent_slug: self.agent_slug.clone(),
+            agent_name: self.agent_name.clone(),
+            agent: serde_json::to_string(&self.agent).unwrap_or_else(|_| "{}".into()),
+            owner: self.owner.clone(),
+            cwd: self.cwd.clone(),
+            ttl_ms: self.ttl.map(|t| t.as_millis() as u64),
+            policy: serde_json::to_string(&self.policy).unwrap_or_else(|_| "{}".into()),
+            model_token: self.model_token.clone(),
+            claude_program: self.claude_program.clone(),
+            status: state.status.as_str().to_owned(),
+            error: state.error,
+            container_id: state.container_id,
+            created_at: crate::store::millis(self.created_at),
+            updated_at: crate::store::millis(state.updated_at),
+        }
     }
 
     fn container_id(&self) -> Option<String> {
@@ -341,6 +418,8 @@ pub struct Sandboxes {
     proxy: Arc<ModelProxy>,
     /// The egress firewall, once installed (before the daemon is ready).
     firewall: std::sync::OnceLock<Arc<Firewall>>,
+    /// The state database.
+    store: Arc<Store>,
 }
 
 impl Sandboxes {
@@ -350,8 +429,10 @@ impl Sandboxes {
         agents: Arc<Agents>,
         readiness: Arc<Readiness>,
         proxy: Arc<ModelProxy>,
+        store: Arc<Store>,
     ) -> Self {
         Self {
+            store,
             proxy,
             settings,
             agents,
@@ -510,39 +591,48 @@ impl Sandboxes {
             engine.remove(&container).await?;
         }
         self.release(&sandbox).await;
+        self.store.delete_sandbox(&sandbox.id)?;
         self.forget(&sandbox);
         tracing::info!(sandbox = %sandbox.id, "deleted");
         Ok(())
     }
 
-    /// Removes containers of this instance that no sandbox record knows (left by an
-    /// earlier run of the daemon). Returns how many were removed.
-    pub async fn remove_orphans(&self) -> Result<usize, SandboxError> {
-        let engine = self.engine()?;
-        let containers = engine
-            .list_labelled(LABEL_INSTANCE, &self.settings.instance)
-            .await?;
-        let mut removed = 0;
-        for c in containers {
-            let known = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_SANDBOX))
-                .is_some_and(|id| self.get(id).is_ok());
-            if known {
-                continue;
-            }
-            if let Some(id) = c.id {
-                engine.remove(&id).await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
     /// Model traffic of all current sandboxes.
     pub fn model_totals(&self) -> crate::proxy::ProxyUsage {
         self.proxy.totals()
+    }
+
+    /// On shutdown: gives running turns up to `grace` to end on their own, then stops
+    /// the rest (their clients get an error saying why) and waits for them briefly.
+    /// Returns how many had to be stopped.
+    pub async fn drain_turns(&self, grace: std::time::Duration) -> usize {
+        let turns: Vec<_> = self
+            .list_arcs()
+            .iter()
+            .flat_map(|sb| sb.threads_snapshot())
+            .filter_map(|t| t.active_turn())
+            .collect();
+        if turns.is_empty() {
+            return 0;
+        }
+        tracing::info!(
+            "waiting up to {grace:?} for {} running turn(s)",
+            turns.len()
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        for turn in &turns {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            turn.wait_finished(left).await;
+        }
+        let mut stopped = 0;
+        for turn in turns.iter().filter(|t| !t.is_finished()) {
+            turn.stop("the daemon is shutting down; this turn was stopped (send the message again to continue)");
+            stopped += 1;
+        }
+        for turn in &turns {
+            turn.wait_finished(std::time::Duration::from_secs(8)).await;
+        }
+        stopped
     }
 
     /// Running turns across all sandboxes.

@@ -2,11 +2,36 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{new_id, Sandbox, SandboxError, Sandboxes};
 use crate::runner::claude::{self, Session, TurnOptions};
-use crate::threads::{Thread, ThreadStatus, Turn};
+use crate::threads::{events, Thread, ThreadSettings, ThreadStatus, Turn};
+
+/// Levels of `thinking` (the CLI's `--effort`).
+pub const THINKING_LEVELS: &[&str] = &["low", "medium", "high", "xhigh", "max"];
+
+fn check_settings(settings: &ThreadSettings) -> Result<(), SandboxError> {
+    if let Some(mode) = &settings.permission_mode {
+        crate::agents::check_permission_mode(mode).map_err(SandboxError::Invalid)?;
+    }
+    if let Some(level) = &settings.thinking {
+        if !THINKING_LEVELS.contains(&level.as_str()) {
+            return Err(SandboxError::Invalid(format!(
+                "thinking must be one of {}, not {level:?}",
+                THINKING_LEVELS.join(", ")
+            )));
+        }
+    }
+    if settings
+        .model
+        .as_deref()
+        .is_some_and(|m| m.trim().is_empty())
+    {
+        return Err(SandboxError::Invalid("model must not be empty".into()));
+    }
+    Ok(())
+}
 
 /// The longest thread name kept.
 const MAX_NAME: usize = 200;
@@ -17,16 +42,39 @@ impl Sandboxes {
         &self,
         sandbox: &Sandbox,
         name: Option<String>,
+        settings: ThreadSettings,
     ) -> Result<Arc<Thread>, SandboxError> {
         sandbox.ensure_active()?;
+        check_settings(&settings)?;
         let mut threads = sandbox.threads.lock().unwrap_or_else(|p| p.into_inner());
         let name = name
             .map(|n| n.trim().chars().take(MAX_NAME).collect::<String>())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("Chat {}", threads.len() + 1));
-        let thread = Thread::new(new_id("th_"), name, sandbox.id.clone());
+        let thread = Thread::create(
+            self.store.clone(),
+            new_id("th_"),
+            name,
+            sandbox.id.clone(),
+            settings,
+        )?;
         threads.push(thread.clone());
         Ok(thread)
+    }
+
+    /// Changes a thread's settings for its next turns: each field given replaces the
+    /// current one (`null` clears it).
+    pub fn update_thread_settings(
+        &self,
+        thread: &Thread,
+        change: impl FnOnce(&mut ThreadSettings),
+    ) -> Result<ThreadSettings, SandboxError> {
+        let mut settings = thread.state().settings.clone();
+        change(&mut settings);
+        check_settings(&settings)?;
+        thread.state().settings = settings.clone();
+        thread.save();
+        Ok(settings)
     }
 
     /// A thread of a sandbox.
@@ -45,6 +93,7 @@ impl Sandboxes {
             turn.cancel.cancel();
             turn.wait_finished(std::time::Duration::from_secs(15)).await;
         }
+        self.store.delete_thread(id)?;
         sandbox
             .threads
             .lock()
@@ -79,7 +128,7 @@ impl Sandboxes {
         thread: &Arc<Thread>,
         user_message: Value,
         prompt: Value,
-        options: TurnOptions,
+        mut options: TurnOptions,
     ) -> Result<Arc<Turn>, SandboxError> {
         sandbox.ensure_active()?;
         let base_url = self
@@ -103,12 +152,29 @@ impl Sandboxes {
             state.status = ThreadStatus::Streaming;
             state.error = None;
             state.updated_at = std::time::SystemTime::now();
+            // The call's options win; the thread's settings come next, then the agent.
+            let settings = &state.settings;
+            options.model = options.model.take().or_else(|| settings.model.clone());
+            options.permission_mode = options
+                .permission_mode
+                .take()
+                .or_else(|| settings.permission_mode.clone());
+            options.effort = options.effort.take().or_else(|| settings.thinking.clone());
             if state.session_started {
                 Session::Resume(state.session_id.clone())
             } else {
                 Session::Start(state.session_id.clone())
             }
         };
+        thread.save();
+        for update in events::user_message(&user_message) {
+            thread.record(update);
+        }
+        thread.record(json!({
+            "sessionUpdate": "session_info_update",
+            "status": "streaming",
+            "messageId": turn.message_id,
+        }));
         thread.upsert_message(user_message);
         let spec = crate::runner::TurnSpec {
             sandbox_id: sandbox.id.clone(),

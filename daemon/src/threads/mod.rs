@@ -1,14 +1,18 @@
 //! Threads: conversations inside a sandbox, each with its messages (AI SDK
 //! `UIMessage`s), usage totals, status, and at most one running [`Turn`].
 
+pub mod events;
 mod turn;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::sync::watch;
 
+use crate::store::{Store, StoreError, ThreadRow};
 pub use turn::Turn;
 
 /// A thread's status.
@@ -27,8 +31,33 @@ pub enum ThreadStatus {
     Cancelled,
 }
 
+impl ThreadStatus {
+    /// The name clients see (and the store keeps).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadStatus::Active => "active",
+            ThreadStatus::Streaming => "streaming",
+            ThreadStatus::Completed => "completed",
+            ThreadStatus::Error => "error",
+            ThreadStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            ThreadStatus::Active,
+            ThreadStatus::Streaming,
+            ThreadStatus::Completed,
+            ThreadStatus::Error,
+            ThreadStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
 /// Usage totals over all turns of a thread.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     /// Input tokens.
@@ -41,6 +70,25 @@ pub struct Usage {
     pub total_cost_usd: f64,
     /// Time spent in turns.
     pub duration_ms: u64,
+}
+
+/// Per-thread settings: set at creation, changed with `PATCH`, used by the next turn
+/// (a chat call's `options` still win for that call).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadSettings {
+    /// Model id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Permission mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// Thinking level: `low`, `medium`, `high`, `xhigh` or `max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// Tools allowed for the rest of the thread (`always` answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub always_allowed: Vec<String>,
 }
 
 /// The mutable part of a thread.
@@ -62,6 +110,8 @@ pub struct ThreadState {
     pub session_id: String,
     /// Whether the session exists yet (a turn got as far as Claude's init).
     pub session_started: bool,
+    /// Settings for the next turns.
+    pub settings: ThreadSettings,
     /// The running turn.
     pub active: Option<Arc<Turn>>,
 }
@@ -78,13 +128,48 @@ pub struct Thread {
     /// Creation time.
     pub created_at: SystemTime,
     state: Mutex<ThreadState>,
+    store: Arc<Store>,
+    /// The last event's sequence number; followers wait on it.
+    events: watch::Sender<u64>,
+    /// Permission requests of the running turn, by id.
+    permissions: Mutex<HashMap<String, Permission>>,
+}
+
+/// A permission request of a turn.
+#[derive(Debug)]
+enum Permission {
+    /// Waiting for a client; the answer goes to the turn through `reply`.
+    Pending {
+        tool: String,
+        reply: tokio::sync::mpsc::UnboundedSender<(String, PermissionReply)>,
+    },
+    /// Answered (or given up when its turn ended).
+    Settled,
+}
+
+/// A client's answer to a permission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionReply {
+    /// Allow this call.
+    Once,
+    /// Allow this call and every later call of the same tool in the thread.
+    Always,
+    /// Deny it; the agent is told.
+    Reject,
 }
 
 impl Thread {
-    /// A new idle thread.
-    pub fn new(id: String, name: String, sandbox_id: String) -> Arc<Self> {
+    /// A new idle thread, persisted.
+    pub fn create(
+        store: Arc<Store>,
+        id: String,
+        name: String,
+        sandbox_id: String,
+        settings: ThreadSettings,
+    ) -> Result<Arc<Self>, StoreError> {
         let now = SystemTime::now();
-        Arc::new(Self {
+        let thread = Arc::new(Self {
             id,
             name,
             sandbox_id,
@@ -98,9 +183,90 @@ impl Thread {
                 completed_at: None,
                 session_id: new_uuid(),
                 session_started: false,
+                settings,
                 active: None,
             }),
-        })
+            store,
+            events: watch::Sender::new(0),
+            permissions: Mutex::new(HashMap::new()),
+        });
+        thread.store.put_thread(&thread.row(&thread.state()))?;
+        Ok(thread)
+    }
+
+    /// A thread as the store kept it. One that was streaming when the daemon went
+    /// down is marked interrupted (its messages up to then are kept; the next turn
+    /// resumes the same Claude session).
+    pub fn restore(store: Arc<Store>, row: ThreadRow) -> Result<Arc<Self>, StoreError> {
+        let messages = store.messages(&row.id)?;
+        let last = store.last_event(&row.id)?;
+        let status = ThreadStatus::parse(&row.status).unwrap_or(ThreadStatus::Error);
+        let thread = Arc::new(Self {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            sandbox_id: row.sandbox_id.clone(),
+            created_at: crate::store::time(row.created_at),
+            state: Mutex::new(ThreadState {
+                status,
+                messages,
+                usage: serde_json::from_str(&row.usage).unwrap_or_default(),
+                error: row.error.clone(),
+                updated_at: crate::store::time(row.updated_at),
+                completed_at: row.completed_at.map(crate::store::time),
+                session_id: row.session_id.clone(),
+                session_started: row.session_started,
+                settings: serde_json::from_str(&row.settings).unwrap_or_default(),
+                active: None,
+            }),
+            store,
+            events: watch::Sender::new(last),
+            permissions: Mutex::new(HashMap::new()),
+        });
+        if status == ThreadStatus::Streaming {
+            let message = "interrupted by a daemon restart".to_owned();
+            {
+                let mut state = thread.state();
+                state.status = ThreadStatus::Error;
+                state.error = Some(message.clone());
+                state.updated_at = SystemTime::now();
+                state.completed_at = Some(state.updated_at);
+                // The interrupted turn's session is on disk in the sandbox as far as
+                // it got: resume it.
+                state.session_started = true;
+            }
+            thread.save();
+            thread.record(json!({
+                "sessionUpdate": "session_info_update",
+                "status": "error",
+                "error": message,
+            }));
+        }
+        Ok(thread)
+    }
+
+    fn row(&self, state: &ThreadState) -> ThreadRow {
+        ThreadRow {
+            id: self.id.clone(),
+            sandbox_id: self.sandbox_id.clone(),
+            name: self.name.clone(),
+            status: state.status.as_str().to_owned(),
+            error: state.error.clone(),
+            session_id: state.session_id.clone(),
+            session_started: state.session_started,
+            usage: serde_json::to_string(&state.usage).unwrap_or_else(|_| "{}".into()),
+            settings: serde_json::to_string(&state.settings).unwrap_or_else(|_| "{}".into()),
+            created_at: crate::store::millis(self.created_at),
+            updated_at: crate::store::millis(state.updated_at),
+            completed_at: state.completed_at.map(crate::store::millis),
+        }
+    }
+
+    /// Writes the thread's state through to the store.
+    pub fn save(&self) {
+        let state = self.state();
+        if let Err(e) = self.store.put_thread(&self.row(&state)) {
+            tracing::error!(thread = %self.id, "{e}");
+        }
     }
 
     /// Locks the state. Never held across an await.
@@ -119,10 +285,15 @@ impl Thread {
         self.state().active.clone()
     }
 
-    /// Replaces (or appends) the message with the same id.
+    /// Replaces (or appends) the message with the same id, in memory and the store.
     pub fn upsert_message(&self, message: Value) {
         let mut state = self.state();
         let id = message.get("id").cloned();
+        if let Some(id) = id.as_ref().and_then(Value::as_str) {
+            if let Err(e) = self.store.put_message(&self.id, id, &message) {
+                tracing::error!(thread = %self.id, "{e}");
+            }
+        }
         match state
             .messages
             .iter_mut()
@@ -134,6 +305,113 @@ impl Thread {
         }
         state.updated_at = SystemTime::now();
     }
+
+    /// Appends a session update to the thread's event log; returns its number.
+    pub fn record(&self, update: Value) -> u64 {
+        // The send happens under the sender's lock, so numbers reach followers in order.
+        let mut seq = 0;
+        self.events.send_modify(|last| {
+            match self.store.append_event(
+                &self.id,
+                crate::store::millis(SystemTime::now()),
+                &update,
+            ) {
+                Ok(n) => {
+                    *last = n;
+                    seq = n;
+                }
+                Err(e) => tracing::error!(thread = %self.id, "event not stored: {e}"),
+            }
+        });
+        seq
+    }
+
+    /// Follows the event log: changes whenever an event is appended; closed when the
+    /// thread goes away.
+    pub fn watch_events(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// The store, for reading the event log.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Registers a permission request of the running turn.
+    pub fn ask_permission(
+        &self,
+        id: &str,
+        tool: &str,
+        reply: tokio::sync::mpsc::UnboundedSender<(String, PermissionReply)>,
+    ) {
+        self.permissions_lock().insert(
+            id.to_owned(),
+            Permission::Pending {
+                tool: tool.to_owned(),
+                reply,
+            },
+        );
+    }
+
+    /// Whether a tool was allowed for the rest of the thread.
+    pub fn always_allowed(&self, tool: &str) -> bool {
+        self.state()
+            .settings
+            .always_allowed
+            .iter()
+            .any(|t| t == tool)
+    }
+
+    /// Answers a pending permission request. `Always` also allows the tool for the
+    /// rest of the thread.
+    pub fn answer_permission(
+        &self,
+        id: &str,
+        reply: PermissionReply,
+    ) -> Result<(), PermissionError> {
+        let mut permissions = self.permissions_lock();
+        let entry = permissions.get_mut(id).ok_or(PermissionError::NotFound)?;
+        let Permission::Pending {
+            tool,
+            reply: to_turn,
+        } = std::mem::replace(entry, Permission::Settled)
+        else {
+            return Err(PermissionError::Settled);
+        };
+        drop(permissions);
+        if reply == PermissionReply::Always {
+            let mut state = self.state();
+            if !state.settings.always_allowed.contains(&tool) {
+                state.settings.always_allowed.push(tool.clone());
+            }
+            drop(state);
+            self.save();
+        }
+        // The turn may have ended in between: then nobody is asking any more.
+        to_turn
+            .send((id.to_owned(), reply))
+            .map_err(|_| PermissionError::Settled)
+    }
+
+    /// Settles every request still pending (their turn ended).
+    pub fn settle_permissions(&self) {
+        for entry in self.permissions_lock().values_mut() {
+            *entry = Permission::Settled;
+        }
+    }
+
+    fn permissions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Permission>> {
+        self.permissions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a permission answer was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionError {
+    /// No such request in the thread.
+    NotFound,
+    /// Answered already, or its turn is over.
+    Settled,
 }
 
 /// A random RFC 4122 version 4 UUID.
@@ -170,12 +448,88 @@ mod tests {
 
     #[test]
     fn messages_are_upserted_by_id() {
-        let t = Thread::new("th".into(), "n".into(), "sb".into());
+        let store = Arc::new(Store::in_memory().unwrap());
+        store
+            .put_sandbox(&crate::store::tests_support::sandbox_row("sb"))
+            .unwrap();
+        let t = Thread::create(
+            store.clone(),
+            "th".into(),
+            "n".into(),
+            "sb".into(),
+            Default::default(),
+        )
+        .unwrap();
         t.upsert_message(json!({"id": "u1", "role": "user"}));
         t.upsert_message(json!({"id": "a1", "role": "assistant", "parts": []}));
         t.upsert_message(json!({"id": "a1", "role": "assistant", "parts": [1]}));
         let s = t.snapshot();
         assert_eq!(s.messages.len(), 2);
         assert_eq!(s.messages[1]["parts"], json!([1]));
+        assert_eq!(store.messages("th").unwrap(), s.messages);
+    }
+
+    #[test]
+    fn a_thread_that_was_streaming_comes_back_interrupted_and_resumable() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        store
+            .put_sandbox(&crate::store::tests_support::sandbox_row("sb"))
+            .unwrap();
+        let t = Thread::create(
+            store.clone(),
+            "th".into(),
+            "n".into(),
+            "sb".into(),
+            Default::default(),
+        )
+        .unwrap();
+        t.upsert_message(json!({"id": "u1", "role": "user"}));
+        t.record(json!({"sessionUpdate": "user_message_chunk"}));
+        t.state().status = ThreadStatus::Streaming;
+        t.save();
+        let row = store.threads("sb").unwrap().remove(0);
+        let back = Thread::restore(store.clone(), row).unwrap();
+        let s = back.snapshot();
+        assert_eq!(s.status, ThreadStatus::Error);
+        assert_eq!(s.error.as_deref(), Some("interrupted by a daemon restart"));
+        assert!(s.session_started);
+        assert_eq!(s.messages.len(), 1);
+        let events = store.events("th", 0, 10).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].body["sessionUpdate"], "session_info_update");
+        assert_eq!(*back.watch_events().borrow(), 2);
+    }
+
+    #[test]
+    fn permission_answers_are_taken_once() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        store
+            .put_sandbox(&crate::store::tests_support::sandbox_row("sb"))
+            .unwrap();
+        let t = Thread::create(
+            store,
+            "th".into(),
+            "n".into(),
+            "sb".into(),
+            Default::default(),
+        )
+        .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        t.ask_permission("p1", "Bash", tx);
+        assert_eq!(
+            t.answer_permission("nope", PermissionReply::Once),
+            Err(PermissionError::NotFound)
+        );
+        assert!(!t.always_allowed("Bash"));
+        t.answer_permission("p1", PermissionReply::Always).unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            ("p1".to_owned(), PermissionReply::Always)
+        );
+        assert!(t.always_allowed("Bash"));
+        assert_eq!(
+            t.answer_permission("p1", PermissionReply::Reject),
+            Err(PermissionError::Settled)
+        );
     }
 }

@@ -24,6 +24,8 @@ pub struct Turn {
     pub thread_id: String,
     /// Cancelled to interrupt the turn.
     pub cancel: CancellationToken,
+    /// Why the daemon stopped the turn, when it was not a client's cancel.
+    stop_reason: Mutex<Option<String>>,
     frames: Mutex<Vec<Bytes>>,
     /// (frames written, finished)
     progress: watch::Sender<(usize, bool)>,
@@ -36,6 +38,7 @@ impl Turn {
             message_id: message_id.to_owned(),
             thread_id: thread_id.to_owned(),
             cancel: CancellationToken::new(),
+            stop_reason: Mutex::new(None),
             frames: Mutex::new(Vec::new()),
             progress: watch::Sender::new((0, false)),
         })
@@ -55,6 +58,20 @@ impl Turn {
             frames.len()
         };
         self.progress.send_modify(|p| p.0 = len);
+    }
+
+    /// Stops the turn for the daemon's own reason: it ends as an error saying so.
+    pub fn stop(&self, reason: &str) {
+        *self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        self.cancel.cancel();
+    }
+
+    /// The reason given to [`Turn::stop`].
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stop_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Marks the stream complete: subscribers get `[DONE]` after the last chunk.

@@ -1,0 +1,171 @@
+//! Starting again on an existing state directory: sandboxes and threads come back from
+//! the store, and once the engine answers, each sandbox is matched with its container
+//! by label (re-adopted), or marked `error` when its container is gone. Containers of
+//! this instance that no stored sandbox owns are removed.
+
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Sandbox, SandboxError, Sandboxes, State, Status, LABEL_INSTANCE, LABEL_SANDBOX};
+use crate::init_client::InitClient;
+use crate::store::{time, SandboxRow};
+use crate::threads::Thread;
+
+/// What [`Sandboxes::adopt`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Adopted {
+    /// Sandboxes whose containers were found and kept.
+    pub kept: usize,
+    /// Sandboxes marked `error` because their containers were gone.
+    pub lost: usize,
+    /// Containers removed because no sandbox owns them.
+    pub removed: usize,
+}
+
+impl Sandboxes {
+    /// Loads every stored sandbox with its threads. A thread that was streaming when
+    /// the daemon went down comes back as `error` ("interrupted by a daemon restart").
+    pub fn restore(&self) -> Result<usize, SandboxError> {
+        let rows = self.store.sandboxes()?;
+        let count = rows.len();
+        for row in rows {
+            let sandbox = self.sandbox_from_row(row)?;
+            self.insert(Arc::new(sandbox));
+        }
+        Ok(count)
+    }
+
+    fn sandbox_from_row(&self, row: SandboxRow) -> Result<Sandbox, SandboxError> {
+        let dir = self.settings.sandboxes_dir.join(&row.id);
+        let status = Status::parse(&row.status).unwrap_or(Status::Error);
+        if matches!(status, Status::Active | Status::Creating) {
+            self.proxy.register_token(&row.id, &row.model_token);
+        }
+        let threads = self
+            .store
+            .threads(&row.id)?
+            .into_iter()
+            .map(|t| Thread::restore(self.store.clone(), t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Sandbox {
+            init: InitClient::new(dir.join("run").join(sandbox_init::protocol::SOCKET_NAME)),
+            agent: serde_json::from_str(&row.agent).unwrap_or_default(),
+            policy: serde_json::from_str(&row.policy).unwrap_or_default(),
+            id: row.id,
+            sandbox_id: row.sandbox_id,
+            agent_slug: row.agent_slug,
+            agent_name: row.agent_name,
+            created_at: time(row.created_at),
+            cwd: row.cwd,
+            dir,
+            deleted: CancellationToken::new(),
+            model_token: row.model_token,
+            claude_program: row.claude_program,
+            threads: Mutex::new(threads),
+            owner: row.owner,
+            ttl: row.ttl_ms.map(std::time::Duration::from_millis),
+            activity: Mutex::new(std::time::Instant::now()),
+            busy: std::sync::atomic::AtomicUsize::new(0),
+            store: self.store.clone(),
+            state: Mutex::new(State {
+                status,
+                error: row.error,
+                updated_at: time(row.updated_at),
+                container_id: row.container_id,
+            }),
+        })
+    }
+
+    /// Matches stored sandboxes with this instance's containers (see the module).
+    pub async fn adopt(&self) -> Result<Adopted, SandboxError> {
+        let engine = self.engine()?.clone();
+        let containers = engine
+            .list_labelled(LABEL_INSTANCE, &self.settings.instance)
+            .await?;
+        let mut outcome = Adopted::default();
+        let mut claimed = std::collections::HashSet::new();
+        for sandbox in self.list_arcs() {
+            let container = containers.iter().find(|c| {
+                c.labels.as_ref().and_then(|l| l.get(LABEL_SANDBOX)) == Some(&sandbox.id)
+            });
+            match sandbox.status() {
+                Status::Active => {}
+                Status::Creating => {
+                    // Provisioning died with the daemon: what it made is unfinished.
+                    sandbox.set_status(
+                        Status::Error,
+                        Some("interrupted by a daemon restart while being created".into()),
+                    );
+                    self.proxy.unregister(&sandbox.id);
+                    outcome.lost += 1;
+                    continue;
+                }
+                Status::Error | Status::Expired => continue,
+            }
+            let Some(container) = container.and_then(|c| c.id.clone()) else {
+                sandbox.set_status(
+                    Status::Error,
+                    Some("its container is gone (removed while the daemon was down)".into()),
+                );
+                self.proxy.unregister(&sandbox.id);
+                outcome.lost += 1;
+                continue;
+            };
+            if let Err(e) = engine.ensure_running(&container).await {
+                sandbox.set_status(
+                    Status::Error,
+                    Some(format!("its container could not be started again: {e}")),
+                );
+                self.proxy.unregister(&sandbox.id);
+                outcome.lost += 1;
+                continue;
+            }
+            if sandbox.container_id().as_deref() != Some(container.as_str()) {
+                sandbox.set_container(container.clone());
+            }
+            claimed.insert(container);
+            outcome.kept += 1;
+        }
+        for container in containers {
+            let Some(id) = container.id else { continue };
+            if !claimed.contains(&id) {
+                engine.remove(&id).await?;
+                outcome.removed += 1;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Applies every active sandbox's egress policy again (its address may have
+    /// changed if its container was restarted).
+    pub async fn reapply_firewall(&self) {
+        let (Some(firewall), Ok(engine)) = (self.firewall(), self.engine()) else {
+            return;
+        };
+        for sandbox in self.list_arcs() {
+            if sandbox.status() != Status::Active {
+                continue;
+            }
+            let Some(container) = sandbox.container_id() else {
+                continue;
+            };
+            let applied = match engine.container_address(&container, super::NETWORK).await {
+                Ok(address) => firewall
+                    .apply(&sandbox.id, address, &sandbox.policy)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = applied {
+                // Without its rules the sandbox must not run: it would be unfiltered.
+                tracing::error!(sandbox = %sandbox.id, "egress rules not restored: {e}");
+                let _ = engine.remove(&container).await;
+                sandbox.set_status(
+                    Status::Error,
+                    Some(format!("egress rules not restored: {e}")),
+                );
+            }
+        }
+    }
+}

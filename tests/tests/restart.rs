@@ -1,0 +1,282 @@
+//! Restarts on the same state directory, with the real engine and the real CLI:
+//! sandboxes are re-adopted by label and work as before, a sandbox whose container
+//! vanished is `error`, an unowned labelled container is removed, a turn cut by
+//! `kill -9` is marked interrupted with its messages kept and the next turn resumes
+//! the same Claude session, and SIGTERM lets a running turn finish.
+
+use std::process::Command;
+use std::time::Duration;
+
+use sandboxd_e2e::{docker_inspect, user_message, Daemon, Options, ScriptedModel, StatusCode};
+use serde_json::{json, Value};
+
+fn again(d: &Daemon, model: &ScriptedModel) -> Options {
+    Options {
+        agents: Vec::new(),
+        reuse: Some((d.state_dir.clone(), d.agents_dir.clone())),
+        ..Options::default().with_model(model)
+    }
+}
+
+async fn sandbox(d: &Daemon, id: &str) -> Value {
+    let (status, body) = d.call("GET", &format!("/v1/sandboxes/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn thread(d: &Daemon, sandbox: &str, thread: &str) -> Value {
+    let (status, body) = d
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/threads/{thread}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn said(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter(|c| c["type"] == "text-delta")
+        .filter_map(|c| c["delta"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled() {
+    let model = ScriptedModel::start(&json!([
+        { "text": "first answer" },
+        { "text": "second answer" },
+    ]));
+    let mut first = Daemon::start_with(
+        Options::default()
+            .agent(
+                "kept",
+                json!({ "name": "Kept", "sandbox": { "networkDenyOut": ["10.213.9.0/24"] } }),
+            )
+            .with_model(&model),
+    )
+    .await;
+    let kept = first.create_sandbox(json!({ "agent": "kept" })).await;
+    let lost = first.create_sandbox(json!({ "agent": "test" })).await;
+    first
+        .exec(&kept, "echo still here > /home/user/note.txt")
+        .await;
+    let (status, _, chunks) = first
+        .chat(
+            "kept",
+            json!({ "sandboxId": kept, "messages": [user_message("one")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(said(&chunks), "first answer");
+    let thread_id = chunks
+        .iter()
+        .find_map(|c| c["messageMetadata"]["threadId"].as_str())
+        .expect("thread id")
+        .to_owned();
+    let before = thread(&first, &kept, &thread_id).await;
+
+    assert!(first.terminate().success(), "SIGTERM exits cleanly");
+    // While it is down: one container vanishes, and a stranger claims the label.
+    let lost_container = lost.replacen("sb_", "sbx-", 1);
+    let instance = docker_inspect(
+        &lost_container,
+        "{{index .Config.Labels \"sandboxd.instance\"}}",
+    )
+    .expect("instance label");
+    let rm = Command::new("docker")
+        .args(["rm", "-f", &lost_container])
+        .output()
+        .expect("docker rm");
+    assert!(rm.status.success());
+    let stranger = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--label",
+            &format!("sandboxd.instance={instance}"),
+            "--label",
+            &format!("sandboxd.test={}", first.label),
+            "--label",
+            "sandboxd.sandbox=sb_nobodyknowsthis",
+            "--entrypoint",
+            "sleep",
+            "sandboxd/default:bookworm",
+            "600",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(
+        stranger.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stranger.stderr)
+    );
+    let stranger = String::from_utf8_lossy(&stranger.stdout).trim().to_owned();
+
+    let second = Daemon::start_with(again(&first, &model)).await;
+    // Re-adopted: same record, exec and files work, the thread and its messages are
+    // there, and a new turn resumes the same Claude session.
+    let got = sandbox(&second, &kept).await;
+    assert_eq!(got["status"], "active", "{got}");
+    let out = second.exec(&kept, "cat /home/user/note.txt").await;
+    assert_eq!(out["stdout"], "still here\n");
+    let after = thread(&second, &kept, &thread_id).await;
+    assert_eq!(after["messages"], before["messages"]);
+    assert_eq!(after["status"], "completed");
+    let (status, _, chunks) = second
+        .chat(
+            "kept",
+            json!({ "sandboxId": kept, "threadId": thread_id, "messages": [user_message("two")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(said(&chunks), "second answer");
+    let last = model.requests().last().cloned().expect("a request");
+    assert!(
+        last["messages"].to_string().contains("first answer"),
+        "the second turn did not resume the session: {last}"
+    );
+    // The sandbox's egress rules were put back.
+    let rules = Command::new("iptables")
+        .args(["-w", "-S"])
+        .output()
+        .expect("iptables");
+    assert!(
+        String::from_utf8_lossy(&rules.stdout).contains(kept.trim_start_matches("sb_")),
+        "egress rules of {kept} missing after the restart"
+    );
+
+    let gone = sandbox(&second, &lost).await;
+    assert_eq!(gone["status"], "error");
+    assert!(
+        gone["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("container is gone")),
+        "{gone}"
+    );
+    let stranger_state = docker_inspect(&stranger, "{{.State.Status}}");
+    assert!(
+        stranger_state.is_none(),
+        "the unowned container is still there: {stranger_state:?}"
+    );
+
+    second.delete_sandbox(&kept).await;
+    second.delete_sandbox(&lost).await;
+    second.assert_no_leaks();
+    drop(second);
+    drop(first);
+}
+
+#[tokio::test]
+async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
+    let model = ScriptedModel::start(&json!([
+        { "text": "a b c d e f g h i j k l m n o p q r s t u v w x y z", "chunkDelayMs": 300 },
+        { "text": "picked up again" },
+    ]));
+    let mut first = Daemon::start_with(Options::default().with_model(&model)).await;
+    let sandbox_id = first.create_sandbox(json!({ "agent": "test" })).await;
+    let (status, started) = first
+        .call(
+            "POST",
+            "/v1/chat/test",
+            Some(json!({ "sandboxId": sandbox_id, "mode": "background",
+                         "messages": [user_message("tell me the alphabet")] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let thread_id = started["threadId"].as_str().expect("threadId").to_owned();
+    // Kill it once some of the answer is out (and so persisted).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = thread(&first, &sandbox_id, &thread_id).await;
+        if t["messages"].to_string().contains("c d") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no text streamed: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill();
+
+    let second = Daemon::start_with(again(&first, &model)).await;
+    let t = thread(&second, &sandbox_id, &thread_id).await;
+    assert_eq!(t["status"], "error", "{t}");
+    assert_eq!(t["error"], "interrupted by a daemon restart");
+    let messages = t["messages"].as_array().expect("messages");
+    assert_eq!(messages[0]["role"], "user");
+    assert!(
+        messages[1]["parts"].to_string().contains("a b c"),
+        "the partial answer was not kept: {t}"
+    );
+    let (_, events) = second
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox_id}/threads/{thread_id}/events"),
+            None,
+        )
+        .await;
+    let last = events["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .cloned()
+        .expect("events");
+    assert_eq!(last["payload"]["sessionUpdate"], "session_info_update");
+    assert_eq!(last["payload"]["status"], "error");
+
+    let (status, _, chunks) = second
+        .chat(
+            "test",
+            json!({ "sandboxId": sandbox_id, "threadId": thread_id,
+                    "messages": [user_message("go on")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(said(&chunks), "picked up again");
+    let last = model.requests().last().cloned().expect("a request");
+    assert!(
+        last["messages"]
+            .to_string()
+            .contains("tell me the alphabet"),
+        "the new turn did not resume the session: {last}"
+    );
+    assert_eq!(
+        thread(&second, &sandbox_id, &thread_id).await["status"],
+        "completed"
+    );
+    second.delete_sandbox(&sandbox_id).await;
+    second.assert_no_leaks();
+    drop(second);
+    drop(first);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_turn_finish_and_its_client_sees_the_end() {
+    let model = ScriptedModel::start(&json!([
+        { "text": "one two three four five", "chunkDelayMs": 300 },
+    ]));
+    let mut d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let sandbox_id = d.create_sandbox(json!({ "agent": "test" })).await;
+    let response = d
+        .request("POST", "/v1/chat/test")
+        .json(&json!({ "sandboxId": sandbox_id, "messages": [user_message("count")] }))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(response.status(), StatusCode::OK);
+    let reading = tokio::spawn(async move { response.text().await.expect("body") });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(d.terminate().success());
+    let body = reading.await.expect("joined");
+    let chunks = sandboxd_e2e::sse_chunks(&body);
+    assert_eq!(said(&chunks), "one two three four five", "{body}");
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert!(
+        d.log_text().contains("waiting up to"),
+        "the shutdown did not wait for the turn"
+    );
+}
