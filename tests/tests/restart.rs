@@ -78,6 +78,18 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
         .expect("thread id")
         .to_owned();
     let before = thread(&first, &kept, &thread_id).await;
+    // Many writers at once: every one of them is kept.
+    let threads_path = format!("/v1/sandboxes/{kept}/threads");
+    let creates = (0..24).map(|i| {
+        first.call(
+            "POST",
+            &threads_path,
+            Some(json!({ "name": format!("parallel {i}") })),
+        )
+    });
+    for (status, body) in futures_util::future::join_all(creates).await {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
 
     assert!(first.terminate().success(), "SIGTERM exits cleanly");
     // While it is down: one container vanishes, and a stranger claims the label.
@@ -123,6 +135,20 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
     assert_eq!(got["status"], "active", "{got}");
     let out = second.exec(&kept, "cat /home/user/note.txt").await;
     assert_eq!(out["stdout"], "still here\n");
+    let (_, listed) = second
+        .call("GET", &format!("/v1/sandboxes/{kept}/threads"), None)
+        .await;
+    let mut names: Vec<String> = listed
+        .as_array()
+        .expect("threads")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .filter(|n| n.starts_with("parallel "))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 24, "{listed}");
     let after = thread(&second, &kept, &thread_id).await;
     assert_eq!(after["messages"], before["messages"]);
     assert_eq!(after["status"], "completed");

@@ -67,20 +67,23 @@ struct Ending {
 /// Runs the turn to its end and records the outcome on the thread.
 pub async fn run(spec: TurnSpec) {
     let started = std::time::Instant::now();
-    let mut folded = Folded::new(&spec.turn.message_id);
+    let mut out = Out {
+        folded: Folded::new(&spec.turn.message_id),
+        held: Vec::new(),
+    };
     let mut translator = Translator::default();
-    emit(
+    out.emit(
         &spec,
-        &mut folded,
         json!({ "type": "start", "messageId": spec.turn.message_id,
                 "messageMetadata": { "sandboxId": spec.sandbox_id, "threadId": spec.thread.id } }),
     );
-    let ending = drive(&spec, &mut folded, &mut translator).await;
+    out.flush(&spec);
+    let ending = drive(&spec, &mut out, &mut translator).await;
 
     let mut closing = translator.close_open_blocks();
     closing.extend(translator.close_step());
     for chunk in closing {
-        emit(&spec, &mut folded, chunk);
+        out.emit(&spec, chunk);
     }
     let outcome = translator.outcome.clone();
     let stopped = spec.turn.stop_reason();
@@ -99,9 +102,8 @@ pub async fn run(spec: TurnSpec) {
     let duration_ms = outcome
         .duration_ms
         .unwrap_or(started.elapsed().as_millis() as u64);
-    emit(
+    out.emit(
         &spec,
-        &mut folded,
         json!({ "type": "message-metadata", "messageMetadata": {
             "sessionId": outcome.session_id,
             "totalCostUsd": outcome.total_cost_usd.unwrap_or(0.0),
@@ -113,17 +115,13 @@ pub async fn run(spec: TurnSpec) {
         }}),
     );
     if cancelled {
-        emit(&spec, &mut folded, json!({ "type": "abort" }));
+        out.emit(&spec, json!({ "type": "abort" }));
     } else if let Some(error) = &error {
-        emit(
-            &spec,
-            &mut folded,
-            json!({ "type": "error", "errorText": error }),
-        );
+        out.emit(&spec, json!({ "type": "error", "errorText": error }));
     }
-    emit(&spec, &mut folded, json!({ "type": "finish" }));
-    folded.settle();
-    spec.thread.upsert_message(folded.message());
+    out.emit(&spec, json!({ "type": "finish" }));
+    out.folded.settle();
+    spec.thread.upsert_message(out.folded.message());
 
     {
         let mut state = spec.thread.state();
@@ -158,6 +156,8 @@ pub async fn run(spec: TurnSpec) {
         "error": error,
         "messageId": spec.turn.message_id,
     }));
+    // The outcome is stored; now the clients hear of it.
+    out.flush(&spec);
     spec.turn.finish();
     tracing::info!(
         thread = %spec.thread.id,
@@ -169,14 +169,34 @@ pub async fn run(spec: TurnSpec) {
     );
 }
 
-/// Sends one chunk: its session updates are stored first, then it goes to the
-/// stream and into the assistant message.
-fn emit(spec: &TurnSpec, folded: &mut Folded, chunk: Value) {
-    for update in crate::threads::events::from_chunk(&chunk) {
-        spec.thread.record(update);
+/// The turn's output: chunks are folded into the assistant message and held until
+/// [`Out::flush`], which stores the message and only then sends them, so what a
+/// client was told is always committed first.
+struct Out {
+    folded: Folded,
+    held: Vec<Value>,
+}
+
+impl Out {
+    /// Takes one chunk: its session updates are stored, it is folded and held.
+    fn emit(&mut self, spec: &TurnSpec, chunk: Value) {
+        for update in crate::threads::events::from_chunk(&chunk) {
+            spec.thread.record(update);
+        }
+        self.folded.apply(&chunk);
+        self.held.push(chunk);
     }
-    spec.turn.push(&chunk);
-    folded.apply(&chunk);
+
+    /// Stores the assistant message as it stands, then sends the held chunks.
+    fn flush(&mut self, spec: &TurnSpec) {
+        if self.held.is_empty() {
+            return;
+        }
+        spec.thread.upsert_message(self.folded.message());
+        for chunk in self.held.drain(..) {
+            spec.turn.push(&chunk);
+        }
+    }
 }
 
 /// The CLI's answer line to a `can_use_tool` control request.
@@ -215,7 +235,7 @@ fn crashed(ending: &Ending) -> String {
 }
 
 /// Starts the CLI, feeds it the prompt, and pumps its output until it ends.
-async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator) -> Ending {
+async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> Ending {
     let mut ending = Ending::default();
     let mut argv = vec![spec.program.clone()];
     argv.extend(spec.args.iter().cloned());
@@ -300,7 +320,7 @@ async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator
                                 (call.to_owned(), tool.to_owned(), request["input"].clone()),
                             );
                             spec.thread.ask_permission(request_id, tool, answers_tx.clone());
-                            emit(spec, folded, json!({
+                            out.emit(spec, json!({
                                 "type": "data-permission-request",
                                 "id": request_id,
                                 "data": { "requestId": request_id, "toolCallId": call,
@@ -310,10 +330,10 @@ async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator
                             continue;
                         }
                         for chunk in translator.line(&value) {
-                            emit(spec, folded, chunk);
+                            out.emit(spec, chunk);
                         }
                     }
-                    spec.thread.upsert_message(folded.message());
+                    out.flush(spec);
                     if result_seen {
                         // The CLI exits when its stdin closes; it flushes the session first.
                         let _ = writer.send(&Frame::Message(Request::CloseStdin)).await;
@@ -340,12 +360,13 @@ async fn drive(spec: &TurnSpec, folded: &mut Folded, translator: &mut Translator
                 let Some((call, tool, input)) = asking.remove(&request_id) else { continue };
                 let line = permission_response(&request_id, reply, &input);
                 let _ = writer.send(&Frame::Stdin(format!("{line}\n").into_bytes())).await;
-                emit(spec, folded, json!({
+                out.emit(spec, json!({
                     "type": "data-permission-request",
                     "id": request_id,
                     "data": { "requestId": request_id, "toolCallId": call, "toolName": tool,
                               "input": input, "status": "resolved", "reply": reply },
                 }));
+                out.flush(spec);
             }
             () = spec.turn.cancel.cancelled(), if !interrupted => {
                 interrupted = true;
