@@ -20,7 +20,7 @@ use serde::Serialize;
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// What one sandbox consumed through the proxy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyUsage {
     /// Requests forwarded.
@@ -41,6 +41,8 @@ pub struct ModelProxy {
     tokens: Mutex<HashMap<String, String>>,
     usage: Mutex<HashMap<String, ProxyUsage>>,
     base_url: OnceLock<String>,
+    /// Where each sandbox's consumption is kept across restarts.
+    store: OnceLock<Arc<crate::store::Store>>,
 }
 
 impl ModelProxy {
@@ -53,7 +55,18 @@ impl ModelProxy {
             tokens: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
             base_url: OnceLock::new(),
+            store: OnceLock::new(),
         })
+    }
+
+    /// Keeps consumption in `store` from now on.
+    pub fn persist_to(&self, store: Arc<crate::store::Store>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Puts back what a restored sandbox had consumed.
+    pub fn restore_usage(&self, sandbox_id: &str, usage: ProxyUsage) {
+        lock(&self.usage).insert(sandbox_id.to_owned(), usage);
     }
 
     /// The URL sandboxes use, once the proxy listens.
@@ -134,7 +147,15 @@ impl ModelProxy {
     }
 
     fn count(&self, sandbox_id: &str, f: impl FnOnce(&mut ProxyUsage)) {
-        f(lock(&self.usage).entry(sandbox_id.to_owned()).or_default());
+        let mut usage = lock(&self.usage);
+        let entry = usage.entry(sandbox_id.to_owned()).or_default();
+        f(entry);
+        // Written under the lock, so the store never goes back to an older count.
+        if let (Some(store), Ok(text)) = (self.store.get(), serde_json::to_string(entry)) {
+            if let Err(e) = store.set_model_usage(sandbox_id, &text) {
+                tracing::warn!(sandbox = %sandbox_id, "model usage not stored: {e}");
+            }
+        }
     }
 }
 

@@ -116,6 +116,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     }
     let proxy = ModelProxy::new(&config.model_upstream, config.upstream_api_key.clone());
+    proxy.persist_to(store.clone());
     tracing::info!("model upstream: {}", config.model_upstream);
     std::fs::create_dir_all(&settings.sandboxes_dir)?;
     // Each sandbox's socket lives at <state>/sandboxes/<id>/run/init.sock, and unix

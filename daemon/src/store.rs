@@ -14,7 +14,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 /// The migrations, in order. Each runs once, in a transaction.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_model_usage.sql"),
+];
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,8 @@ pub struct SandboxRow {
     pub created_at: i64,
     /// Updated.
     pub updated_at: i64,
+    /// Model-proxy consumption (JSON), once there is some.
+    pub model_usage: Option<String>,
 }
 
 /// A thread row (without messages and events).
@@ -241,6 +246,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records what a sandbox consumed through the model proxy.
+    pub fn set_model_usage(&self, id: &str, usage: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sandboxes SET model_usage = ?2 WHERE id = ?1",
+            params![id, usage],
+        )?;
+        Ok(())
+    }
+
     /// Deletes a sandbox with its threads, messages and events.
     pub fn delete_sandbox(&self, id: &str) -> Result<(), StoreError> {
         self.conn()
@@ -254,7 +268,7 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT id, sandbox_id, agent_slug, agent_name, agent, owner, cwd, ttl_ms, policy,
                     model_token, claude_program, status, error, container_id, created_at,
-                    updated_at
+                    updated_at, model_usage
              FROM sandboxes ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -275,6 +289,7 @@ impl Store {
                 container_id: r.get(13)?,
                 created_at: r.get(14)?,
                 updated_at: r.get(15)?,
+                model_usage: r.get(16)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -466,6 +481,7 @@ mod tests {
             container_id: None,
             created_at: 1,
             updated_at: 1,
+            model_usage: None,
         }
     }
 
@@ -498,6 +514,11 @@ mod tests {
         assert_eq!(rows[0].status, "active");
         assert_eq!(rows[0].container_id.as_deref(), Some("c1"));
         assert_eq!(rows[0].ttl_ms, Some(5));
+        store.set_model_usage("sb_1", "{\"requests\":2}").unwrap();
+        assert_eq!(
+            store.sandboxes().unwrap()[0].model_usage.as_deref(),
+            Some("{\"requests\":2}")
+        );
 
         store.put_thread(&thread("th_1", "sb_1")).unwrap();
         store

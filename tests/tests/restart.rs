@@ -78,6 +78,11 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
         .expect("thread id")
         .to_owned();
     let before = thread(&first, &kept, &thread_id).await;
+    let usage_before = sandbox(&first, &kept).await["modelUsage"].clone();
+    assert!(
+        usage_before["requests"].as_u64() >= Some(1),
+        "{usage_before}"
+    );
     // Many writers at once: every one of them is kept.
     let threads_path = format!("/v1/sandboxes/{kept}/threads");
     let creates = (0..24).map(|i| {
@@ -133,6 +138,7 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
     // there, and a new turn resumes the same Claude session.
     let got = sandbox(&second, &kept).await;
     assert_eq!(got["status"], "active", "{got}");
+    assert_eq!(got["modelUsage"], usage_before, "model usage was not kept");
     let out = second.exec(&kept, "cat /home/user/note.txt").await;
     assert_eq!(out["stdout"], "still here\n");
     let (_, listed) = second

@@ -350,6 +350,7 @@ impl Sandbox {
             container_id: state.container_id,
             created_at: crate::store::millis(self.created_at),
             updated_at: crate::store::millis(state.updated_at),
+            model_usage: None,
         }
     }
 

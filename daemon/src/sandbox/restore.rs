@@ -42,6 +42,13 @@ impl Sandboxes {
         if matches!(status, Status::Active | Status::Creating) {
             self.proxy.register_token(&row.id, &row.model_token);
         }
+        if let Some(usage) = row
+            .model_usage
+            .as_deref()
+            .and_then(|u| serde_json::from_str(u).ok())
+        {
+            self.proxy.restore_usage(&row.id, usage);
+        }
         let threads = self
             .store
             .threads(&row.id)?
