@@ -152,6 +152,54 @@ test("@21st-sdk/nextjs/server exchangeToken: a browser token chats with its agen
   await deleteSandbox(sandboxId);
 });
 
+test("permission requests reach strict clients as a data part that is answered in place", async () => {
+  for (const [sdk, text] of [[ai5, "ask v5"], [ai6, "ask v6"]]) {
+    let sandboxId, threadId;
+    const transport = new sdk.DefaultChatTransport({
+      api: `${url}/v1/chat/test`,
+      headers: { Authorization: `Bearer ${key}` },
+      body: { options: { permissionMode: "default" } },
+      fetch: async (input, init) => {
+        const res = await fetch(input, init);
+        sandboxId = res.headers.get("x-sandbox-id");
+        threadId = res.headers.get("x-thread-id");
+        return res;
+      },
+    });
+    const stream = await transport.sendMessages({
+      chatId: `ask-${text}`, messages: [userMessage(text)], trigger: "submit-message",
+      messageId: undefined, abortSignal: undefined,
+    });
+    const errors = [];
+    const answered = new Set();
+    let last;
+    for await (const message of sdk.readUIMessageStream({ stream, onError: (e) => errors.push(e) })) {
+      last = message;
+      for (const part of message.parts) {
+        if (part.type === "data-permission-request" && part.data.status === "pending" && !answered.has(part.id)) {
+          answered.add(part.id);
+          assert.equal(part.data.toolName, "Bash");
+          const res = await fetch(
+            `${url}/v1/sandboxes/${sandboxId}/threads/${threadId}/permissions/${part.data.requestId}`,
+            { method: "POST", headers: { Authorization: `Bearer ${key}` }, body: JSON.stringify({ reply: "once" }) },
+          );
+          assert.equal(res.status, 200);
+        }
+      }
+    }
+    assert.deepEqual(errors, [], "the stream validated without errors");
+    assert.equal(answered.size, 1, JSON.stringify(last.parts));
+    const requests = last.parts.filter((p) => p.type === "data-permission-request");
+    assert.equal(requests.length, 1, "the answer updated the part in place");
+    assert.equal(requests[0].data.status, "resolved");
+    assert.equal(requests[0].data.reply, "once");
+    const tool = last.parts.find((p) => p.type === "dynamic-tool");
+    assert.equal(tool.state, "output-available");
+    assert.equal(tool.output.stdout, "allowed", JSON.stringify(tool));
+    await deleteSandbox(sandboxId);
+  }
+});
+
 async function deleteSandbox(id) {
   const res = await fetch(`${url}/v1/sandboxes/${id}`, { method: "DELETE", headers: { Authorization: `Bearer ${key}` } });
   assert.equal(res.status, 204);

@@ -19,7 +19,11 @@ async fn the_official_clients_work_unchanged() {
         { "thinking": "weighing the options", "text": "v6 reply" },
         { "text": "sdk reply" },
         { "text": "background reply" },
-        { "text": "token reply" }
+        { "text": "token reply" },
+        { "toolUse": { "name": "Bash", "input": { "command": "echo allowed > /tmp/asked && cat /tmp/asked", "description": "echo" } } },
+        { "text": "v5 asked" },
+        { "toolUse": { "name": "Bash", "input": { "command": "echo allowed > /tmp/asked && cat /tmp/asked", "description": "echo" } } },
+        { "text": "v6 asked" }
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
     let url = d.url.clone();
@@ -39,7 +43,7 @@ async fn the_official_clients_work_unchanged() {
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "node tests failed:\n{stdout}");
     assert!(
-        stdout.contains("# pass 5") && stdout.contains("# fail 0"),
+        stdout.contains("# pass 6") && stdout.contains("# fail 0"),
         "{stdout}"
     );
     d.assert_no_leaks();
