@@ -187,14 +187,21 @@ impl Engine {
         self.network_info(name).await
     }
 
-    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
-        let network = self
+    async fn inspect_network(
+        &self,
+        name: &str,
+    ) -> Result<bollard::models::NetworkInspect, EngineError> {
+        Ok(self
             .docker
             .inspect_network(
                 name,
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
-            .await?;
+            .await?)
+    }
+
+    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
+        let network = self.inspect_network(name).await?;
         let gateway = network
             .ipam
             .and_then(|ipam| ipam.config)
@@ -223,13 +230,7 @@ impl Engine {
         &self,
         name: &str,
     ) -> Result<std::collections::HashSet<String>, EngineError> {
-        let network = self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await?;
+        let network = self.inspect_network(name).await?;
         Ok(network
             .containers
             .unwrap_or_default()

@@ -554,6 +554,15 @@ pub fn sse_chunks(body: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The text a stream's `text-delta` chunks spell.
+pub fn text_of(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter(|c| c["type"] == "text-delta")
+        .filter_map(|c| c["delta"].as_str())
+        .collect()
+}
+
 /// The `type`s of chunks.
 pub fn chunk_types(chunks: &[Value]) -> Vec<String> {
     chunks
@@ -600,18 +609,24 @@ impl Daemon {
         (status, headers, chunks)
     }
 
+    /// A thread (which must exist) with its messages.
+    pub async fn thread(&self, sandbox: &str, thread: &str) -> Value {
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/v1/sandboxes/{sandbox}/threads/{thread}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     /// Polls a thread until its status is not `streaming`; returns it.
     pub async fn settled_thread(&self, sandbox: &str, thread: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let (status, body) = self
-                .call(
-                    "GET",
-                    &format!("/v1/sandboxes/{sandbox}/threads/{thread}"),
-                    None,
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
+            let body = self.thread(sandbox, thread).await;
             if body["status"] != "streaming" {
                 return body;
             }

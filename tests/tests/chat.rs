@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sandboxd_e2e::{
-    chunk_types, sse_chunks, user_message, Daemon, Options, ScriptedModel, StatusCode,
+    chunk_types, sse_chunks, text_of, user_message, Daemon, Options, ScriptedModel, StatusCode,
 };
 use serde_json::{json, Value};
 
@@ -25,14 +25,6 @@ fn ids(chunks: &[Value]) -> (String, String) {
             .expect("threadId")
             .to_owned(),
     )
-}
-
-fn text_of(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .filter(|c| c["type"] == "text-delta")
-        .filter_map(|c| c["delta"].as_str())
-        .collect()
 }
 
 #[tokio::test]

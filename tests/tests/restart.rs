@@ -7,7 +7,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sandboxd_e2e::{docker_inspect, user_message, Daemon, Options, ScriptedModel, StatusCode};
+use sandboxd_e2e::{
+    docker_inspect, text_of, user_message, Daemon, Options, ScriptedModel, StatusCode,
+};
 use serde_json::{json, Value};
 
 fn again(d: &Daemon, model: &ScriptedModel) -> Options {
@@ -22,26 +24,6 @@ async fn sandbox(d: &Daemon, id: &str) -> Value {
     let (status, body) = d.call("GET", &format!("/v1/sandboxes/{id}"), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
-}
-
-async fn thread(d: &Daemon, sandbox: &str, thread: &str) -> Value {
-    let (status, body) = d
-        .call(
-            "GET",
-            &format!("/v1/sandboxes/{sandbox}/threads/{thread}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-fn said(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .filter(|c| c["type"] == "text-delta")
-        .filter_map(|c| c["delta"].as_str())
-        .collect()
 }
 
 #[tokio::test]
@@ -71,13 +53,13 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(said(&chunks), "first answer");
+    assert_eq!(text_of(&chunks), "first answer");
     let thread_id = chunks
         .iter()
         .find_map(|c| c["messageMetadata"]["threadId"].as_str())
         .expect("thread id")
         .to_owned();
-    let before = thread(&first, &kept, &thread_id).await;
+    let before = first.thread(&kept, &thread_id).await;
     let usage_before = sandbox(&first, &kept).await["modelUsage"].clone();
     assert!(
         usage_before["requests"].as_u64() >= Some(1),
@@ -155,7 +137,7 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 24, "{listed}");
-    let after = thread(&second, &kept, &thread_id).await;
+    let after = second.thread(&kept, &thread_id).await;
     assert_eq!(after["messages"], before["messages"]);
     assert_eq!(after["status"], "completed");
     let (status, _, chunks) = second
@@ -165,7 +147,7 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(said(&chunks), "second answer");
+    assert_eq!(text_of(&chunks), "second answer");
     let last = model.requests().last().cloned().expect("a request");
     assert!(
         last["messages"].to_string().contains("first answer"),
@@ -223,7 +205,7 @@ async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
     // Kill it once some of the answer is out (and so persisted).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let t = thread(&first, &sandbox_id, &thread_id).await;
+        let t = first.thread(&sandbox_id, &thread_id).await;
         if t["messages"].to_string().contains("c d") {
             break;
         }
@@ -236,7 +218,7 @@ async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
     first.kill();
 
     let second = Daemon::start_with(again(&first, &model)).await;
-    let t = thread(&second, &sandbox_id, &thread_id).await;
+    let t = second.thread(&sandbox_id, &thread_id).await;
     assert_eq!(t["status"], "error", "{t}");
     assert_eq!(t["error"], "interrupted by a daemon restart");
     let messages = t["messages"].as_array().expect("messages");
@@ -268,7 +250,7 @@ async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(said(&chunks), "picked up again");
+    assert_eq!(text_of(&chunks), "picked up again");
     let last = model.requests().last().cloned().expect("a request");
     assert!(
         last["messages"]
@@ -277,7 +259,7 @@ async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
         "the new turn did not resume the session: {last}"
     );
     assert_eq!(
-        thread(&second, &sandbox_id, &thread_id).await["status"],
+        second.thread(&sandbox_id, &thread_id).await["status"],
         "completed"
     );
     second.delete_sandbox(&sandbox_id).await;
@@ -305,7 +287,7 @@ async fn sigterm_lets_a_running_turn_finish_and_its_client_sees_the_end() {
     assert!(d.terminate().success());
     let body = reading.await.expect("joined");
     let chunks = sandboxd_e2e::sse_chunks(&body);
-    assert_eq!(said(&chunks), "one two three four five", "{body}");
+    assert_eq!(text_of(&chunks), "one two three four five", "{body}");
     assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
     assert!(
         d.log_text().contains("waiting up to"),

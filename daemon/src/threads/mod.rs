@@ -446,20 +446,26 @@ mod tests {
         assert_ne!(u, new_uuid());
     }
 
-    #[test]
-    fn messages_are_upserted_by_id() {
+    /// A thread `th` of a sandbox `sb`, in an in-memory store.
+    fn stored_thread() -> (Arc<Store>, Arc<Thread>) {
         let store = Arc::new(Store::in_memory().unwrap());
         store
             .put_sandbox(&crate::store::tests_support::sandbox_row("sb"))
             .unwrap();
-        let t = Thread::create(
+        let thread = Thread::create(
             store.clone(),
             "th".into(),
             "n".into(),
             "sb".into(),
-            Default::default(),
+            ThreadSettings::default(),
         )
         .unwrap();
+        (store, thread)
+    }
+
+    #[test]
+    fn messages_are_upserted_by_id() {
+        let (store, t) = stored_thread();
         t.upsert_message(json!({"id": "u1", "role": "user"}));
         t.upsert_message(json!({"id": "a1", "role": "assistant", "parts": []}));
         t.upsert_message(json!({"id": "a1", "role": "assistant", "parts": [1]}));
@@ -471,18 +477,7 @@ mod tests {
 
     #[test]
     fn a_thread_that_was_streaming_comes_back_interrupted_and_resumable() {
-        let store = Arc::new(Store::in_memory().unwrap());
-        store
-            .put_sandbox(&crate::store::tests_support::sandbox_row("sb"))
-            .unwrap();
-        let t = Thread::create(
-            store.clone(),
-            "th".into(),
-            "n".into(),
-            "sb".into(),
-            Default::default(),
-        )
-        .unwrap();
+        let (store, t) = stored_thread();
         t.upsert_message(json!({"id": "u1", "role": "user"}));
         t.record(json!({"sessionUpdate": "user_message_chunk"}));
         t.state().status = ThreadStatus::Streaming;
@@ -502,18 +497,7 @@ mod tests {
 
     #[test]
     fn permission_answers_are_taken_once() {
-        let store = Arc::new(Store::in_memory().unwrap());
-        store
-            .put_sandbox(&crate::store::tests_support::sandbox_row("sb"))
-            .unwrap();
-        let t = Thread::create(
-            store,
-            "th".into(),
-            "n".into(),
-            "sb".into(),
-            Default::default(),
-        )
-        .unwrap();
+        let (_store, t) = stored_thread();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         t.ask_permission("p1", "Bash", tx);
         assert_eq!(
