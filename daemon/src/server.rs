@@ -55,6 +55,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     tracing::info!("state: {}", store_path.display());
 
+    import_legacy_agents(&state_dir, &store)?;
+
     let (files, mut problems) = load_dir(&config.agents_dir);
     let (agents, deployed_problems) = Agents::with_deployed(files, store.clone())?;
     problems.extend(deployed_problems);
@@ -207,6 +209,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     served.context("serving HTTP")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Before the state database, deployed agents were files in `<state>/agents`: move
+/// them into the store once (the directory is renamed `agents.imported`).
+fn import_legacy_agents(state_dir: &Path, store: &Store) -> anyhow::Result<()> {
+    let dir = state_dir.join("agents");
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let (legacy, problems) = load_dir(&dir);
+    let known: Vec<String> = store.agents()?.into_iter().map(|(slug, _)| slug).collect();
+    for (slug, def) in legacy {
+        if !known.contains(&slug) {
+            store.put_agent(&slug, &serde_json::to_string(&def)?)?;
+            tracing::info!(
+                "agent {slug}: moved from {} into the state database",
+                dir.display()
+            );
+        }
+    }
+    for p in problems {
+        tracing::warn!("not imported: {}: {}", p.path.display(), p.message);
+    }
+    std::fs::rename(&dir, state_dir.join("agents.imported"))
+        .with_context(|| format!("renaming {}", dir.display()))?;
     Ok(())
 }
 

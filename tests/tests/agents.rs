@@ -99,3 +99,30 @@ async fn deployed_agents_survive_a_restart_and_can_be_removed() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     drop(d);
 }
+
+#[tokio::test]
+async fn agents_deployed_before_the_state_database_are_moved_into_it() {
+    let state = tempfile::Builder::new()
+        .prefix("sandboxd-test-state-")
+        .tempdir()
+        .expect("state dir");
+    let agents = tempfile::tempdir().expect("agents dir");
+    std::fs::create_dir(state.path().join("agents")).expect("legacy dir");
+    std::fs::write(
+        state.path().join("agents/legacy.json"),
+        r#"{"name": "Deployed long ago"}"#,
+    )
+    .expect("legacy agent");
+    let d = Daemon::start_with(Options {
+        agents: Vec::new(),
+        reuse: Some((state.path().to_owned(), agents.path().to_owned())),
+        ..Options::default()
+    })
+    .await;
+    let (status, got) = d.call("GET", "/v1/agents/legacy", None).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["source"], "api");
+    assert_eq!(got["definition"]["name"], "Deployed long ago", "{got}");
+    assert!(!state.path().join("agents").exists());
+    assert!(state.path().join("agents.imported/legacy.json").is_file());
+}
