@@ -613,3 +613,49 @@ async fn concurrent_creates_and_a_delete_during_creation_leave_nothing_behind() 
     }
     d.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_only_routes_that_exist() {
+    let d = Daemon::start().await;
+    let res = d
+        .anonymous("GET", "/openapi.json")
+        .send()
+        .await
+        .expect("openapi");
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: serde_json::Value = res.json().await.expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 23, "{}", paths.len());
+    for (path, operations) in paths {
+        let concrete = path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "nope"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in operations.as_object().expect("operations").keys() {
+            let mut request = d.request(&method.to_uppercase(), &concrete);
+            if ["post", "put", "patch"].contains(&method.as_str()) {
+                request = request.body("{}");
+            }
+            let res = request.send().await.expect("request");
+            let status = res.status();
+            let body = res.text().await.unwrap_or_default();
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {body}"
+            );
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {path} is documented but not routed: {body}"
+            );
+        }
+    }
+}

@@ -105,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route(
             "/metrics",
             get(metrics::metrics)
@@ -117,6 +118,18 @@ pub fn app(state: AppState) -> Router {
         // 413 in our JSON shape); axum's own default of 2 MiB would be too small.
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
+}
+
+/// The API's OpenAPI 3.1 description (`daemon/api/openapi.json`).
+const OPENAPI: &str = include_str!("../../api/openapi.json");
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: 200 once sandboxes can be served, 503 with the phase before.
