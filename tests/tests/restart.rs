@@ -294,3 +294,69 @@ async fn sigterm_lets_a_running_turn_finish_and_its_client_sees_the_end() {
         "the shutdown did not wait for the turn"
     );
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_turn_that_outlasts_the_grace_and_tells_its_client() {
+    let words: Vec<String> = (0..60).map(|i| format!("w{i}")).collect();
+    let model = ScriptedModel::start(&json!([
+        { "text": words.join(" "), "chunkDelayMs": 500 },
+        { "text": "after the stop" },
+    ]));
+    let mut first = Daemon::start_with(Options::default().with_model(&model)).await;
+    let sandbox_id = first.create_sandbox(json!({ "agent": "test" })).await;
+    let response = first
+        .request("POST", "/v1/chat/test")
+        .json(&json!({ "sandboxId": sandbox_id, "messages": [user_message("talk long")] }))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(response.status(), StatusCode::OK);
+    let thread_id = response.headers()["x-thread-id"]
+        .to_str()
+        .expect("thread id")
+        .to_owned();
+    let reading = tokio::spawn(async move { response.text().await.expect("body") });
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(first.terminate().success());
+
+    let body = reading.await.expect("joined");
+    let chunks = sandboxd_e2e::sse_chunks(&body);
+    let error = chunks
+        .iter()
+        .find(|c| c["type"] == "error")
+        .unwrap_or_else(|| panic!("no error chunk: {body}"));
+    assert!(
+        error["errorText"]
+            .as_str()
+            .is_some_and(|e| e.contains("shutting down")),
+        "{error}"
+    );
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    let partial = text_of(&chunks);
+    assert!(
+        partial.starts_with("w0 w1") && !partial.contains("w59"),
+        "{partial}"
+    );
+
+    let second = Daemon::start_with(again(&first, &model)).await;
+    let t = second.thread(&sandbox_id, &thread_id).await;
+    assert_eq!(t["status"], "error", "{t}");
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("shutting down")),
+        "{t}"
+    );
+    let (status, _, chunks) = second
+        .chat(
+            "test",
+            json!({ "sandboxId": sandbox_id, "threadId": thread_id,
+                    "messages": [user_message("go on")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&chunks), "after the stop");
+    second.delete_sandbox(&sandbox_id).await;
+    drop(second);
+    drop(first);
+}

@@ -141,7 +141,7 @@ pub enum SandboxError {
     #[error("permission request {0:?} does not exist in this thread")]
     PermissionNotFound(String),
     /// The permission request was answered already (or its turn ended).
-    #[error("permission request {0:?} was already answered")]
+    #[error("permission request {0:?} was already answered, or its turn has ended")]
     PermissionAnswered(String),
     /// sandbox-init failed.
     #[error(transparent)]
