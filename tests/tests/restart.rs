@@ -360,3 +360,46 @@ async fn sigterm_stops_a_turn_that_outlasts_the_grace_and_tells_its_client() {
     drop(second);
     drop(first);
 }
+
+#[tokio::test]
+async fn a_session_that_was_never_recorded_is_started_instead_of_resumed() {
+    // A turn cut off before the CLI wrote its session (say, by a restart) leaves a
+    // thread whose session does not exist; the next turn must not fail on it.
+    let model = ScriptedModel::start(&json!([
+        { "text": "first" },
+        { "text": "fresh again" },
+    ]));
+    let d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let sandbox_id = d.create_sandbox(json!({ "agent": "test" })).await;
+    let (status, headers, chunks) = d
+        .chat(
+            "test",
+            json!({ "sandboxId": sandbox_id, "messages": [user_message("one")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&chunks), "first");
+    let thread_id = headers["x-thread-id"].to_str().expect("thread").to_owned();
+    let out = d
+        .exec(
+            &sandbox_id,
+            "rm -rf /home/user/.claude/projects && echo gone",
+        )
+        .await;
+    assert_eq!(out["stdout"], "gone\n", "{out}");
+    let (status, _, chunks) = d
+        .chat(
+            "test",
+            json!({ "sandboxId": sandbox_id, "threadId": thread_id,
+                    "messages": [user_message("two")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&chunks), "fresh again", "{chunks:?}");
+    assert_eq!(
+        d.thread(&sandbox_id, &thread_id).await["status"],
+        "completed"
+    );
+    d.delete_sandbox(&sandbox_id).await;
+    d.assert_no_leaks();
+}

@@ -48,6 +48,10 @@ pub struct TurnSpec {
     pub program: String,
     /// Its arguments.
     pub args: Vec<String>,
+    /// For a turn that resumes Claude's session: its id, and the arguments that start
+    /// it afresh, used when the session was never written (a turn cut off before the
+    /// CLI recorded anything, e.g. by a daemon restart).
+    pub resume: Option<(String, Vec<String>)>,
     /// Its environment.
     pub env: Vec<(String, String)>,
     /// The user message content (a string or Anthropic content blocks).
@@ -65,7 +69,7 @@ struct Ending {
 }
 
 /// Runs the turn to its end and records the outcome on the thread.
-pub async fn run(spec: TurnSpec) {
+pub async fn run(mut spec: TurnSpec) {
     let started = std::time::Instant::now();
     let mut out = Out {
         folded: Folded::new(&spec.turn.message_id),
@@ -78,6 +82,12 @@ pub async fn run(spec: TurnSpec) {
                 "messageMetadata": { "sandboxId": spec.sandbox_id, "threadId": spec.thread.id } }),
     );
     out.flush(&spec);
+    if let Some((session, fresh)) = spec.resume.take() {
+        if !session_recorded(&spec.init, &session).await {
+            tracing::info!(thread = %spec.thread.id, "session {session} was never recorded; starting it");
+            spec.args = fresh;
+        }
+    }
     let ending = drive(&spec, &mut out, &mut translator).await;
 
     let mut closing = translator.close_open_blocks();
@@ -167,6 +177,23 @@ pub async fn run(spec: TurnSpec) {
         error = error.as_deref().unwrap_or(""),
         "turn ended"
     );
+}
+
+/// Whether Claude Code recorded session `id` in the sandbox
+/// (`~/.claude/projects/<cwd>/<id>.jsonl`). When the answer is unknown, assume it did.
+async fn session_recorded(init: &InitClient, id: &str) -> bool {
+    let file = format!("{id}.jsonl");
+    match init
+        .list("/home/user/.claude/projects", 2, crate::sandbox::USER)
+        .await
+    {
+        Ok(entries) => entries.iter().any(|e| e.name == file),
+        Err(InitError::Remote {
+            kind: ErrorKind::NotFound,
+            ..
+        }) => false,
+        Err(_) => true,
+    }
 }
 
 /// The turn's output: chunks are folded into the assistant message and held until

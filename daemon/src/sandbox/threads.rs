@@ -184,6 +184,13 @@ impl Sandboxes {
             turn: turn.clone(),
             program: sandbox.claude_program.clone(),
             args: claude::args(&agent, &options, &session),
+            resume: match &session {
+                Session::Resume(id) => Some((
+                    id.clone(),
+                    claude::args(&agent, &options, &Session::Start(id.clone())),
+                )),
+                Session::Start(_) => None,
+            },
             env: claude::env(&base_url, &sandbox.model_token),
             prompt,
             busy: Some(sandbox.busy()),
