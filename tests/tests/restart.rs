@@ -26,6 +26,22 @@ async fn sandbox(d: &Daemon, id: &str) -> Value {
     body
 }
 
+/// Waits until the thread's stored messages contain `text`.
+async fn streaming_began(d: &Daemon, sandbox: &str, thread: &str, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = d.thread(sandbox, thread).await;
+        if t["messages"].to_string().contains(text) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{text:?} never streamed: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled() {
     let model = ScriptedModel::start(&json!([
@@ -203,18 +219,7 @@ async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let thread_id = started["threadId"].as_str().expect("threadId").to_owned();
     // Kill it once some of the answer is out (and so persisted).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = first.thread(&sandbox_id, &thread_id).await;
-        if t["messages"].to_string().contains("c d") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no text streamed: {t}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    streaming_began(&first, &sandbox_id, &thread_id, "c d").await;
     first.kill();
 
     let second = Daemon::start_with(again(&first, &model)).await;
@@ -282,8 +287,12 @@ async fn sigterm_lets_a_running_turn_finish_and_its_client_sees_the_end() {
         .await
         .expect("chat");
     assert_eq!(response.status(), StatusCode::OK);
+    let thread_id = response.headers()["x-thread-id"]
+        .to_str()
+        .expect("thread id")
+        .to_owned();
     let reading = tokio::spawn(async move { response.text().await.expect("body") });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    streaming_began(&d, &sandbox_id, &thread_id, "one").await;
     assert!(d.terminate().success());
     let body = reading.await.expect("joined");
     let chunks = sandboxd_e2e::sse_chunks(&body);
@@ -316,7 +325,7 @@ async fn sigterm_stops_a_turn_that_outlasts_the_grace_and_tells_its_client() {
         .expect("thread id")
         .to_owned();
     let reading = tokio::spawn(async move { response.text().await.expect("body") });
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    streaming_began(&first, &sandbox_id, &thread_id, "w1").await;
     assert!(first.terminate().success());
 
     let body = reading.await.expect("joined");

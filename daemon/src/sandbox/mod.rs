@@ -7,6 +7,7 @@ mod create;
 mod exec;
 mod files;
 mod git;
+mod instance;
 pub mod paths;
 mod restore;
 mod template;
@@ -14,24 +15,22 @@ mod threads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
-
-use tokio_util::sync::CancellationToken;
+use std::sync::{Arc, RwLock};
 
 pub use create::CreateSandbox;
 pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
+use instance::State;
+pub use instance::{BusyGuard, Sandbox, SandboxView};
 pub use restore::Adopted;
 
-use crate::agents::{AgentDef, Agents};
+use crate::agents::Agents;
 use crate::docker::{Engine, EngineError};
-use crate::firewall::{Firewall, Policy};
-use crate::init_client::{InitClient, InitError};
+use crate::firewall::Firewall;
+use crate::init_client::InitError;
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
-use crate::store::{SandboxRow, Store, StoreError};
-use crate::threads::Thread;
+use crate::store::{Store, StoreError};
 
 /// The sandbox account's name inside every container.
 pub const USER: &str = "user";
@@ -187,222 +186,6 @@ pub struct Settings {
     pub sandbox_timeout_ms: u64,
     /// OCI runtime for sandbox containers (Docker's default when `None`).
     pub runtime: Option<String>,
-}
-
-/// The mutable part of a sandbox.
-#[derive(Debug, Clone)]
-struct State {
-    status: Status,
-    error: Option<String>,
-    updated_at: SystemTime,
-    container_id: Option<String>,
-}
-
-/// One sandbox.
-#[derive(Debug)]
-pub struct Sandbox {
-    /// Its primary id (`sb_…`).
-    pub id: String,
-    /// Its second id, also the container's name (`sbx-…`).
-    pub sandbox_id: String,
-    /// The agent it was created for.
-    pub agent_slug: String,
-    /// That agent's display name.
-    pub agent_name: String,
-    /// When it was created.
-    pub created_at: SystemTime,
-    /// Default working directory (absolute).
-    pub cwd: String,
-    /// Its host directory.
-    pub dir: PathBuf,
-    /// The client of its sandbox-init.
-    pub init: InitClient,
-    /// Cancelled when it is deleted.
-    pub deleted: CancellationToken,
-    /// The agent's definition when the sandbox was created.
-    pub agent: AgentDef,
-    /// The sandbox's model-proxy token.
-    pub model_token: String,
-    /// The Claude Code CLI inside the sandbox.
-    pub claude_program: String,
-    /// Its threads, oldest first.
-    pub threads: Mutex<Vec<Arc<Thread>>>,
-    /// Who it was created for (`user:<id>` or `token:<id>`); `None` when created with
-    /// the API key for nobody in particular. Chat tokens reach only their own.
-    pub owner: Option<String>,
-    /// How long it may go without activity before it expires.
-    pub ttl: Option<std::time::Duration>,
-    /// Last activity (API call, exec or turn ending).
-    activity: Mutex<std::time::Instant>,
-    /// Execs and turns in progress: a busy sandbox never expires.
-    busy: std::sync::atomic::AtomicUsize,
-    /// Its egress policy, resolved at creation.
-    pub policy: Policy,
-    /// Where it is persisted.
-    store: Arc<Store>,
-    state: Mutex<State>,
-}
-
-/// Keeps a sandbox busy (not expirable) while alive.
-#[derive(Debug)]
-pub struct BusyGuard(Arc<Sandbox>);
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0
-            .busy
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// A consistent snapshot of a sandbox, for callers.
-#[derive(Debug, Clone)]
-pub struct SandboxView {
-    /// Primary id.
-    pub id: String,
-    /// Second id.
-    pub sandbox_id: String,
-    /// Status.
-    pub status: Status,
-    /// Error, when status is `Error`.
-    pub error: Option<String>,
-    /// Agent slug.
-    pub agent_slug: String,
-    /// Agent name.
-    pub agent_name: String,
-    /// Creation time.
-    pub created_at: SystemTime,
-    /// Last change.
-    pub updated_at: SystemTime,
-}
-
-impl Sandbox {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // State updates are single assignments; a poisoned lock still holds a
-        // consistent value.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A snapshot.
-    pub fn view(&self) -> SandboxView {
-        let state = self.state().clone();
-        SandboxView {
-            id: self.id.clone(),
-            sandbox_id: self.sandbox_id.clone(),
-            status: state.status,
-            error: state.error,
-            agent_slug: self.agent_slug.clone(),
-            agent_name: self.agent_name.clone(),
-            created_at: self.created_at,
-            updated_at: state.updated_at,
-        }
-    }
-
-    /// The current status.
-    pub fn status(&self) -> Status {
-        self.state().status
-    }
-
-    fn set_status(&self, status: Status, error: Option<String>) {
-        let mut state = self.state();
-        state.status = status;
-        state.error = error;
-        state.updated_at = SystemTime::now();
-        self.persist(&state);
-    }
-
-    fn set_container(&self, id: String) {
-        let mut state = self.state();
-        state.container_id = Some(id);
-        self.persist(&state);
-    }
-
-    /// Writes the state through (called with the state locked, so writes keep order).
-    fn persist(&self, state: &State) {
-        if let Err(e) = self.store.set_sandbox_state(
-            &self.id,
-            state.status.as_str(),
-            state.error.as_deref(),
-            state.container_id.as_deref(),
-        ) {
-            tracing::error!(sandbox = %self.id, "{e}");
-        }
-    }
-
-    /// The sandbox as the store keeps it.
-    fn row(&self) -> SandboxRow {
-        let state = self.state().clone();
-        SandboxRow {
-            id: self.id.clone(),
-            sandbox_id: self.sandbox_id.clone(),
-            agent_slug: self.agent_slug.clone(),
-            agent_name: self.agent_name.clone(),
-            agent: serde_json::to_string(&self.agent).unwrap_or_else(|_| "{}".into()),
-            owner: self.owner.clone(),
-            cwd: self.cwd.clone(),
-            ttl_ms: self.ttl.map(|t| t.as_millis() as u64),
-            policy: serde_json::to_string(&self.policy).unwrap_or_else(|_| "{}".into()),
-            model_token: self.model_token.clone(),
-            claude_program: self.claude_program.clone(),
-            status: state.status.as_str().to_owned(),
-            error: state.error,
-            container_id: state.container_id,
-            created_at: crate::store::millis(self.created_at),
-            updated_at: crate::store::millis(state.updated_at),
-            model_usage: None,
-        }
-    }
-
-    fn container_id(&self) -> Option<String> {
-        self.state().container_id.clone()
-    }
-
-    /// Records activity now.
-    pub fn touch(&self) {
-        *self.activity.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
-    }
-
-    /// Marks the sandbox busy until the guard drops (then records activity).
-    pub fn busy(self: &Arc<Self>) -> BusyGuard {
-        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.touch();
-        BusyGuard(self.clone())
-    }
-
-    /// Whether it has been idle (nothing running) for longer than its timeout.
-    fn idle_expired(&self) -> bool {
-        let Some(ttl) = self.ttl else { return false };
-        self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0
-            && self
-                .activity
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed()
-                > ttl
-    }
-
-    /// Its threads, oldest first.
-    pub fn threads_snapshot(&self) -> Vec<Arc<Thread>> {
-        self.threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Fails unless the sandbox is active.
-    pub fn ensure_active(&self) -> Result<(), SandboxError> {
-        let state = self.state();
-        if state.status == Status::Active {
-            Ok(())
-        } else {
-            Err(SandboxError::NotActive {
-                id: self.id.clone(),
-                status: state.status,
-                error: state.error.clone(),
-            })
-        }
-    }
 }
 
 /// All sandboxes of this daemon.
