@@ -1,5 +1,6 @@
 //! `sandboxd chat <agent> "<prompt>"`: one turn streamed to the terminal. Text as it
-//! arrives, each tool call on a line of its own, and the cost at the end.
+//! arrives, each tool call on a line of its own, permission requests asked on the
+//! terminal (answered from stdin), and the cost at the end.
 
 use std::io::Write;
 
@@ -22,6 +23,9 @@ pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
     }
     if let Some(thread) = &args.thread {
         body["threadId"] = json!(thread);
+    }
+    if let Some(mode) = &args.permission_mode {
+        body["options"] = json!({ "permissionMode": mode });
     }
     let url = format!("{}/v1/chat/{}", args.url.trim_end_matches('/'), args.agent);
     let response = reqwest::Client::new()
@@ -51,6 +55,7 @@ pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
     };
     let (sandbox, thread) = (header("x-sandbox-id"), header("x-thread-id"));
 
+    let base = args.url.trim_end_matches('/').to_owned();
     let mut printer = Printer::default();
     let mut stream = response.bytes_stream();
     let mut pending = Vec::new();
@@ -62,6 +67,25 @@ pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
             if let Some(data) = line.trim_end().strip_prefix("data: ") {
                 if let Ok(chunk) = serde_json::from_str::<Value>(data) {
                     printer.chunk(&chunk);
+                    if chunk["type"] == "data-permission-request"
+                        && chunk["data"]["status"] == "pending"
+                    {
+                        printer.end_line();
+                        let answer = format!(
+                            "{base}/v1/sandboxes/{sandbox}/threads/{thread}/permissions/{}",
+                            chunk["data"]["requestId"].as_str().unwrap_or_default()
+                        );
+                        let reply = ask(&chunk["data"]).await;
+                        let sent = reqwest::Client::new()
+                            .post(&answer)
+                            .bearer_auth(&api_key)
+                            .json(&json!({ "reply": reply }))
+                            .send()
+                            .await;
+                        if let Err(e) = sent.and_then(|r| r.error_for_status()) {
+                            eprintln!("error: answering the permission request: {e}");
+                        }
+                    }
                 }
             }
         }
@@ -76,6 +100,33 @@ pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
         m["durationMs"].as_f64().unwrap_or(0.0) / 1000.0,
     );
     Ok(if printer.failed { 1 } else { 0 })
+}
+
+/// Asks on the terminal whether a tool call may run; reads the answer from stdin.
+/// Without an answer (stdin closed) the call is rejected.
+async fn ask(request: &Value) -> &'static str {
+    let input = request["input"].to_string();
+    let shown: String = input.chars().take(200).collect();
+    eprint!(
+        "? allow {}({shown})? [o]nce, [a]lways, [r]eject: ",
+        request["toolName"].as_str().unwrap_or("tool")
+    );
+    let _ = std::io::stderr().flush();
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await;
+    let reply = match line {
+        Ok(Ok(line)) => match line.trim().to_ascii_lowercase().as_str() {
+            "o" | "once" | "y" | "yes" => "once",
+            "a" | "always" => "always",
+            _ => "reject",
+        },
+        _ => "reject",
+    };
+    eprintln!("  → {reply}");
+    reply
 }
 
 /// Prints chunks to the terminal.

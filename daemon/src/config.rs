@@ -135,6 +135,10 @@ pub struct ChatArgs {
     /// Continue this thread (needs --sandbox).
     #[arg(long, requires = "sandbox")]
     pub thread: Option<String>,
+    /// Permission mode for this turn (e.g. `default`: each tool call Claude would ask
+    /// about is asked here, on the terminal).
+    #[arg(long)]
+    pub permission_mode: Option<String>,
     /// The daemon's URL.
     #[arg(long, env = "SANDBOXD_URL", default_value = "http://127.0.0.1:7878")]
     pub url: String,

@@ -467,3 +467,57 @@ async fn events_are_ordered_paged_and_streamed_live_from_an_offset() {
     d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn sandboxd_chat_asks_on_the_terminal() {
+    let model = ScriptedModel::start(&json!([
+        bash("echo asked > /home/user/asked.txt"),
+        { "text": "wrote it" },
+    ]));
+    let d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let (url, key) = (d.url.clone(), d.key.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(sandboxd_e2e::daemon_bin("debug"))
+            .args([
+                "chat",
+                "test",
+                "write the file",
+                "--permission-mode",
+                "default",
+            ])
+            .args(["--url", &url])
+            .env("SANDBOXD_API_KEY", key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sandboxd chat");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"a\n")
+            .expect("answer");
+        child.wait_with_output().expect("output")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("? allow Bash(") && stderr.contains("→ always"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("wrote it"), "{stdout}");
+    let sandbox = stdout
+        .split("sandbox ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the sandbox id in the summary line")
+        .to_owned();
+    assert_eq!(file(&d, &sandbox, "/home/user/asked.txt").await, "asked");
+    d.delete_sandbox(&sandbox).await;
+    d.assert_no_leaks();
+}
