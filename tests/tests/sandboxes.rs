@@ -490,6 +490,104 @@ async fn client_errors_get_clear_messages_and_never_a_500() {
         );
     }
 
+    // Threads, their settings, permissions and events.
+    let (_, thread) = d
+        .call("POST", &format!("/v1/sandboxes/{id}/threads"), None)
+        .await;
+    let thread = thread["id"].as_str().expect("thread id").to_owned();
+    let base = format!("/v1/sandboxes/{id}/threads/{thread}");
+    let thread_cases: Vec<(&str, String, Option<&str>, StatusCode, &str)> = vec![
+        (
+            "POST",
+            format!("/v1/sandboxes/{id}/threads"),
+            Some("{\"name\": 5}"),
+            StatusCode::BAD_REQUEST,
+            "wrong shape",
+        ),
+        (
+            "POST",
+            format!("/v1/sandboxes/{id}/threads"),
+            Some("{\"thinking\": \"huge\"}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "thinking must be one of",
+        ),
+        (
+            "PATCH",
+            base.clone(),
+            Some("{\"model\": "),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "PATCH",
+            base.clone(),
+            Some("{\"modle\": \"x\"}"),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            "PATCH",
+            base.clone(),
+            Some("{\"model\": \" \"}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "model",
+        ),
+        (
+            "PATCH",
+            format!("/v1/sandboxes/{id}/threads/th_nope"),
+            Some("{}"),
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            "POST",
+            format!("{base}/permissions/p_nope"),
+            Some("{\"reply\": true}"),
+            StatusCode::BAD_REQUEST,
+            "wrong shape",
+        ),
+        (
+            "POST",
+            format!("{base}/permissions/p_nope"),
+            Some("{\"reply\": \"once\"}"),
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            "GET",
+            format!("{base}/events?limit=x"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "GET",
+            format!("/v1/sandboxes/{id}/threads/th_nope/events/stream"),
+            None,
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        ),
+    ];
+    for (method, path, body, status, needle) in thread_cases {
+        let mut req = d.request(method, &path);
+        if let Some(body) = body {
+            req = req.body(body.to_owned());
+        }
+        let res = req.send().await.expect("sent");
+        let got = res.status();
+        let json: Value = res.json().await.expect("JSON error body");
+        assert_eq!(got, status, "{method} {path} {body:?}: {json}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{method} {path} {body:?}: {json}");
+    }
+    let res = d
+        .request("GET", &format!("{base}/events/stream"))
+        .header("Last-Event-ID", "not-a-number")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
     // A body over the limit is refused from its Content-Length.
     let huge = vec![b' '; 65 * 1024 * 1024];
     let res = d

@@ -75,13 +75,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
+        // serde_json reports some wrong types (a bool where an enum's string goes) as
+        // syntax errors: the body is only "not valid JSON" if it does not parse at all.
+        let valid = || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
         match e.classify() {
-            Category::Syntax | Category::Eof => {
+            Category::Syntax | Category::Eof if !valid() => {
                 ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
             }
-            Category::Data | Category::Io => {
-                ApiError::bad_request(format!("the request body has the wrong shape: {e}"))
-            }
+            _ => ApiError::bad_request(format!("the request body has the wrong shape: {e}")),
         }
     })
 }
@@ -118,5 +119,19 @@ mod tests {
         assert!(e.message.contains("unknown field `cmd`"), "{}", e.message);
         let e = parse::<Body>(b"  ").unwrap_err();
         assert!(e.message.contains("empty"), "{}", e.message);
+
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        enum Reply {
+            #[serde(rename = "once")]
+            Once,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Answer {
+            reply: Reply,
+        }
+        let e = parse::<Answer>(b"{\"reply\": true}").unwrap_err();
+        assert!(e.message.contains("wrong shape"), "{}", e.message);
     }
 }
