@@ -131,6 +131,10 @@ impl Store {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
+        // It holds the sandboxes' model-proxy tokens: the owner's alone. SQLite gives
+        // its -wal and -shm files the database file's mode.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| StoreError(format!("restricting {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // WAL: readers never block the writer; NORMAL sync survives a killed daemon
         // (only a power loss can lose the last commits).
@@ -575,6 +579,13 @@ mod tests {
         let all = store.events("th_1", 0, 1000).unwrap();
         assert_eq!(all.len(), 400);
         assert!(all.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1));
+        let mode = std::fs::metadata(dir.path().join("state.db"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         // Reopening finds it all, migrated once.
         drop(store);
         let again = Store::open(&dir.path().join("state.db")).unwrap();
