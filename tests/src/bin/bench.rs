@@ -110,6 +110,32 @@ async fn main() {
         assert_eq!(out["exitCode"], 0, "{out}");
     }
 
+    // Write a 1 MiB file and read it back.
+    let mib = "a".repeat(1024 * 1024);
+    let mut files = Vec::new();
+    for i in 0..40 {
+        let path = format!("/home/user/bench-{i}.txt");
+        let started = Instant::now();
+        let (status, _) = daemon
+            .call(
+                "POST",
+                &format!("/v1/sandboxes/{sandbox}/files"),
+                Some(json!({ "files": { path.clone(): mib.clone() } })),
+            )
+            .await;
+        assert!(status.is_success(), "write: {status}");
+        let (status, read) = daemon
+            .call(
+                "GET",
+                &format!("/v1/sandboxes/{sandbox}/files?path={path}"),
+                None,
+            )
+            .await;
+        files.push(started.elapsed());
+        assert!(status.is_success(), "read: {status}");
+        assert_eq!(read["content"].as_str().map(str::len), Some(mib.len()));
+    }
+
     // The same through the docker CLI.
     let mut docker: Vec<Duration> = Vec::new();
     for _ in 0..30 {
@@ -264,6 +290,11 @@ async fn main() {
         &stats(run),
         "reference",
     );
+    row(
+        "write + read back a 1 MiB file",
+        &stats(files),
+        "target p50 <= 10 ms",
+    );
     row("chat turn via the daemon (to [DONE])", &stats(turns), "");
     row(
         "same CLI via `docker exec` (to exit)",
@@ -278,6 +309,24 @@ async fn main() {
         "daemon RSS with {} sandboxes: {} KiB",
         ids.len(),
         sandboxd_e2e::rss_kib(daemon.pid())
+    );
+    // sandbox-init is each container's PID 1.
+    let init_rss: Vec<u64> = ids
+        .iter()
+        .filter_map(|id| {
+            let name = id.replacen("sb_", "sbx-", 1);
+            sandboxd_e2e::docker_inspect(&name, "{{.State.Pid}}")?
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .map(sandboxd_e2e::rss_kib)
+        .collect();
+    println!(
+        "sandbox-init RSS: max {} KiB, mean {} KiB over {} sandboxes; target <= 2048 KiB",
+        init_rss.iter().max().copied().unwrap_or(0),
+        init_rss.iter().sum::<u64>() / init_rss.len().max(1) as u64,
+        init_rss.len()
     );
 
     for id in &ids {
