@@ -355,22 +355,9 @@ impl Sandboxes {
 }
 
 impl Sandboxes {
-    /// The image to start from: the agent's (pulled if missing) or the default, and
-    /// its template when the agent has `apt` or `build`.
+    /// The image to start from: the agent's (ensured by `create` before provisioning
+    /// began) or its template when the agent has `apt` or `build`.
     async fn image_for(&self, engine: &Engine, plan: &Plan) -> Result<String, Provision> {
-        crate::image::ensure_image(
-            engine,
-            &plan.image,
-            &self.settings.debian_mirror,
-            &|l: &str| tracing::info!("image {}: {l}", plan.image),
-        )
-        .await
-        .map_err(|e| match e {
-            crate::image::ImageError::Engine(crate::docker::EngineError::Unreachable(m)) => {
-                Provision::Engine(crate::docker::EngineError::Unreachable(m))
-            }
-            other => Provision::Step(StepError(other.to_string())),
-        })?;
         if plan.apt.is_empty() && plan.build.is_empty() {
             return Ok(plan.image.clone());
         }

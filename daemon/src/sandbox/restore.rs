@@ -93,46 +93,47 @@ impl Sandboxes {
         let mut outcome = Adopted::default();
         let mut claimed = std::collections::HashSet::new();
         for sandbox in self.list_arcs() {
-            let container = containers.iter().find(|c| {
-                c.labels.as_ref().and_then(|l| l.get(LABEL_SANDBOX)) == Some(&sandbox.id)
-            });
-            match sandbox.status() {
-                Status::Active => {}
+            let adopted = match sandbox.status() {
+                Status::Error | Status::Expired => continue,
+                // Provisioning died with the daemon: what it made is unfinished.
                 Status::Creating => {
-                    // Provisioning died with the daemon: what it made is unfinished.
-                    sandbox.set_status(
-                        Status::Error,
-                        Some("interrupted by a daemon restart while being created".into()),
-                    );
+                    Err("interrupted by a daemon restart while being created".to_owned())
+                }
+                Status::Active => {
+                    let container = containers
+                        .iter()
+                        .find(|c| {
+                            c.labels.as_ref().and_then(|l| l.get(LABEL_SANDBOX))
+                                == Some(&sandbox.id)
+                        })
+                        .and_then(|c| c.id.clone());
+                    match container {
+                        None => {
+                            Err("its container is gone (removed while the daemon was down)"
+                                .to_owned())
+                        }
+                        Some(container) => engine
+                            .ensure_running(&container)
+                            .await
+                            .map(|()| container)
+                            .map_err(|e| format!("its container could not be started again: {e}")),
+                    }
+                }
+            };
+            match adopted {
+                Ok(container) => {
+                    if sandbox.container_id().as_deref() != Some(container.as_str()) {
+                        sandbox.set_container(container.clone());
+                    }
+                    claimed.insert(container);
+                    outcome.kept += 1;
+                }
+                Err(reason) => {
+                    sandbox.set_status(Status::Error, Some(reason));
                     self.proxy.unregister(&sandbox.id);
                     outcome.lost += 1;
-                    continue;
                 }
-                Status::Error | Status::Expired => continue,
             }
-            let Some(container) = container.and_then(|c| c.id.clone()) else {
-                sandbox.set_status(
-                    Status::Error,
-                    Some("its container is gone (removed while the daemon was down)".into()),
-                );
-                self.proxy.unregister(&sandbox.id);
-                outcome.lost += 1;
-                continue;
-            };
-            if let Err(e) = engine.ensure_running(&container).await {
-                sandbox.set_status(
-                    Status::Error,
-                    Some(format!("its container could not be started again: {e}")),
-                );
-                self.proxy.unregister(&sandbox.id);
-                outcome.lost += 1;
-                continue;
-            }
-            if sandbox.container_id().as_deref() != Some(container.as_str()) {
-                sandbox.set_container(container.clone());
-            }
-            claimed.insert(container);
-            outcome.kept += 1;
         }
         for container in containers {
             let Some(id) = container.id else { continue };
