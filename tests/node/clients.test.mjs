@@ -15,17 +15,21 @@ assert.ok(url && key, "SANDBOXD_URL and SANDBOXD_API_KEY must be set");
 
 const userMessage = (text) => ({ id: `u-${Math.random()}`, role: "user", parts: [{ type: "text", text }] });
 
-/** Sends one turn through a version's transport and reads it like useChat does. */
-async function turn(sdk, text, body = {}, bearer = key) {
-  let sandboxId, threadId;
+/**
+ * Sends one turn through a version's transport and reads it like useChat does.
+ * `onMessage(message, ids)` sees each message state as it streams; `ids` holds the
+ * sandbox and thread from the response headers.
+ */
+async function turn(sdk, text, body = {}, bearer = key, onMessage = async () => {}) {
+  const ids = {};
   const transport = new sdk.DefaultChatTransport({
     api: `${url}/v1/chat/test`,
     headers: { Authorization: `Bearer ${bearer}` },
     body,
     fetch: async (input, init) => {
       const res = await fetch(input, init);
-      sandboxId = res.headers.get("x-sandbox-id");
-      threadId = res.headers.get("x-thread-id");
+      ids.sandboxId = res.headers.get("x-sandbox-id");
+      ids.threadId = res.headers.get("x-thread-id");
       return res;
     },
   });
@@ -40,9 +44,10 @@ async function turn(sdk, text, body = {}, bearer = key) {
   let last;
   for await (const message of sdk.readUIMessageStream({ stream, onError: (e) => errors.push(e) })) {
     last = message;
+    await onMessage(message, ids);
   }
   assert.deepEqual(errors, [], "the stream validated without errors");
-  return { message: last, sandboxId, threadId };
+  return { message: last, ...ids };
 }
 
 test("control: both pinned versions reject unknown chunk fields (strict schemas)", async () => {
@@ -154,40 +159,21 @@ test("@21st-sdk/nextjs/server exchangeToken: a browser token chats with its agen
 
 test("permission requests reach strict clients as a data part that is answered in place", async () => {
   for (const [sdk, text] of [[ai5, "ask v5"], [ai6, "ask v6"]]) {
-    let sandboxId, threadId;
-    const transport = new sdk.DefaultChatTransport({
-      api: `${url}/v1/chat/test`,
-      headers: { Authorization: `Bearer ${key}` },
-      body: { options: { permissionMode: "default" } },
-      fetch: async (input, init) => {
-        const res = await fetch(input, init);
-        sandboxId = res.headers.get("x-sandbox-id");
-        threadId = res.headers.get("x-thread-id");
-        return res;
-      },
-    });
-    const stream = await transport.sendMessages({
-      chatId: `ask-${text}`, messages: [userMessage(text)], trigger: "submit-message",
-      messageId: undefined, abortSignal: undefined,
-    });
-    const errors = [];
     const answered = new Set();
-    let last;
-    for await (const message of sdk.readUIMessageStream({ stream, onError: (e) => errors.push(e) })) {
-      last = message;
-      for (const part of message.parts) {
-        if (part.type === "data-permission-request" && part.data.status === "pending" && !answered.has(part.id)) {
-          answered.add(part.id);
-          assert.equal(part.data.toolName, "Bash");
-          const res = await fetch(
-            `${url}/v1/sandboxes/${sandboxId}/threads/${threadId}/permissions/${part.data.requestId}`,
-            { method: "POST", headers: { Authorization: `Bearer ${key}` }, body: JSON.stringify({ reply: "once" }) },
-          );
-          assert.equal(res.status, 200);
+    const { message: last, sandboxId } = await turn(sdk, text, { options: { permissionMode: "default" } }, key,
+      async (message, { sandboxId, threadId }) => {
+        for (const part of message.parts) {
+          if (part.type === "data-permission-request" && part.data.status === "pending" && !answered.has(part.id)) {
+            answered.add(part.id);
+            assert.equal(part.data.toolName, "Bash");
+            const res = await fetch(
+              `${url}/v1/sandboxes/${sandboxId}/threads/${threadId}/permissions/${part.data.requestId}`,
+              { method: "POST", headers: { Authorization: `Bearer ${key}` }, body: JSON.stringify({ reply: "once" }) },
+            );
+            assert.equal(res.status, 200);
+          }
         }
-      }
-    }
-    assert.deepEqual(errors, [], "the stream validated without errors");
+      });
     assert.equal(answered.size, 1, JSON.stringify(last.parts));
     const requests = last.parts.filter((p) => p.type === "data-permission-request");
     assert.equal(requests.length, 1, "the answer updated the part in place");

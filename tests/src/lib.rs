@@ -554,6 +554,18 @@ pub fn sse_chunks(body: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The sandbox and thread a chat response names in its `x-sandbox-id` and
+/// `x-thread-id` headers.
+pub fn chat_ids(response: &reqwest::Response) -> (String, String) {
+    let header = |name: &str| {
+        response.headers()[name]
+            .to_str()
+            .expect("an ASCII id header")
+            .to_owned()
+    };
+    (header("x-sandbox-id"), header("x-thread-id"))
+}
+
 /// The text a stream's `text-delta` chunks spell.
 pub fn text_of(chunks: &[Value]) -> String {
     chunks

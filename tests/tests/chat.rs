@@ -292,14 +292,7 @@ async fn cancel_in_the_middle_keeps_what_was_produced() {
         .send()
         .await
         .expect("chat");
-    let sandbox = res.headers()["x-sandbox-id"]
-        .to_str()
-        .expect("header")
-        .to_owned();
-    let thread = res.headers()["x-thread-id"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let (sandbox, thread) = sandboxd_e2e::chat_ids(&res);
     let mut stream = res.bytes_stream();
     let mut body = String::new();
     while !body.contains("text-delta") {
@@ -359,14 +352,7 @@ async fn a_disconnected_client_resumes_the_stream_and_the_turn_completes() {
         .send()
         .await
         .expect("chat");
-    let sandbox = res.headers()["x-sandbox-id"]
-        .to_str()
-        .expect("header")
-        .to_owned();
-    let thread = res.headers()["x-thread-id"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let (sandbox, thread) = sandboxd_e2e::chat_ids(&res);
     let mut stream = res.bytes_stream();
     let mut first = String::new();
     while !first.contains("text-delta") {

@@ -26,6 +26,25 @@ async fn sandbox(d: &Daemon, id: &str) -> Value {
     body
 }
 
+/// Starts a streaming turn in a sandbox; returns its thread and the task reading its
+/// whole body.
+async fn streamed_turn(
+    d: &Daemon,
+    sandbox: &str,
+    text: &str,
+) -> (String, tokio::task::JoinHandle<String>) {
+    let response = d
+        .request("POST", "/v1/chat/test")
+        .json(&json!({ "sandboxId": sandbox, "messages": [user_message(text)] }))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, thread) = sandboxd_e2e::chat_ids(&response);
+    let reading = tokio::spawn(async move { response.text().await.expect("body") });
+    (thread, reading)
+}
+
 /// Waits until the thread's stored messages contain `text`.
 async fn streaming_began(d: &Daemon, sandbox: &str, thread: &str, text: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -280,18 +299,7 @@ async fn sigterm_lets_a_running_turn_finish_and_its_client_sees_the_end() {
     ]));
     let mut d = Daemon::start_with(Options::default().with_model(&model)).await;
     let sandbox_id = d.create_sandbox(json!({ "agent": "test" })).await;
-    let response = d
-        .request("POST", "/v1/chat/test")
-        .json(&json!({ "sandboxId": sandbox_id, "messages": [user_message("count")] }))
-        .send()
-        .await
-        .expect("chat");
-    assert_eq!(response.status(), StatusCode::OK);
-    let thread_id = response.headers()["x-thread-id"]
-        .to_str()
-        .expect("thread id")
-        .to_owned();
-    let reading = tokio::spawn(async move { response.text().await.expect("body") });
+    let (thread_id, reading) = streamed_turn(&d, &sandbox_id, "count").await;
     streaming_began(&d, &sandbox_id, &thread_id, "one").await;
     assert!(d.terminate().success());
     let body = reading.await.expect("joined");
@@ -313,18 +321,7 @@ async fn sigterm_stops_a_turn_that_outlasts_the_grace_and_tells_its_client() {
     ]));
     let mut first = Daemon::start_with(Options::default().with_model(&model)).await;
     let sandbox_id = first.create_sandbox(json!({ "agent": "test" })).await;
-    let response = first
-        .request("POST", "/v1/chat/test")
-        .json(&json!({ "sandboxId": sandbox_id, "messages": [user_message("talk long")] }))
-        .send()
-        .await
-        .expect("chat");
-    assert_eq!(response.status(), StatusCode::OK);
-    let thread_id = response.headers()["x-thread-id"]
-        .to_str()
-        .expect("thread id")
-        .to_owned();
-    let reading = tokio::spawn(async move { response.text().await.expect("body") });
+    let (thread_id, reading) = streamed_turn(&first, &sandbox_id, "talk long").await;
     streaming_began(&first, &sandbox_id, &thread_id, "w1").await;
     assert!(first.terminate().success());
 

@@ -288,6 +288,27 @@ async fn a_failing_setup_step_is_reported_and_cleaned_up() {
     d.assert_no_leaks();
 }
 
+/// A request (method, path, body) and the error it must get: status and a piece of
+/// its message.
+type ClientErrorCase<'a> = (&'a str, String, Option<&'a str>, StatusCode, &'a str);
+
+/// Sends each case and checks its status, message and error code.
+async fn assert_client_errors(d: &Daemon, cases: Vec<ClientErrorCase<'_>>) {
+    for (method, path, body, status, needle) in cases {
+        let mut req = d.request(method, &path);
+        if let Some(body) = body {
+            req = req.body(body.to_owned());
+        }
+        let res = req.send().await.expect("sent");
+        let got = res.status();
+        let json: Value = res.json().await.expect("JSON error body");
+        assert_eq!(got, status, "{method} {path} {body:?}: {json}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{method} {path} {body:?}: {json}");
+        assert!(json["error"]["code"].is_string(), "{json}");
+    }
+}
+
 #[tokio::test]
 async fn client_errors_get_clear_messages_and_never_a_500() {
     let d = Daemon::start().await;
@@ -311,7 +332,7 @@ async fn client_errors_get_clear_messages_and_never_a_500() {
     let res = d.anonymous("GET", "/healthz").send().await.expect("sent");
     assert_eq!(res.status(), StatusCode::OK);
 
-    let cases: Vec<(&str, String, Option<&str>, StatusCode, &str)> = vec![
+    let cases: Vec<ClientErrorCase> = vec![
         (
             "POST",
             "/v1/sandboxes".into(),
@@ -425,19 +446,7 @@ async fn client_errors_get_clear_messages_and_never_a_500() {
             "method",
         ),
     ];
-    for (method, path, body, status, needle) in cases {
-        let mut req = d.request(method, &path);
-        if let Some(body) = body {
-            req = req.body(body.to_owned());
-        }
-        let res = req.send().await.expect("sent");
-        let got = res.status();
-        let json: Value = res.json().await.expect("JSON error body");
-        assert_eq!(got, status, "{method} {path} {body:?}: {json}");
-        let message = json["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(needle), "{method} {path} {body:?}: {json}");
-        assert!(json["error"]["code"].is_string());
-    }
+    assert_client_errors(&d, cases).await;
 
     // Exec input errors on a real sandbox.
     let id = d.create_sandbox(json!({ "agent": "test" })).await;
@@ -496,7 +505,7 @@ async fn client_errors_get_clear_messages_and_never_a_500() {
         .await;
     let thread = thread["id"].as_str().expect("thread id").to_owned();
     let base = format!("/v1/sandboxes/{id}/threads/{thread}");
-    let thread_cases: Vec<(&str, String, Option<&str>, StatusCode, &str)> = vec![
+    let thread_cases: Vec<ClientErrorCase> = vec![
         (
             "POST",
             format!("/v1/sandboxes/{id}/threads"),
@@ -568,18 +577,7 @@ async fn client_errors_get_clear_messages_and_never_a_500() {
             "does not exist",
         ),
     ];
-    for (method, path, body, status, needle) in thread_cases {
-        let mut req = d.request(method, &path);
-        if let Some(body) = body {
-            req = req.body(body.to_owned());
-        }
-        let res = req.send().await.expect("sent");
-        let got = res.status();
-        let json: Value = res.json().await.expect("JSON error body");
-        assert_eq!(got, status, "{method} {path} {body:?}: {json}");
-        let message = json["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(needle), "{method} {path} {body:?}: {json}");
-    }
+    assert_client_errors(&d, thread_cases).await;
     let res = d
         .request("GET", &format!("{base}/events/stream"))
         .header("Last-Event-ID", "not-a-number")

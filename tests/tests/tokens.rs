@@ -97,14 +97,7 @@ async fn tokens_reach_their_agents_and_their_users_sandboxes_only() {
         .await
         .expect("chat");
     assert_eq!(res.status(), StatusCode::OK);
-    let sandbox = res.headers()["x-sandbox-id"]
-        .to_str()
-        .expect("header")
-        .to_owned();
-    let thread = res.headers()["x-thread-id"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let (sandbox, thread) = sandboxd_e2e::chat_ids(&res);
     assert_eq!(text(&res.text().await.expect("body")), "hello u1");
     let resume = format!("/v1/chat/test/{sandbox}/stream");
 
