@@ -1,0 +1,4 @@
+//! The hostile-sandbox suite: each test plays a process inside a sandbox (root in the
+//! container included) or a client with a token, attacks the boundary the README's
+//! security model promises, and asserts the attack fails while the daemon keeps serving
+//! everyone else. One module per surface under attack.
