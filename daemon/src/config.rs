@@ -109,6 +109,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_RUNTIME")]
     pub runtime: Option<String>,
 
+    /// The Docker bridge network sandboxes join (created with traffic between its
+    /// containers off when missing; shared by every daemon of the engine).
+    #[arg(long, env = "SANDBOXD_NETWORK", default_value = "sandboxd")]
+    pub network: String,
+
     /// Debian mirror used to build the base image where no registry is reachable.
     #[arg(
         long,
@@ -228,6 +233,8 @@ pub struct Config {
     pub sandbox_timeout_ms: u64,
     /// OCI runtime for sandbox containers.
     pub runtime: Option<String>,
+    /// The Docker network sandboxes join.
+    pub network: String,
     /// Extra container labels.
     pub labels: Vec<(String, String)>,
     /// This executable's path, to find `sandbox-init` beside it.
@@ -277,6 +284,7 @@ impl Config {
             pids_limit: args.pids_limit,
             sandbox_timeout_ms: args.sandbox_timeout_ms,
             runtime: args.runtime,
+            network: args.network,
             labels,
             current_exe: std::env::current_exe().ok(),
         })

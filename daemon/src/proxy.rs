@@ -40,7 +40,8 @@ pub struct ModelProxy {
     /// token -> sandbox id
     tokens: Mutex<HashMap<String, String>>,
     usage: Mutex<HashMap<String, ProxyUsage>>,
-    base_url: OnceLock<String>,
+    /// Where sandboxes reach it: the gateway of the current sandbox network.
+    base_url: Mutex<Option<String>>,
     /// Where each sandbox's consumption is kept across restarts.
     store: OnceLock<Arc<crate::store::Store>>,
 }
@@ -54,7 +55,7 @@ impl ModelProxy {
             client: reqwest::Client::new(),
             tokens: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
-            base_url: OnceLock::new(),
+            base_url: Mutex::new(None),
             store: OnceLock::new(),
         })
     }
@@ -70,8 +71,8 @@ impl ModelProxy {
     }
 
     /// The URL sandboxes use, once the proxy listens.
-    pub fn base_url(&self) -> Option<&str> {
-        self.base_url.get().map(String::as_str)
+    pub fn base_url(&self) -> Option<String> {
+        lock(&self.base_url).clone()
     }
 
     /// Issues the token of a sandbox.
@@ -120,7 +121,7 @@ impl ModelProxy {
         advertised: String,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> std::io::Result<()> {
-        let _ = self.base_url.set(advertised);
+        *lock(&self.base_url) = Some(advertised);
         let app = Router::new().fallback(forward).with_state(self);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

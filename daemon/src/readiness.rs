@@ -24,6 +24,9 @@ pub enum Phase {
 pub struct Readiness {
     engine: OnceLock<Engine>,
     phase: watch::Sender<Phase>,
+    /// Asks the preparation task to check the network now rather than at its next
+    /// round.
+    recheck: tokio::sync::Notify,
 }
 
 impl Default for Readiness {
@@ -31,6 +34,7 @@ impl Default for Readiness {
         Self {
             engine: OnceLock::new(),
             phase: watch::Sender::new(Phase::Starting("starting".into())),
+            recheck: tokio::sync::Notify::new(),
         }
     }
 }
@@ -54,6 +58,16 @@ impl Readiness {
     /// Moves to a new phase.
     pub fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
+    }
+
+    /// Asks for the network to be checked now (something failed that it may explain).
+    pub fn request_recheck(&self) {
+        self.recheck.notify_one();
+    }
+
+    /// Resolves when a check was asked for.
+    pub async fn recheck_requested(&self) {
+        self.recheck.notified().await;
     }
 
     /// Waits until the phase is `Ready`.

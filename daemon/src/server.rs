@@ -21,7 +21,7 @@ use crate::docker::Engine;
 use crate::firewall::Firewall;
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
-use crate::sandbox::{Sandboxes, Settings};
+use crate::sandbox::{Attachment, Sandboxes, Settings};
 use crate::store::Store;
 
 /// How long running turns get to finish after a shutdown signal before they are
@@ -99,6 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         pids_limit: config.pids_limit,
         sandbox_timeout_ms: config.sandbox_timeout_ms,
         runtime: config.runtime.clone(),
+        network: config.network.clone(),
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.
@@ -238,8 +239,14 @@ fn import_legacy_agents(state_dir: &Path, store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to the engine, removes containers left by an earlier run, and builds the
-/// default image; retried until it succeeds or the daemon stops.
+/// How often a ready daemon checks that its network is still there (a health check or
+/// a failed create checks at once).
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// Gets the daemon ready (connects to the engine, re-adopts or removes containers of
+/// an earlier run, builds the default image, sets up the network, the model proxy and
+/// the firewall), retrying with a back-off until it succeeds; then watches the network
+/// and does it again when the network is removed under it.
 async fn prepare(
     sandboxes: Arc<Sandboxes>,
     readiness: Arc<Readiness>,
@@ -247,31 +254,44 @@ async fn prepare(
     image: String,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(500);
-    let mut proxy_started = false;
+    // The model proxy of the current network; replaced with it.
+    let mut serving: Option<CancellationToken> = None;
     loop {
-        let mut result = prepare_once(&sandboxes, &readiness, &image).await;
-        if result.is_ok() && !proxy_started {
-            result = start_proxy(&sandboxes, &readiness, proxy.clone(), shutdown.clone()).await;
-            proxy_started = result.is_ok();
-        }
-        match result {
-            Ok(()) => {
-                readiness.set_phase(Phase::Ready);
-                tracing::info!("ready: sandboxes can be created");
-                return;
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let mut result = prepare_once(&sandboxes, &readiness, &image).await;
+            if result.is_ok() {
+                result =
+                    attach_network(&sandboxes, &readiness, &proxy, &mut serving, &shutdown).await;
             }
-            Err(e) => {
-                let message = format!("{e:#}");
-                tracing::error!("not ready: {message}; retrying in {delay:?}");
-                readiness.set_phase(Phase::Failed(message));
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    tracing::error!("not ready: {message}; retrying in {delay:?}");
+                    readiness.set_phase(Phase::Failed(message));
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+        readiness.set_phase(Phase::Ready);
+        tracing::info!("ready: sandboxes can be created");
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(WATCH_EVERY) => {}
+                () = readiness.recheck_requested() => {}
+            }
+            if let Err(why) = sandboxes.check_network().await {
+                tracing::error!("not ready: {why}");
+                readiness.set_phase(Phase::Failed(why));
+                break;
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -324,40 +344,41 @@ async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
     }
 }
 
-/// Starts the model proxy on the sandbox network's gateway address, where containers
-/// reach the host, and installs the egress firewall that leaves it the one host
-/// service sandboxes can reach.
-async fn start_proxy(
+/// Sets up the sandbox network (finding or creating it), starts the model proxy on
+/// its gateway address, where containers reach the host, and installs the egress
+/// firewall that leaves the proxy the one host service sandboxes can reach. Called
+/// again when the network was removed: the previous proxy and firewall are replaced.
+async fn attach_network(
     sandboxes: &Sandboxes,
     readiness: &Readiness,
-    proxy: Arc<ModelProxy>,
-    shutdown: CancellationToken,
+    proxy: &Arc<ModelProxy>,
+    serving: &mut Option<CancellationToken>,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let engine = readiness
         .engine()
         .ok_or_else(|| anyhow::anyhow!("no Docker engine"))?;
-    let network = engine.ensure_network(crate::sandbox::NETWORK).await?;
-    let std::net::IpAddr::V4(gateway) = network.gateway else {
-        anyhow::bail!(
-            "the {} network has no IPv4 gateway",
-            crate::sandbox::NETWORK
-        );
-    };
+    let name = &sandboxes.settings().network;
+    readiness.set_phase(Phase::Starting(format!("setting up the network {name}")));
+    let network = engine.ensure_network(name).await?;
+    let gateway = network.gateway;
     let listener = tokio::net::TcpListener::bind((gateway, 0))
         .await
         .with_context(|| format!("binding the model proxy on {gateway}"))?;
     let address = listener.local_addr()?;
-    let firewall = Firewall::install(
-        &sandboxes.settings().instance,
-        &network.bridge,
-        gateway,
-        address.port(),
-    )
-    .await?;
+    let firewall = Arc::new(
+        Firewall::install(
+            &sandboxes.settings().instance,
+            &network.bridge,
+            gateway,
+            address.port(),
+        )
+        .await?,
+    );
     let swept = firewall
         .sweep(|| async {
             engine
-                .network_addresses(crate::sandbox::NETWORK)
+                .network_addresses(&network.id)
                 .await
                 .map_err(|e| tracing::warn!("not sweeping firewall rules: {e}"))
                 .ok()
@@ -367,15 +388,26 @@ async fn start_proxy(
         tracing::info!("firewall: removed {swept} rule(s) of sandboxes that are gone");
     }
     tracing::info!(
-        "firewall: sandboxes on {} reach no host service but the model proxy, and no metadata address",
+        "firewall: sandboxes on {} ({}) reach no host service but the model proxy, and no metadata address",
+        network.name,
         network.bridge
     );
-    sandboxes.set_firewall(Arc::new(firewall));
+    if let Some(previous) = sandboxes.attach(Attachment {
+        network,
+        firewall: firewall.clone(),
+    }) {
+        previous.firewall.close().await;
+    }
     sandboxes.reapply_firewall().await;
     let url = format!("http://{address}");
     tracing::info!("model proxy: {url} (reachable from sandboxes only)");
+    let token = shutdown.child_token();
+    if let Some(old) = serving.replace(token.clone()) {
+        old.cancel();
+    }
+    let proxy = proxy.clone();
     tokio::spawn(async move {
-        if let Err(e) = proxy.serve(listener, url, shutdown).await {
+        if let Err(e) = proxy.serve(listener, url, token).await {
             tracing::error!("the model proxy stopped: {e}");
         }
     });

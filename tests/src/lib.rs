@@ -470,6 +470,31 @@ pub fn claude_bin() -> String {
     }
 }
 
+/// How long a helper process the tests start gets to say it is ready.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The first line a just-started process prints on its stdout (its "ready" line),
+/// waited for at most 30 s; panics saying `what` did not start otherwise. The process
+/// is killed on a timeout so the test does not hang on it.
+pub fn first_line(child: &mut Child, what: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(read.map(|_| line));
+    });
+    match rx.recv_timeout(STARTUP_DEADLINE) {
+        Ok(Ok(line)) if !line.is_empty() => line,
+        Ok(Ok(_)) => panic!("{what} exited before printing its ready line"),
+        Ok(Err(e)) => panic!("reading {what}'s ready line: {e}"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{what} printed no ready line within {STARTUP_DEADLINE:?}")
+        }
+    }
+}
+
 /// A `sandboxd scripted-model` process playing a script, killed on drop.
 #[derive(Debug)]
 pub struct ScriptedModel {
@@ -496,12 +521,7 @@ impl ScriptedModel {
             .stderr(Stdio::null())
             .spawn()
             .expect("start scripted-model");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("address line");
+        let line = first_line(&mut child, "sandboxd scripted-model");
         let url = line
             .trim()
             .strip_prefix("listening on ")

@@ -81,12 +81,7 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the peer's server");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(server.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("the peer's server starts");
+        let line = sandboxd_e2e::first_line(&mut server, "the peer's server");
         assert_eq!(line.trim(), "ready");
         Peer {
             ns,

@@ -2,7 +2,6 @@
 //! token: success, shallow depth, wrong or missing token, unknown repository,
 //! unreachable host, an occupied target, and the token's absence afterwards.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -76,10 +75,7 @@ fn start_server() -> GitServer {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the git server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("port line");
+    let line = sandboxd_e2e::first_line(&mut child, "the git server");
     let port = line
         .trim()
         .strip_prefix("PORT ")

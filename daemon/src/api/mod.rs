@@ -132,10 +132,21 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-/// `GET /healthz`: 200 once sandboxes can be served, 503 with the phase before.
+/// `GET /healthz`: 200 once sandboxes can be served, 503 with the phase before. A
+/// ready daemon checks its network on every call, so 200 means a create would succeed.
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.readiness.phase() {
-        Phase::Ready => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Phase::Ready => match state.sandboxes.check_network().await {
+            Ok(()) => Json(serde_json::json!({ "status": "ok" })).into_response(),
+            Err(why) => {
+                state.readiness.request_recheck();
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(serde_json::json!({ "status": "error", "error": why })),
+                )
+                    .into_response()
+            }
+        },
         Phase::Starting(what) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "starting", "phase": what })),

@@ -31,7 +31,26 @@ pub(super) fn tool(name: &str) -> std::path::PathBuf {
 
 /// Runs `iptables -w` with `args`; its stderr is the error.
 pub(super) async fn iptables(args: &[String]) -> Result<String, FirewallError> {
-    let out = Command::new(tool("iptables"))
+    iptables_in(None, args).await
+}
+
+/// Runs `iptables -w` with `args` in the network namespace of the process `pid`
+/// (through `nsenter`), or the host's when `None`; its stderr is the error.
+pub(super) async fn iptables_in(
+    pid: Option<i64>,
+    args: &[String],
+) -> Result<String, FirewallError> {
+    let mut command = match pid {
+        Some(pid) => {
+            let mut command = Command::new(tool("nsenter"));
+            command
+                .arg(format!("--net=/proc/{pid}/ns/net"))
+                .arg(tool("iptables"));
+            command
+        }
+        None => Command::new(tool("iptables")),
+    };
+    let out = command
         .kill_on_drop(true)
         .arg("-w")
         .args(args)

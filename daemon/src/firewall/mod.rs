@@ -24,8 +24,8 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use iptables::{
-    args, delete_rule, drop_chain, ensure_chain, ensure_rule, iptables, list_rules, restore,
-    word_after,
+    args, delete_rule, drop_chain, ensure_chain, ensure_rule, iptables, iptables_in, list_rules,
+    restore, word_after,
 };
 pub use policy::{Net, Policy, Target};
 
@@ -130,12 +130,21 @@ impl Firewall {
             )
             .await?;
         }
+        // Sandboxes never reach each other. Docker drops that traffic (the network's
+        // ICC is off), which makes a connection hang; refuse it at once instead.
+        ensure_rule(
+            EGRESS_CHAIN,
+            Some(2 + METADATA.len()),
+            &args(&format!("-i {bridge} -o {bridge} -j REJECT")),
+        )
+        .await?;
         ensure_rule(
             "DOCKER-USER",
             Some(1),
             &args(&format!("-i {bridge} -j {EGRESS_CHAIN}")),
         )
         .await?;
+        sweep_gone_bridges().await?;
         drop(_guard);
         Ok(firewall)
     }
@@ -184,12 +193,14 @@ impl Firewall {
         format!("SBX-{}-{}", self.instance, id)
     }
 
-    /// Applies a sandbox's policy to the container at `addr`. Any rule still naming
-    /// `addr` (its container is gone: addresses are unique on the bridge) goes first.
+    /// Applies a sandbox's policy to the container at `addr` whose init has host pid
+    /// `pid`. Any rule still naming `addr` (its container is gone: addresses are unique
+    /// on the bridge) goes first.
     pub async fn apply(
         &self,
         sandbox_id: &str,
         addr: Ipv4Addr,
+        pid: i64,
         policy: &Policy,
     ) -> Result<(), FirewallError> {
         let _guard = self.lock.lock().await;
@@ -209,6 +220,7 @@ impl Firewall {
             script.push_str(&format!("-A {chain} -d {net} -j REJECT\n"));
         }
         if let Some(allow) = &policy.allow {
+            close_embedded_dns(pid).await?;
             for net in allow {
                 script.push_str(&format!("-A {chain} -d {net} -j RETURN\n"));
             }
@@ -241,4 +253,43 @@ impl Firewall {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// Removes the rules that name a bridge interface that no longer exists (its network
+/// was removed, and maybe made again with another bridge): they match nothing now,
+/// and would pile up.
+async fn sweep_gone_bridges() -> Result<(), FirewallError> {
+    for chain in ["INPUT", "DOCKER-USER", EGRESS_CHAIN] {
+        for rule in list_rules(chain).await? {
+            let words = args(&rule);
+            let Some(interface) = word_after(&words, "-i") else {
+                continue;
+            };
+            let target = word_after(&words, "-j").unwrap_or_default();
+            let ours = chain == EGRESS_CHAIN || target == INPUT_CHAIN || target == EGRESS_CHAIN;
+            let gone = !std::path::Path::new("/sys/class/net")
+                .join(interface)
+                .exists();
+            if ours && gone {
+                delete_rule(&rule).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes Docker's embedded DNS server (127.0.0.11, inside the container's own
+/// network namespace, so the host firewall never sees it) for the container whose
+/// init has host pid `pid`. Under an allow list the sandbox must have no DNS but
+/// its pinned names: the embedded server would answer other sandboxes' names and
+/// forward any query from the host, past the allow list. Root in the container
+/// lacks NET_ADMIN, so it cannot undo this.
+async fn close_embedded_dns(pid: i64) -> Result<(), FirewallError> {
+    let rule = args("OUTPUT -d 127.0.0.11/32 -j REJECT");
+    let check: Vec<String> = ["-C".to_owned()].into_iter().chain(rule.clone()).collect();
+    if iptables_in(Some(pid), &check).await.is_ok() {
+        return Ok(());
+    }
+    let insert: Vec<String> = ["-I".to_owned()].into_iter().chain(rule).collect();
+    iptables_in(Some(pid), &insert).await.map(|_| ())
 }

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::paths::{self, HOME};
 use super::{
-    merged, mounts, new_id, Sandbox, SandboxError, Sandboxes, State, Status, LABEL_INSTANCE,
-    LABEL_SANDBOX, ROOT, USER,
+    merged, mounts, new_id, Attachment, Sandbox, SandboxError, Sandboxes, State, Status,
+    LABEL_INSTANCE, LABEL_SANDBOX, ROOT, USER,
 };
 use crate::agents::{check_env_name, AgentDef};
 use crate::docker::{ContainerSpec, Engine};
@@ -236,6 +236,8 @@ impl Sandboxes {
                     this.release(&task_sandbox).await;
                     let _ = this.store.delete_sandbox(&task_sandbox.id);
                     this.forget(&task_sandbox);
+                    // The engine refused: maybe the network was removed under us.
+                    this.readiness.request_recheck();
                     Err(SandboxError::Engine(e))
                 }
                 Err(Provision::Step(StepError(message))) => {
@@ -268,6 +270,11 @@ impl Sandboxes {
 
         let image = self.image_for(engine, plan).await?;
         check_cancelled(sb)?;
+        // The network and the firewall on its bridge, as set up now (a recreated
+        // network comes with its own firewall).
+        let Attachment { network, firewall } = self
+            .attachment()
+            .ok_or_else(|| StepError("the sandbox network is not set up".into()))?;
 
         let mut labels = HashMap::from([
             (LABEL_SANDBOX.to_owned(), sb.id.clone()),
@@ -296,7 +303,7 @@ impl Sandboxes {
             },
             hostname: sb.sandbox_id.clone(),
             working_dir: "/".to_owned(),
-            network: super::NETWORK.to_owned(),
+            network: network.id.clone(),
             runtime: self.settings.runtime.clone(),
             extra_hosts: plan.policy.hosts.clone(),
             limits: crate::docker::Limits {
@@ -317,15 +324,12 @@ impl Sandboxes {
         check_cancelled(sb)?;
 
         // Nothing runs in the container but sandbox-init until the rules are in.
-        let firewall = self
-            .firewall()
-            .ok_or_else(|| StepError("the egress firewall is not installed".into()))?;
-        let address = engine
-            .container_address(&container, super::NETWORK)
+        let (address, pid) = engine
+            .container_address(&container, &network.name)
             .await
             .map_err(Provision::Engine)?;
         firewall
-            .apply(&sb.id, address, &plan.policy)
+            .apply(&sb.id, address, pid, &plan.policy)
             .await
             .map_err(|e| StepError(e.to_string()))?;
 

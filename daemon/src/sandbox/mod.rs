@@ -7,6 +7,7 @@ mod create;
 mod exec;
 mod files;
 mod git;
+mod health;
 mod instance;
 pub mod paths;
 mod restore;
@@ -25,7 +26,7 @@ pub use instance::{BusyGuard, Sandbox, SandboxView};
 pub use restore::Adopted;
 
 use crate::agents::Agents;
-use crate::docker::{Engine, EngineError};
+use crate::docker::{Engine, EngineError, NetworkInfo};
 use crate::firewall::Firewall;
 use crate::init_client::InitError;
 use crate::proxy::ModelProxy;
@@ -36,8 +37,6 @@ use crate::store::{Store, StoreError};
 pub const USER: &str = "user";
 /// Root, for setup steps and the daemon's own housekeeping.
 pub const ROOT: &str = "root";
-/// The network every sandbox joins: a bridge with traffic between containers off.
-pub const NETWORK: &str = "sandboxd";
 /// The label naming a container's sandbox.
 pub const LABEL_SANDBOX: &str = "sandboxd.sandbox";
 /// The label naming the daemon instance (its state directory) that owns a container.
@@ -186,6 +185,19 @@ pub struct Settings {
     pub sandbox_timeout_ms: u64,
     /// OCI runtime for sandbox containers (Docker's default when `None`).
     pub runtime: Option<String>,
+    /// The name of the network every sandbox joins: a bridge with traffic between
+    /// containers off.
+    pub network: String,
+}
+
+/// The sandbox network as last set up, and the firewall installed for its bridge.
+/// Replaced as a whole when the network is recreated (someone removed it).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The network (its id is what containers join).
+    pub network: NetworkInfo,
+    /// The egress firewall on its bridge.
+    pub firewall: Arc<Firewall>,
 }
 
 /// All sandboxes of this daemon.
@@ -200,8 +212,8 @@ pub struct Sandboxes {
     template_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The model proxy, which issues each sandbox's token.
     proxy: Arc<ModelProxy>,
-    /// The egress firewall, once installed (before the daemon is ready).
-    firewall: std::sync::OnceLock<Arc<Firewall>>,
+    /// The network and its firewall, once set up (before the daemon is ready).
+    attachment: RwLock<Option<Attachment>>,
     /// The state database.
     store: Arc<Store>,
 }
@@ -223,18 +235,28 @@ impl Sandboxes {
             readiness,
             by_key: RwLock::new(HashMap::new()),
             template_locks: tokio::sync::Mutex::new(HashMap::new()),
-            firewall: std::sync::OnceLock::new(),
+            attachment: RwLock::new(None),
         }
     }
 
-    /// Hands over the installed firewall (once).
-    pub fn set_firewall(&self, firewall: Arc<Firewall>) {
-        let _ = self.firewall.set(firewall);
+    /// Hands over the network and its installed firewall; returns the previous ones.
+    pub fn attach(&self, attachment: Attachment) -> Option<Attachment> {
+        // Every write replaces the whole value: a poisoned lock is still consistent.
+        let mut slot = self.attachment.write().unwrap_or_else(|p| p.into_inner());
+        slot.replace(attachment)
+    }
+
+    /// The network and firewall, once set up.
+    pub fn attachment(&self) -> Option<Attachment> {
+        self.attachment
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The egress firewall, when installed.
-    pub fn firewall(&self) -> Option<&Arc<Firewall>> {
-        self.firewall.get()
+    pub fn firewall(&self) -> Option<Arc<Firewall>> {
+        self.attachment().map(|a| a.firewall)
     }
 
     /// Lets go of what a sandbox held outside its container once the container is

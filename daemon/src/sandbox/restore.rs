@@ -158,9 +158,10 @@ impl Sandboxes {
             let Some(container) = sandbox.container_id() else {
                 continue;
             };
-            let applied = match engine.container_address(&container, super::NETWORK).await {
-                Ok(address) => firewall
-                    .apply(&sandbox.id, address, &sandbox.policy)
+            let network = &self.settings.network;
+            let applied = match engine.container_address(&container, network).await {
+                Ok((address, pid)) => firewall
+                    .apply(&sandbox.id, address, pid, &sandbox.policy)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

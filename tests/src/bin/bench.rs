@@ -57,12 +57,7 @@ async fn main() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("scripted model");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(model.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("address");
+    let line = sandboxd_e2e::first_line(&mut model, "the scripted model");
     let model_url = line.trim().trim_start_matches("listening on ").to_owned();
     let model_port = model_url.rsplit(':').next().expect("port").to_owned();
 
@@ -338,18 +333,38 @@ async fn main() {
     let _ = std::fs::remove_file(&script);
 }
 
+/// The host's address on Docker's default bridge. A fresh engine (20.10) lists no
+/// gateway in that network's IPAM config, so the bridge interface is asked.
 fn docker_bridge_gateway() -> String {
-    let out = Command::new("docker")
-        .args([
+    let output = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let bridge = output(
+        "docker",
+        &[
             "network",
             "inspect",
             "bridge",
             "-f",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ])
-        .output()
-        .expect("docker network inspect");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            r#"{{index .Options "com.docker.network.bridge.name"}}"#,
+        ],
+    );
+    let bridge = if bridge.is_empty() {
+        "docker0".to_owned()
+    } else {
+        bridge
+    };
+    let addr = output("ip", &["-4", "-o", "addr", "show", "dev", &bridge]);
+    addr.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("{bridge} has no IPv4 address: {addr:?}"))
+        .to_owned()
 }
 
 fn cores() -> usize {

@@ -10,6 +10,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 
+mod network;
+pub use network::NetworkInfo;
+
 /// A failure talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -67,15 +70,6 @@ pub struct ContainerSpec {
     pub runtime: Option<String>,
     /// `name:address` lines for the container's `/etc/hosts`.
     pub extra_hosts: Vec<String>,
-}
-
-/// The sandbox network as the host sees it.
-#[derive(Debug, Clone)]
-pub struct NetworkInfo {
-    /// The host's address on it.
-    pub gateway: std::net::IpAddr,
-    /// The bridge interface.
-    pub bridge: String,
 }
 
 /// Resource limits of a container.
@@ -157,105 +151,29 @@ impl Engine {
         }
     }
 
-    /// Makes sure the bridge network `name` exists with traffic between its
-    /// containers disabled (sandboxes cannot reach each other), and returns its
-    /// gateway address (the host as its containers see it) and bridge interface.
-    pub async fn ensure_network(&self, name: &str) -> Result<NetworkInfo, EngineError> {
-        if self.network_info(name).await.is_err() {
-            let request = bollard::models::NetworkCreateRequest {
-                name: name.to_owned(),
-                driver: Some("bridge".into()),
-                options: Some(HashMap::from([(
-                    "com.docker.network.bridge.enable_icc".to_owned(),
-                    "false".to_owned(),
-                )])),
-                labels: Some(HashMap::from([(
-                    "sandboxd".to_owned(),
-                    "network".to_owned(),
-                )])),
-                ..Default::default()
-            };
-            match self.docker.create_network(request).await {
-                Ok(_) => {}
-                // Another daemon created it at the same moment.
-                Err(e) => match EngineError::from(e) {
-                    EngineError::Refused(m) if m.contains("already exists") => {}
-                    other => return Err(other),
-                },
-            }
-        }
-        self.network_info(name).await
-    }
-
-    async fn inspect_network(
-        &self,
-        name: &str,
-    ) -> Result<bollard::models::NetworkInspect, EngineError> {
-        Ok(self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await?)
-    }
-
-    async fn network_info(&self, name: &str) -> Result<NetworkInfo, EngineError> {
-        let network = self.inspect_network(name).await?;
-        let gateway = network
-            .ipam
-            .and_then(|ipam| ipam.config)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c.gateway.as_deref())
-            .find_map(|g| g.parse().ok())
-            .ok_or_else(|| {
-                EngineError::Refused(format!("network {name} has no IPv4 gateway address"))
-            })?;
-        // Docker names a bridge after its network unless told otherwise.
-        let bridge = network
-            .options
-            .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
-            .or_else(|| {
-                network
-                    .id
-                    .map(|id| format!("br-{}", &id[..12.min(id.len())]))
-            })
-            .ok_or_else(|| EngineError::Refused(format!("network {name} has no id")))?;
-        Ok(NetworkInfo { gateway, bridge })
-    }
-
-    /// The IPv4 addresses of the containers attached to network `name`.
-    pub async fn network_addresses(
-        &self,
-        name: &str,
-    ) -> Result<std::collections::HashSet<String>, EngineError> {
-        let network = self.inspect_network(name).await?;
-        Ok(network
-            .containers
-            .unwrap_or_default()
-            .values()
-            .filter_map(|c| c.ipv4_address.as_deref())
-            .filter_map(|a| a.split('/').next())
-            .map(str::to_owned)
-            .collect())
-    }
-
-    /// A container's IPv4 address on network `name`.
+    /// A running container's IPv4 address on network `name`, and the host pid of its
+    /// first process (to reach its namespaces).
     pub async fn container_address(
         &self,
         id: &str,
         network: &str,
-    ) -> Result<std::net::Ipv4Addr, EngineError> {
+    ) -> Result<(std::net::Ipv4Addr, i64), EngineError> {
         let info = self.docker.inspect_container(id, None).await?;
-        info.network_settings
+        let pid = info
+            .state
+            .and_then(|s| s.pid)
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| EngineError::Refused(format!("container {id} is not running")))?;
+        let address = info
+            .network_settings
             .and_then(|s| s.networks)
             .and_then(|n| n.get(network).cloned())
             .and_then(|e| e.ip_address)
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| {
                 EngineError::Refused(format!("container {id} has no address on {network}"))
-            })
+            })?;
+        Ok((address, pid))
     }
 
     /// Creates and starts a container; returns its id. A container that fails to start
