@@ -9,6 +9,7 @@ mod files;
 mod git;
 mod instance;
 pub mod paths;
+mod quota;
 mod restore;
 mod template;
 mod threads;
@@ -22,6 +23,7 @@ pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 use instance::State;
 pub use instance::{BusyGuard, Sandbox, SandboxView};
+pub use quota::Limits as QuotaLimits;
 pub use restore::Adopted;
 
 use crate::agents::Agents;
@@ -145,6 +147,9 @@ pub enum SandboxError {
     /// sandbox-init failed.
     #[error(transparent)]
     Init(#[from] InitError),
+    /// A sandbox limit is reached; the message names it and its flag.
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 fn error_suffix(error: &Option<String>) -> String {
@@ -186,6 +191,8 @@ pub struct Settings {
     pub sandbox_timeout_ms: u64,
     /// OCI runtime for sandbox containers (Docker's default when `None`).
     pub runtime: Option<String>,
+    /// Live sandbox limits (`--max-sandboxes`, `--max-sandboxes-per-user`).
+    pub quota: QuotaLimits,
 }
 
 /// All sandboxes of this daemon.
@@ -204,6 +211,8 @@ pub struct Sandboxes {
     firewall: std::sync::OnceLock<Arc<Firewall>>,
     /// The state database.
     store: Arc<Store>,
+    /// Live sandbox limits and the slots reserved by creates under way.
+    quota: quota::Quota,
 }
 
 impl Sandboxes {
@@ -218,6 +227,7 @@ impl Sandboxes {
         Self {
             store,
             proxy,
+            quota: quota::Quota::new(settings.quota),
             settings,
             agents,
             readiness,
