@@ -113,6 +113,15 @@ pub struct ServeArgs {
     /// containers off when missing; shared by every daemon of the engine).
     #[arg(long, env = "SANDBOXD_NETWORK", default_value = "sandboxd")]
     pub network: String,
+    /// Most live sandboxes (creating or active) at once; a create beyond it answers 429
+    /// (0: no limit).
+    #[arg(long, env = "SANDBOXD_MAX_SANDBOXES", default_value_t = 100)]
+    pub max_sandboxes: usize,
+
+    /// Most live sandboxes of one token user (or of one token without a user) when a
+    /// chat token creates another; beyond it chat answers 429 (0: no limit).
+    #[arg(long, env = "SANDBOXD_MAX_SANDBOXES_PER_USER", default_value_t = 5)]
+    pub max_sandboxes_per_user: usize,
 
     /// Debian mirror used to build the base image where no registry is reachable.
     #[arg(
@@ -235,6 +244,10 @@ pub struct Config {
     pub runtime: Option<String>,
     /// The Docker network sandboxes join.
     pub network: String,
+    /// Most live sandboxes (0: none).
+    pub max_sandboxes: usize,
+    /// Most live sandboxes per token owner (0: none).
+    pub max_sandboxes_per_user: usize,
     /// Extra container labels.
     pub labels: Vec<(String, String)>,
     /// This executable's path, to find `sandbox-init` beside it.
@@ -285,6 +298,8 @@ impl Config {
             sandbox_timeout_ms: args.sandbox_timeout_ms,
             runtime: args.runtime,
             network: args.network,
+            max_sandboxes: args.max_sandboxes,
+            max_sandboxes_per_user: args.max_sandboxes_per_user,
             labels,
             current_exe: std::env::current_exe().ok(),
         })

@@ -21,7 +21,7 @@ use crate::docker::Engine;
 use crate::firewall::Firewall;
 use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
-use crate::sandbox::{Attachment, Sandboxes, Settings};
+use crate::sandbox::{Attachment, QuotaLimits, Sandboxes, Settings};
 use crate::store::Store;
 
 /// How long running turns get to finish after a shutdown signal before they are
@@ -100,6 +100,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sandbox_timeout_ms: config.sandbox_timeout_ms,
         runtime: config.runtime.clone(),
         network: config.network.clone(),
+        quota: QuotaLimits {
+            total: config.max_sandboxes,
+            per_owner: config.max_sandboxes_per_user,
+        },
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.

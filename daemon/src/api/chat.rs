@@ -192,7 +192,8 @@ fn check_scope(principal: &Principal, slug: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A token reaches only sandboxes created under its user.
+/// Which sandboxes a caller may use: the API key all, a token only those created
+/// under its owner (its user, else the token itself). The one place that decides it.
 fn check_owner(principal: &Principal, sandbox: &Sandbox) -> Result<(), ApiError> {
     match principal {
         Principal::Token(claims) if sandbox.owner.as_deref() != Some(claims.owner().as_str()) => {
@@ -244,10 +245,15 @@ pub async fn post(
             )))
         }
     };
-    if sandboxes.agents().get(&slug).is_none() {
+    let Some(agent) = sandboxes.agents().get(&slug) else {
         return Err(crate::sandbox::SandboxError::AgentNotFound(slug).into());
-    }
+    };
     let options = body.options.unwrap_or_default().into_options()?;
+    let by_token = matches!(principal, Principal::Token(_));
+    if by_token {
+        // Before anything is created; a named thread's own mode is checked below.
+        super::narrow::check(&options, &agent, None)?;
+    }
     let (user_message, prompt) = last_user_message(&body.messages)?;
 
     let sandbox = match &body.sandbox_id {
@@ -266,6 +272,7 @@ pub async fn post(
             let created = sandboxes
                 .create(CreateSandbox {
                     agent: slug.clone(),
+                    by_token,
                     owner,
                     ..CreateSandbox::default()
                 })
@@ -275,7 +282,14 @@ pub async fn post(
         }
     };
     let thread = match &body.thread_id {
-        Some(id) => sandboxes.thread(&sandbox, id)?,
+        Some(id) => {
+            let thread = sandboxes.thread(&sandbox, id)?;
+            if by_token {
+                let mode = thread.state().settings.permission_mode.clone();
+                super::narrow::check(&options, &agent, mode.as_deref())?;
+            }
+            thread
+        }
         None => {
             let name = body.name.clone().or_else(|| {
                 prompt

@@ -128,6 +128,9 @@ impl From<SandboxError> for ApiError {
             SandboxError::PermissionAnswered(_) => {
                 Self::new(StatusCode::CONFLICT, "permission_answered", message)
             }
+            SandboxError::QuotaExceeded(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ mod events;
 mod files;
 mod json;
 mod metrics;
+mod narrow;
 mod sandboxes;
 mod threads;
 mod tokens;

@@ -164,6 +164,8 @@ pub async fn create(
         network_allow_out: body.network_allow_out,
         network_deny_out: body.network_deny_out,
         owner: body.user_id.map(|u| format!("user:{u}")),
+        // The API key is held to the global limit only.
+        by_token: false,
     };
     let sandbox = state.sandboxes.create(call).await?;
     let view = sandbox.view();

@@ -47,6 +47,8 @@ pub struct CreateSandbox {
     pub network_deny_out: Option<Vec<String>>,
     /// Who it is created for (see [`Sandbox::owner`]).
     pub owner: Option<String>,
+    /// Created through a chat token: held to the per-owner quota too.
+    pub by_token: bool,
 }
 
 /// What provisioning will do, fully resolved and validated before anything starts.
@@ -145,6 +147,12 @@ impl Sandboxes {
             .get(&call.agent)
             .ok_or_else(|| SandboxError::AgentNotFound(call.agent.clone()))?;
         let mut plan = Plan::new(&agent, &call, &self.settings.image)?;
+        // The slot is held from here; every early return below gives it back.
+        let slot = self
+            .quota
+            .reserve(call.owner.as_deref().filter(|_| call.by_token), || {
+                self.list_arcs()
+            })?;
         plan.policy = Policy::resolve(&plan.allow, &plan.deny)
             .await
             .map_err(SandboxError::Invalid)?;
@@ -203,7 +211,7 @@ impl Sandboxes {
             self.proxy.unregister(&sandbox.id);
             return Err(e.into());
         }
-        self.insert(sandbox.clone());
+        slot.commit(|| self.insert(sandbox.clone()));
         tracing::info!(sandbox = %sandbox.id, agent = %call.agent, "creating");
 
         let this = self.clone();

@@ -4,6 +4,12 @@
 //! The token authenticates the clone and is then gone: it is handed to libgit2 only
 //! through the credentials callback, so the stored remote URL never carries it, and it
 //! is scrubbed from every error message.
+//!
+//! The token goes only to the clone URL's own origin (scheme, host and port): the
+//! callback refuses any other URL asking, and libgit2 follows no redirect to another
+//! host (a server answering 302 elsewhere fails the clone with a message naming the
+//! redirect; clone from its target directly). A redirect within the same host is
+//! followed, but the token is given there only if the scheme and port are the same too.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +84,8 @@ impl GitFailure {
 struct CleanUrl {
     /// The URL without credentials.
     url: String,
+    /// Its origin, the only one the token is given to.
+    origin: url::Origin,
     /// A password found in the URL's userinfo.
     password: Option<String>,
     /// A user name found in the URL's userinfo.
@@ -114,11 +122,18 @@ fn clean_url(raw: &str) -> Result<CleanUrl, GitFailure> {
         .filter(|n| !n.is_empty() && n != "." && n != "..")
         .ok_or_else(|| invalid("it names no repository"))?;
     Ok(CleanUrl {
+        origin: url.origin(),
         url: url.to_string(),
         password,
         username,
         name,
     })
+}
+
+/// Whether `asking` (the URL libgit2 wants credentials for, after any redirect) is on
+/// the clone URL's own scheme, host and port.
+fn same_origin(clone: &CleanUrl, asking: &str) -> bool {
+    url::Url::parse(asking).is_ok_and(|u| u.origin() == clone.origin)
 }
 
 /// Replaces every occurrence of the secret with `***`.
@@ -145,7 +160,17 @@ fn clone_on_host(
         let refused = refused.clone();
         let token = token.map(str::to_owned);
         let username = url.username.clone();
-        callbacks.credentials(move |_url, from_url, allowed| {
+        let clone_url = url.clone();
+        callbacks.credentials(move |asking, from_url, allowed| {
+            if !same_origin(&clone_url, asking) {
+                // Redirected elsewhere: that server never gets the token.
+                refused.store(true, Ordering::SeqCst);
+                return Err(git2::Error::from_str(&format!(
+                    "{} asks for credentials, but the token is only for {}",
+                    origin_text(asking),
+                    clone_url.origin.ascii_serialization()
+                )));
+            }
             // A second call means the first answer was refused: stop instead of looping.
             if asked.swap(true, Ordering::SeqCst) {
                 refused.store(true, Ordering::SeqCst);
@@ -165,6 +190,8 @@ fn clone_on_host(
     }
     let mut fetch = git2::FetchOptions::new();
     fetch.remote_callbacks(callbacks);
+    // libgit2's default follows a first redirect to any host.
+    fetch.follow_redirects(git2::RemoteRedirect::None);
     if let Some(depth) = depth {
         fetch.depth(depth as i32);
     }
@@ -182,10 +209,23 @@ fn clone_on_host(
         .to_owned())
 }
 
+/// The scheme, host and port of a URL, for a message.
+fn origin_text(raw: &str) -> String {
+    url::Url::parse(raw)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "another server".to_owned())
+}
+
 fn classify(e: &git2::Error, refused: bool, url: &CleanUrl, token: Option<&str>) -> GitFailure {
     let detail = scrub(e.message(), token);
     let message = e.message().to_lowercase();
-    let (kind, what) = if e.code() == git2::ErrorCode::Auth
+    let (kind, what) = if message.contains("cannot redirect") || message.contains("only for") {
+        (
+            GitFailureKind::Other,
+            "the git server redirected the clone to another server, which the token is not \
+             for; clone from the redirect's target directly",
+        )
+    } else if e.code() == git2::ErrorCode::Auth
         || refused
         || message.contains("401")
         || message.contains("403")
@@ -402,6 +442,25 @@ mod tests {
         assert_eq!(u.username.as_deref(), Some("bob"));
         assert_eq!(u.name, "repo");
         assert_eq!(clean_url("http://h/x/y/").expect("valid").name, "y");
+    }
+
+    #[test]
+    fn the_token_is_for_the_clone_urls_origin_only() {
+        let u = clean_url("https://git.example.com/org/repo.git").expect("valid");
+        assert!(same_origin(
+            &u,
+            "https://git.example.com/org/repo.git/info/refs"
+        ));
+        assert!(same_origin(&u, "https://GIT.example.com:443/other"));
+        for other in [
+            "https://evil.example.com/org/repo.git",
+            "http://git.example.com/org/repo.git",
+            "https://git.example.com:8443/org/repo.git",
+            "https://git.example.com.evil.net/org/repo.git",
+            "not a url",
+        ] {
+            assert!(!same_origin(&u, other), "{other}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod git;
 mod health;
 mod instance;
 pub mod paths;
+mod quota;
 mod restore;
 mod template;
 mod threads;
@@ -23,6 +24,7 @@ pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 use instance::State;
 pub use instance::{BusyGuard, Sandbox, SandboxView};
+pub use quota::Limits as QuotaLimits;
 pub use restore::Adopted;
 
 use crate::agents::Agents;
@@ -144,6 +146,9 @@ pub enum SandboxError {
     /// sandbox-init failed.
     #[error(transparent)]
     Init(#[from] InitError),
+    /// A sandbox limit is reached; the message names it and its flag.
+    #[error("{0}")]
+    QuotaExceeded(String),
 }
 
 fn error_suffix(error: &Option<String>) -> String {
@@ -188,6 +193,8 @@ pub struct Settings {
     /// The name of the network every sandbox joins: a bridge with traffic between
     /// containers off.
     pub network: String,
+    /// Live sandbox limits (`--max-sandboxes`, `--max-sandboxes-per-user`).
+    pub quota: QuotaLimits,
 }
 
 /// The sandbox network as last set up, and the firewall installed for its bridge.
@@ -216,6 +223,8 @@ pub struct Sandboxes {
     attachment: RwLock<Option<Attachment>>,
     /// The state database.
     store: Arc<Store>,
+    /// Live sandbox limits and the slots reserved by creates under way.
+    quota: quota::Quota,
 }
 
 impl Sandboxes {
@@ -230,6 +239,7 @@ impl Sandboxes {
         Self {
             store,
             proxy,
+            quota: quota::Quota::new(settings.quota),
             settings,
             agents,
             readiness,

@@ -3,4 +3,6 @@
 //! security model promises, and asserts the attack fails while the daemon keeps serving
 //! everyone else. One module per surface under attack.
 
+mod git;
 mod network;
+mod tokens;
