@@ -100,8 +100,18 @@ impl Firewall {
                 continue;
             };
             let port = word_after(&words, "--dport").and_then(|p| p.parse::<u16>().ok());
+            let address = word_after(&words, "-d")
+                .and_then(|d| d.trim_end_matches("/32").parse::<Ipv4Addr>().ok());
             let ours = tag == comment;
-            let abandoned = port.is_some_and(|p| std::net::TcpListener::bind((gateway, p)).is_ok());
+            // Each daemon's proxy listens on its own network's gateway: the port is
+            // free there, or that address is gone with its network.
+            let abandoned = match (address, port) {
+                (Some(address), Some(port)) => match std::net::TcpListener::bind((address, port)) {
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::AddrNotAvailable,
+                },
+                _ => false,
+            };
             if tag.starts_with("sandboxd:") && (ours || abandoned) {
                 delete_rule(&rule).await?;
             }

@@ -150,7 +150,19 @@ async fn a_network_removed_under_the_daemon_is_made_again() {
         .chat("test", json!({ "messages": [user_message("hi")] }))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(text_of(&chunks), "first");
+    assert_eq!(
+        text_of(&chunks),
+        "first",
+        "{}\n{}",
+        String::from_utf8_lossy(
+            &Command::new("iptables")
+                .args(["-S"])
+                .output()
+                .expect("iptables")
+                .stdout
+        ),
+        d.log_text()
+    );
     let first = headers["x-sandbox-id"].to_str().expect("sandbox id");
     d.delete_sandbox(first).await;
     let before = network.ids();
