@@ -237,6 +237,8 @@ pub enum Request {
     },
     /// Read a regular file. Reply: [`Reply::FileStart`], `Data` frames, [`Reply::End`];
     /// or [`Reply::Error`] (`not_found`, `is_a_directory`, `too_large`, ...).
+    /// Files of the kernel's pseudo filesystems (`/proc`, `/sys`, ...), however reached,
+    /// are `permission_denied`, for this and every other file request.
     ReadFile {
         /// Absolute path.
         path: String,
@@ -254,13 +256,18 @@ pub enum Request {
         #[serde(rename = "as")]
         as_user: UserName,
     },
-    /// List a directory, `depth` levels deep (1 = its entries only).
-    /// Reply: [`Reply::Entries`] sorted by path; `not_a_directory` for a file.
+    /// List a directory, `depth` levels deep (1 = its entries only), sorted by path.
+    /// Reply: one or more [`Reply::Entries`] pages (each fits a frame, none is empty),
+    /// then [`Reply::End`]; or [`Reply::Error`] first: `not_a_directory` for a file,
+    /// `too_large` past `max_entries`, `permission_denied` for a pseudo filesystem.
     List {
         /// Absolute path of a directory.
         path: String,
         /// At least 1.
         depth: u32,
+        /// Refuse (`too_large`) a listing of more entries; the server has its own bound.
+        #[serde(default)]
+        max_entries: Option<u64>,
         /// The account performing the listing.
         #[serde(rename = "as")]
         as_user: UserName,
@@ -458,7 +465,7 @@ pub enum Reply {
         /// Its size in bytes.
         size: u64,
     },
-    /// The end of a file's data.
+    /// The end of a file's data or of a listing's pages.
     End,
     /// The operation failed.
     Error {

@@ -362,7 +362,7 @@ fn files_write_read_list_and_all_or_nothing() {
         }
     ));
     assert!(matches!(
-        init.call(Request::List { path: root.display().to_string(), depth: 2, as_user: "root".into() }),
+        init.call(Request::List { path: root.display().to_string(), depth: 2, max_entries: None, as_user: "root".into() }),
         Reply::Entries { entries } if entries.len() == 2
     ));
     let made = root.join("m/n").display().to_string();

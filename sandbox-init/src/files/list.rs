@@ -1,0 +1,190 @@
+//! Directory listings, walked through opened directory descriptors (a directory swapped
+//! for a symlink mid-walk is not followed; pseudo filesystems are not entered) and sent
+//! in pages that each fit a frame, however long the listing.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+
+use sandbox_init::protocol::{EntryKind, ErrorKind, FileEntry, Reply, MAX_FRAME_LEN};
+
+use super::fsys::{self, DirStream};
+use super::{check_path, classify, Failure};
+use crate::accounts::Names;
+use crate::server::reply;
+
+/// The most entries a listing holds when the client asks for no lower bound.
+pub const MAX_ENTRIES: u64 = 100_000;
+
+/// The JSON bytes of entries per page: a quarter of a frame leaves ample room for the
+/// envelope (an entry is under 9 KiB: a name, a 4 KiB path and a 4 KiB link target).
+const PAGE_BYTES: usize = MAX_FRAME_LEN / 4;
+
+/// Lists `path` `depth` levels deep, at most `max_entries` entries, sorted by path.
+pub fn list(path: &str, depth: u32, max_entries: Option<u64>) -> Result<Vec<FileEntry>, Failure> {
+    check_path(path)?;
+    if depth == 0 {
+        return Err((ErrorKind::InvalidInput, "depth must be at least 1".into()));
+    }
+    let max = max_entries.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES) as usize;
+    // The listed directory itself may be reached through symlinks (as with `ls`).
+    let root =
+        fsys::open_checked(path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|f| match f.0 {
+            ErrorKind::NotADirectory => {
+                (ErrorKind::NotADirectory, format!("{path}: not a directory"))
+            }
+            _ => f,
+        })?;
+    let mut walk = Walk {
+        names: Names::load(),
+        entries: Vec::new(),
+        max,
+        depth,
+    };
+    let stream = DirStream::new(root).map_err(|e| classify(path, &e))?;
+    walk.dir(stream, path.trim_end_matches('/'), 1)
+        .map_err(|over| {
+            over.unwrap_or_else(|| {
+                (
+                    ErrorKind::TooLarge,
+                    format!(
+                        "{path} has more than {max} entries at depth {depth}; \
+                         list a subdirectory or a smaller depth"
+                    ),
+                )
+            })
+        })?;
+    let mut entries = walk.entries;
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+struct Walk {
+    names: Names,
+    entries: Vec<FileEntry>,
+    max: usize,
+    depth: u32,
+}
+
+impl Walk {
+    /// Adds the entries of an opened directory shown as `shown` (at `level`), and those
+    /// of its subdirectories below the depth. `Err(None)`: past the entry bound.
+    fn dir(
+        &mut self,
+        mut stream: DirStream,
+        shown: &str,
+        level: u32,
+    ) -> Result<(), Option<Failure>> {
+        let left = self.max - self.entries.len();
+        let names = stream
+            .names(left)
+            .map_err(|e| Some(classify(shown, &e)))?
+            .map_err(|_| None)?;
+        for name in names {
+            let child = format!("{shown}/{}", name.to_string_lossy());
+            let dir = stream.fd();
+            let st = match fsys::stat_at(dir, &name) {
+                Ok(st) => st,
+                // Removed while listed: it is simply not there any more.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(Some(classify(&child, &e))),
+            };
+            let link = (st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+                .then(|| fsys::read_link_at(dir, &name))
+                .flatten();
+            let entry = fsys::entry_from(&child, &st, link, &self.names);
+            let descend = entry.kind == EntryKind::Dir && level < self.depth;
+            if self.entries.len() == self.max {
+                return Err(None);
+            }
+            self.entries.push(entry);
+            if descend {
+                if let Some(sub) = open_subdir(dir, &name, &child)? {
+                    self.dir(sub, &child, level + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens a subdirectory without following a symlink put in its place; `None` for one
+/// that cannot be entered (permissions, gone) or is a pseudo filesystem's mount.
+fn open_subdir(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    shown: &str,
+) -> Result<Option<DirStream>, Option<Failure>> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    let fd = match fsys::open_at(Some(dir), name, flags, 0) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(None),
+    };
+    if !matches!(fsys::pseudo_fs(fd.as_fd()), Ok(None)) {
+        return Ok(None);
+    }
+    DirStream::new(fd)
+        .map(Some)
+        .map_err(|e| Some(classify(shown, &e)))
+}
+
+/// Sends a listing as [`Reply::Entries`] pages that each fit a frame, then
+/// [`Reply::End`].
+pub fn send(stream: &mut UnixStream, entries: Vec<FileEntry>) {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = serde_json::to_vec(&entry).map_or(PAGE_BYTES, |v| v.len() + 1);
+        if !page.is_empty() && bytes + size > PAGE_BYTES {
+            let full = std::mem::take(&mut page);
+            if reply(stream, Reply::Entries { entries: full }).is_err() {
+                return;
+            }
+            bytes = 0;
+        }
+        bytes += size;
+        page.push(entry);
+    }
+    if !page.is_empty() && reply(stream, Reply::Entries { entries: page }).is_err() {
+        return;
+    }
+    let _ = reply(stream, Reply::End);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_depth_and_bounds_the_count() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(tmp.path().join("a/b/c")).expect("dirs");
+        std::fs::write(tmp.path().join("a/f"), "x").expect("file");
+        std::os::unix::fs::symlink("/proc", tmp.path().join("a/p")).expect("link");
+        let root = tmp.path().to_str().expect("utf8");
+        let paths = |depth, max| {
+            list(root, depth, max).map(|e| {
+                e.into_iter()
+                    .map(|e| e.path[root.len()..].to_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(paths(1, None).expect("depth 1"), vec!["/a"]);
+        assert_eq!(
+            paths(3, None).expect("depth 3"),
+            vec!["/a", "/a/b", "/a/b/c", "/a/f", "/a/p"]
+        );
+        let (kind, message) = paths(3, Some(4)).unwrap_err();
+        assert_eq!(kind, ErrorKind::TooLarge);
+        assert!(message.contains("more than 4 entries"), "{message}");
+        assert_eq!(
+            list("/proc", 1, None).unwrap_err().0,
+            ErrorKind::PermissionDenied
+        );
+        let link = format!("{root}/a/p");
+        assert_eq!(
+            list(&link, 1, None).unwrap_err().0,
+            ErrorKind::PermissionDenied
+        );
+    }
+}
