@@ -150,6 +150,15 @@ pub fn open_checked(path: &str, flags: libc::c_int) -> Result<OwnedFd, Failure> 
             if let Ok(fd) = open_at(None, &c, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0) {
                 refuse_pseudo(fd.as_fd(), path)?;
             }
+            if e.raw_os_error() == Some(libc::ELOOP) && flags & libc::O_NOFOLLOW == 0 {
+                return Err((
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{path}: too many levels of symbolic links, or a /proc magic link \
+                         (the files API does not follow those)"
+                    ),
+                ));
+            }
             Err(classify(path, &e))
         }
     }
@@ -185,6 +194,22 @@ pub fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> Option<String> {
         )
     };
     (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// `fchownat` of `name` in `dir` (the descriptor itself when empty), not following a
+/// symlink.
+pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: valid C string and descriptor.
+    if unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `renameat` within one directory.

@@ -16,6 +16,9 @@ use crate::server::reply;
 /// The most entries a listing holds when the client asks for no lower bound.
 pub const MAX_ENTRIES: u64 = 100_000;
 
+/// The deepest listing walked (one descriptor and stack frame a level).
+pub const MAX_DEPTH: u32 = 64;
+
 /// The JSON bytes of entries per page: a quarter of a frame leaves ample room for the
 /// envelope (an entry is under 9 KiB: a name, a 4 KiB path and a 4 KiB link target).
 const PAGE_BYTES: usize = MAX_FRAME_LEN / 4;
@@ -23,8 +26,11 @@ const PAGE_BYTES: usize = MAX_FRAME_LEN / 4;
 /// Lists `path` `depth` levels deep, at most `max_entries` entries, sorted by path.
 pub fn list(path: &str, depth: u32, max_entries: Option<u64>) -> Result<Vec<FileEntry>, Failure> {
     check_path(path)?;
-    if depth == 0 {
-        return Err((ErrorKind::InvalidInput, "depth must be at least 1".into()));
+    if depth == 0 || depth > MAX_DEPTH {
+        return Err((
+            ErrorKind::InvalidInput,
+            format!("depth must be between 1 and {MAX_DEPTH}"),
+        ));
     }
     let max = max_entries.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES) as usize;
     // The listed directory itself may be reached through symlinks (as with `ls`).
@@ -99,7 +105,7 @@ impl Walk {
             }
             self.entries.push(entry);
             if descend {
-                if let Some(sub) = open_subdir(dir, &name, &child)? {
+                if let Some(sub) = open_subdir(dir, &name, &child).map_err(Some)? {
                     self.dir(sub, &child, level + 1)?;
                 }
             }
@@ -110,11 +116,11 @@ impl Walk {
 
 /// Opens a subdirectory without following a symlink put in its place; `None` for one
 /// that cannot be entered (permissions, gone) or is a pseudo filesystem's mount.
-fn open_subdir(
+pub(super) fn open_subdir(
     dir: BorrowedFd<'_>,
     name: &CStr,
     shown: &str,
-) -> Result<Option<DirStream>, Option<Failure>> {
+) -> Result<Option<DirStream>, Failure> {
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
     let fd = match fsys::open_at(Some(dir), name, flags, 0) {
         Ok(fd) => fd,
@@ -125,7 +131,7 @@ fn open_subdir(
     }
     DirStream::new(fd)
         .map(Some)
-        .map_err(|e| Some(classify(shown, &e)))
+        .map_err(|e| classify(shown, &e))
 }
 
 /// Sends a listing as [`Reply::Entries`] pages that each fit a frame, then
@@ -186,5 +192,41 @@ mod tests {
             list(&link, 1, None).unwrap_err().0,
             ErrorKind::PermissionDenied
         );
+        assert_eq!(list(root, 65, None).unwrap_err().0, ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_long_listing_goes_in_pages_that_each_fit_a_frame() {
+        use sandbox_init::protocol::{read_frame, Frame};
+        let entry = |i: usize| FileEntry {
+            name: format!("{i:0200}"),
+            path: format!("/d/{i:0200}"),
+            kind: EntryKind::File,
+            size: 0,
+            mode: 0o644,
+            owner: "user".into(),
+            group: "user".into(),
+            modified_ms: 0,
+            symlink_target: None,
+        };
+        let entries: Vec<FileEntry> = (0..6000).map(entry).collect();
+        let (mut ours, mut theirs) = UnixStream::pair().expect("pair");
+        let sender = std::thread::spawn(move || send(&mut ours, entries));
+        let mut got = Vec::new();
+        let mut pages = 0;
+        loop {
+            match read_frame::<Reply>(&mut theirs).expect("a frame within the bound") {
+                Some(Frame::Message(Reply::Entries { entries })) => {
+                    assert!(!entries.is_empty());
+                    pages += 1;
+                    got.extend(entries);
+                }
+                Some(Frame::Message(Reply::End)) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        sender.join().expect("sender");
+        assert!(pages > 1, "{pages} pages");
+        assert_eq!(got, (0..6000).map(entry).collect::<Vec<_>>());
     }
 }

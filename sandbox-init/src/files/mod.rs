@@ -193,7 +193,7 @@ pub fn handle(stream: &mut UnixStream, request: Request) {
         Request::Chown { path, owner } => (|| {
             check_path(&path)?;
             let owner = account(&owner)?;
-            chown_tree(Path::new(&path), owner.uid, owner.gid)?;
+            chown_tree(&path, owner.uid, owner.gid)?;
             Ok(Reply::Ok)
         })(),
         other => Err((
@@ -215,15 +215,56 @@ fn as_account(name: &str, op: impl FnOnce() -> Result<Reply, Failure>) -> Result
     op()
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), Failure> {
-    let shown = path.display().to_string();
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| classify(&shown, &e))?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| classify(&shown, &e))?;
-    if meta.is_dir() {
-        let read = std::fs::read_dir(path).map_err(|e| classify(&shown, &e))?;
-        for item in read {
-            let item = item.map_err(|e| classify(&shown, &e))?;
-            chown_tree(&item.path(), uid, gid)?;
+/// The deepest tree [`Request::Chown`] walks (one descriptor and stack frame a level).
+const MAX_TREE_DEPTH: u32 = 256;
+
+/// Gives `path` and everything under it to `uid:gid`, as root: through opened
+/// directory descriptors, never following a symlink (one swapped in mid-walk by a
+/// sandbox process included), so nothing outside the tree changes owner.
+fn chown_tree(path: &str, uid: u32, gid: u32) -> Result<(), Failure> {
+    let fd = fsys::open_checked(path, libc::O_PATH | libc::O_NOFOLLOW)?;
+    fsys::chown_at(fd.as_fd(), c"", uid, gid).map_err(|e| classify(path, &e))?;
+    let st = fsys::stat_at(fd.as_fd(), c"").map_err(|e| classify(path, &e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(());
+    }
+    let dir = fsys::open_checked(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
+    let stream = fsys::DirStream::new(dir).map_err(|e| classify(path, &e))?;
+    chown_dir(stream, path.trim_end_matches('/'), uid, gid, 1)
+}
+
+fn chown_dir(
+    mut stream: fsys::DirStream,
+    shown: &str,
+    uid: u32,
+    gid: u32,
+    level: u32,
+) -> Result<(), Failure> {
+    if level > MAX_TREE_DEPTH {
+        return Err((
+            ErrorKind::InvalidInput,
+            format!("{shown}: deeper than {MAX_TREE_DEPTH} levels"),
+        ));
+    }
+    let names = stream
+        .names(usize::MAX)
+        .map_err(|e| classify(shown, &e))?
+        .unwrap_or_default();
+    for name in names {
+        let child = format!("{shown}/{}", name.to_string_lossy());
+        let dir = stream.fd();
+        match fsys::chown_at(dir, &name, uid, gid) {
+            Ok(()) => {}
+            // Removed during the walk: nothing to give.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(classify(&child, &e)),
+        }
+        let is_dir =
+            fsys::stat_at(dir, &name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        if is_dir {
+            if let Some(sub) = list::open_subdir(dir, &name, &child)? {
+                chown_dir(sub, &child, uid, gid, level + 1)?;
+            }
         }
     }
     Ok(())
@@ -300,6 +341,26 @@ mod tests {
         assert_eq!(check_path("").unwrap_err().0, ErrorKind::InvalidInput);
         assert_eq!(check_path("a/b").unwrap_err().0, ErrorKind::InvalidInput);
         assert_eq!(check_path("/a\0").unwrap_err().0, ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn chown_walks_the_tree_without_following_symlinks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).expect("outside");
+        std::fs::write(outside.join("secret"), "x").expect("secret");
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).expect("tree");
+        std::fs::write(tree.join("a/b/f"), "y").expect("f");
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).expect("link");
+        chown_tree(tree.to_str().expect("utf8"), 4321, 4321).expect("chown");
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &Path| std::fs::symlink_metadata(p).expect("meta").uid();
+        for p in ["", "a", "a/b", "a/b/f", "a/link"] {
+            assert_eq!(owner(&tree.join(p)), 4321, "{p}");
+        }
+        assert_ne!(owner(&outside), 4321);
+        assert_ne!(owner(&outside.join("secret")), 4321);
     }
 
     #[test]

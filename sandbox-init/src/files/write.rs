@@ -217,3 +217,73 @@ fn cleanup(items: &[Incoming]) {
         fsys::unlink_at(t.dir.as_fd(), &t.temp);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox_init::protocol::write_frame;
+
+    /// Writes `content` to `path` as root through a socket pair; the reply.
+    fn write_one(path: &str, content: &[u8]) -> Reply {
+        let (mut client, mut server) = UnixStream::pair().expect("pair");
+        let specs = vec![WriteFileSpec {
+            path: path.to_owned(),
+            size: content.len() as u64,
+            mode: None,
+        }];
+        let init = std::thread::spawn(move || write_files(&mut server, &specs, "root"));
+        for chunk in content.chunks(64 * 1024) {
+            write_frame::<Request>(&mut client, &Frame::Data(chunk.to_vec())).expect("data");
+        }
+        let reply = match read_frame::<Reply>(&mut client).expect("reply") {
+            Some(Frame::Message(reply)) => reply,
+            other => panic!("unexpected {other:?}"),
+        };
+        init.join().expect("server");
+        reply
+    }
+
+    #[test]
+    fn a_symlink_at_the_target_is_replaced_not_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "untouched").expect("outside");
+        let target = tmp.path().join("d/target");
+        std::fs::create_dir(tmp.path().join("d")).expect("d");
+        std::os::unix::fs::symlink(&outside, &target).expect("link");
+        let reply = write_one(target.to_str().expect("utf8"), b"new");
+        assert!(matches!(reply, Reply::Entries { .. }), "{reply:?}");
+        assert_eq!(std::fs::read(&outside).expect("read"), b"untouched");
+        assert!(!std::fs::symlink_metadata(&target)
+            .expect("meta")
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).expect("read"), b"new");
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("d"))
+            .expect("ls")
+            .collect();
+        assert_eq!(left.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_path_each_land_whole() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = tmp.path().join("one");
+        let path = target.to_str().expect("utf8").to_owned();
+        let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 300_000]).collect();
+        let writers: Vec<_> = contents
+            .iter()
+            .cloned()
+            .map(|c| {
+                let path = path.clone();
+                std::thread::spawn(move || write_one(&path, &c))
+            })
+            .collect();
+        for w in writers {
+            let reply = w.join().expect("writer");
+            assert!(matches!(reply, Reply::Entries { .. }), "{reply:?}");
+        }
+        let got = std::fs::read(&target).expect("read");
+        assert!(contents.contains(&got), "a mix of writes");
+        assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 1);
+    }
+}
