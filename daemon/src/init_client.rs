@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sandbox_init::protocol::{
     decode_header, ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, Reply, Request,
-    WriteFileSpec, CHUNK_LEN, HEADER_LEN, PROTOCOL_VERSION,
+    WriteFileSpec, CHUNK_LEN, HEADER_LEN, MAX_LISTING_BYTES, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -362,8 +362,8 @@ impl InitClient {
     }
 
     /// Lists a directory `depth` levels deep: pages of entries up to
-    /// [`MAX_LIST_ENTRIES`] (sandbox-init refuses more with `too_large`; a server
-    /// sending more anyway, or empty pages, breaks the protocol).
+    /// [`MAX_LIST_ENTRIES`] and [`MAX_LISTING_BYTES`] (sandbox-init refuses more with
+    /// `too_large`; a server sending more anyway, or empty pages, breaks the protocol).
     pub async fn list(
         &self,
         path: &str,
@@ -380,12 +380,18 @@ impl InitClient {
         }))
         .await?;
         let mut entries = Vec::new();
+        let mut weight = 0;
         loop {
             match conn.recv_reply().await? {
                 Reply::Entries { entries: page } => {
-                    if page.is_empty() || entries.len() + page.len() > max_entries {
+                    weight += page.iter().map(FileEntry::weight).sum::<usize>();
+                    if page.is_empty()
+                        || entries.len() + page.len() > max_entries
+                        || weight > MAX_LISTING_BYTES
+                    {
                         return Err(InitError::Protocol(format!(
-                            "a listing page of {} entries after {} (at most {max_entries})",
+                            "a listing page of {} entries after {} (at most {max_entries} \
+                             entries, {MAX_LISTING_BYTES} bytes)",
                             page.len(),
                             entries.len()
                         )));

@@ -259,7 +259,8 @@ pub enum Request {
     /// List a directory, `depth` levels deep (1 = its entries only), sorted by path.
     /// Reply: one or more [`Reply::Entries`] pages (each fits a frame, none is empty),
     /// then [`Reply::End`]; or [`Reply::Error`] first: `not_a_directory` for a file,
-    /// `too_large` past `max_entries`, `permission_denied` for a pseudo filesystem.
+    /// `too_large` past `max_entries` or [`MAX_LISTING_BYTES`], `permission_denied` for
+    /// a pseudo filesystem.
     List {
         /// Absolute path of a directory.
         path: String,
@@ -402,6 +403,19 @@ pub struct FileEntry {
     /// Where a symlink points.
     #[serde(default)]
     pub symlink_target: Option<String>,
+}
+
+/// The most a listing may weigh (the sum of [`FileEntry::weight`]): entries' paths and
+/// link targets can be kilobytes each, so a count alone does not bound a listing.
+pub const MAX_LISTING_BYTES: usize = 32 << 20;
+
+impl FileEntry {
+    /// Roughly the bytes this entry occupies, in memory or as JSON (the strings plus a
+    /// fixed allowance for the rest); what [`MAX_LISTING_BYTES`] counts.
+    pub fn weight(&self) -> usize {
+        let link = self.symlink_target.as_ref().map_or(0, String::len);
+        self.name.len() + self.path.len() + self.owner.len() + self.group.len() + link + 128
+    }
 }
 
 /// Why an operation failed, for the client to map onto its own errors.

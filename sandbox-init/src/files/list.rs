@@ -6,7 +6,9 @@ use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
-use sandbox_init::protocol::{EntryKind, ErrorKind, FileEntry, Reply, MAX_FRAME_LEN};
+use sandbox_init::protocol::{
+    EntryKind, ErrorKind, FileEntry, Reply, MAX_FRAME_LEN, MAX_LISTING_BYTES,
+};
 
 use super::fsys::{self, DirStream};
 use super::{check_path, classify, Failure};
@@ -25,6 +27,16 @@ const PAGE_BYTES: usize = MAX_FRAME_LEN / 4;
 
 /// Lists `path` `depth` levels deep, at most `max_entries` entries, sorted by path.
 pub fn list(path: &str, depth: u32, max_entries: Option<u64>) -> Result<Vec<FileEntry>, Failure> {
+    list_within(path, depth, max_entries, MAX_LISTING_BYTES)
+}
+
+/// [`list`] with a weight bound of `max_bytes`.
+fn list_within(
+    path: &str,
+    depth: u32,
+    max_entries: Option<u64>,
+    max_bytes: usize,
+) -> Result<Vec<FileEntry>, Failure> {
     check_path(path)?;
     if depth == 0 || depth > MAX_DEPTH {
         return Err((
@@ -44,6 +56,8 @@ pub fn list(path: &str, depth: u32, max_entries: Option<u64>) -> Result<Vec<File
     let mut walk = Walk {
         names: Names::load(),
         entries: Vec::new(),
+        weight: 0,
+        max_bytes,
         max,
         depth,
     };
@@ -51,10 +65,15 @@ pub fn list(path: &str, depth: u32, max_entries: Option<u64>) -> Result<Vec<File
     walk.dir(stream, path.trim_end_matches('/'), 1)
         .map_err(|over| {
             over.unwrap_or_else(|| {
+                let what = if walk.weight > max_bytes {
+                    format!("a listing over {} KiB", max_bytes >> 10)
+                } else {
+                    format!("more than {max} entries")
+                };
                 (
                     ErrorKind::TooLarge,
                     format!(
-                        "{path} has more than {max} entries at depth {depth}; \
+                        "{path} has {what} at depth {depth}; \
                          list a subdirectory or a smaller depth"
                     ),
                 )
@@ -68,13 +87,18 @@ pub fn list(path: &str, depth: u32, max_entries: Option<u64>) -> Result<Vec<File
 struct Walk {
     names: Names,
     entries: Vec<FileEntry>,
+    /// The sum of the entries' weights.
+    weight: usize,
+    /// The bound of `weight`.
+    max_bytes: usize,
     max: usize,
     depth: u32,
 }
 
 impl Walk {
     /// Adds the entries of an opened directory shown as `shown` (at `level`), and those
-    /// of its subdirectories below the depth. `Err(None)`: past the entry bound.
+    /// of its subdirectories below the depth. `Err(None)`: past the count or weight
+    /// bound.
     fn dir(
         &mut self,
         mut stream: DirStream,
@@ -100,7 +124,8 @@ impl Walk {
                 .flatten();
             let entry = fsys::entry_from(&child, &st, link, &self.names);
             let descend = entry.kind == EntryKind::Dir && level < self.depth;
-            if self.entries.len() == self.max {
+            self.weight += entry.weight();
+            if self.entries.len() == self.max || self.weight > self.max_bytes {
                 return Err(None);
             }
             self.entries.push(entry);
@@ -193,6 +218,21 @@ mod tests {
             ErrorKind::PermissionDenied
         );
         assert_eq!(list(root, 65, None).unwrap_err().0, ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_listing_is_bounded_by_weight_too() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = "t".repeat(4000);
+        // 30 links of 4 KB: past a 64 KiB bound with few entries.
+        for i in 0..30 {
+            std::os::unix::fs::symlink(&target, tmp.path().join(i.to_string())).expect("link");
+        }
+        let root = tmp.path().to_str().expect("utf8");
+        assert_eq!(list_within(root, 1, None, 1 << 20).map(|e| e.len()), Ok(30));
+        let (kind, message) = list_within(root, 1, None, 64 << 10).unwrap_err();
+        assert_eq!(kind, ErrorKind::TooLarge);
+        assert!(message.contains("a listing over 64 KiB"), "{message}");
     }
 
     #[test]
