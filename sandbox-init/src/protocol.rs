@@ -24,8 +24,9 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on every incompatible change of the frames or messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on every incompatible change of the frames or messages below (2: a listing
+/// is answered in pages ending with [`Reply::End`]).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest payload one frame may carry. Bigger data is split over several frames.
 pub const MAX_FRAME_LEN: usize = 1 << 20;

@@ -110,8 +110,13 @@ fn group_alive(pgid: i32) -> bool {
 fn hello_and_exit_codes_and_env() {
     let init = Init::start();
     assert!(matches!(
-        init.call(Request::Hello { version: 1 }),
-        Reply::Hello { version: 1, .. }
+        init.call(Request::Hello {
+            version: sandbox_init::protocol::PROTOCOL_VERSION
+        }),
+        Reply::Hello {
+            version: sandbox_init::protocol::PROTOCOL_VERSION,
+            ..
+        }
     ));
     let (out, err, exit) = init.sh("echo $GREETING $HOME; echo oops >&2; exit 3", None, None);
     assert_eq!(out, b"hi /root\n");
