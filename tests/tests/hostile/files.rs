@@ -44,7 +44,13 @@ async fn concurrent_writes_of_one_path_each_land_whole() {
             Some(json!({ "files": { "race/one.txt": content } })),
         )
     });
-    for (i, (status, body)) in join_all(writes).await.into_iter().enumerate() {
+    let started = std::time::Instant::now();
+    let answers = join_all(writes).await;
+    eprintln!(
+        "20 concurrent 512 KiB writes of one path: {:?}",
+        started.elapsed()
+    );
+    for (i, (status, body)) in answers.into_iter().enumerate() {
         assert_eq!(status, StatusCode::OK, "writer {i}: {body}");
     }
     let (status, file) = files(&d, &id, "GET", "?path=race/one.txt", None).await;
@@ -141,7 +147,9 @@ async fn a_listing_bigger_than_a_frame_works_and_a_huge_one_is_a_clear_error() {
         )
         .await;
     assert_eq!(made["stdout"], "6000\n", "{made}");
+    let started = std::time::Instant::now();
     let (status, list) = files(&d, &id, "GET", "/list?path=big", None).await;
+    let elapsed = started.elapsed();
     assert_eq!(status, StatusCode::OK, "{list}");
     let entries = list.as_array().expect("array");
     assert_eq!(entries.len(), 6000);
@@ -154,7 +162,7 @@ async fn a_listing_bigger_than_a_frame_works_and_a_huge_one_is_a_clear_error() {
         "entries are sorted by path"
     );
     eprintln!(
-        "listed 6000 long names: {} bytes of JSON",
+        "listed 6000 long names in {elapsed:?}: {} bytes of JSON",
         serde_json::to_vec(&list).map(|v| v.len()).unwrap_or(0)
     );
 
@@ -166,7 +174,9 @@ async fn a_listing_bigger_than_a_frame_works_and_a_huge_one_is_a_clear_error() {
         )
         .await;
     assert_eq!(made["stdout"], "50001\n", "{made}");
+    let started = std::time::Instant::now();
     let (status, body) = files(&d, &id, "GET", "/list?path=huge", None).await;
+    eprintln!("50,001 entries refused in {:?}", started.elapsed());
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("more than 50000 entries"), "{body}");
