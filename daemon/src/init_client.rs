@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use sandbox_init::protocol::{
     decode_header, ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, Reply, Request,
-    WriteFileSpec, CHUNK_LEN, HEADER_LEN, PROTOCOL_VERSION,
+    WriteFileSpec, CHUNK_LEN, HEADER_LEN, MAX_LISTING_BYTES, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+
+/// The most entries a listing may hold; sandbox-init refuses a bigger one (`too_large`,
+/// a 413 with a message naming the bound) instead of the daemon building it up.
+pub const MAX_LIST_ENTRIES: usize = 50_000;
 
 /// A failure of an operation inside a sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -357,23 +361,46 @@ impl InitClient {
         }
     }
 
-    /// Lists a directory `depth` levels deep.
+    /// Lists a directory `depth` levels deep: pages of entries up to
+    /// [`MAX_LIST_ENTRIES`] and [`MAX_LISTING_BYTES`] (sandbox-init refuses more with
+    /// `too_large`; a server sending more anyway, or empty pages, breaks the protocol).
     pub async fn list(
         &self,
         path: &str,
         depth: u32,
         as_user: &str,
     ) -> Result<Vec<FileEntry>, InitError> {
-        match self
-            .call(Request::List {
-                path: path.to_owned(),
-                depth,
-                as_user: as_user.to_owned(),
-            })
-            .await?
-        {
-            Reply::Entries { entries } => Ok(entries),
-            other => Err(unexpected(&other)),
+        let max_entries = MAX_LIST_ENTRIES;
+        let mut conn = self.connect().await?;
+        conn.send(&Frame::Message(Request::List {
+            path: path.to_owned(),
+            depth,
+            max_entries: Some(max_entries as u64),
+            as_user: as_user.to_owned(),
+        }))
+        .await?;
+        let mut entries = Vec::new();
+        let mut weight = 0;
+        loop {
+            match conn.recv_reply().await? {
+                Reply::Entries { entries: page } => {
+                    weight += page.iter().map(FileEntry::weight).sum::<usize>();
+                    if page.is_empty()
+                        || entries.len() + page.len() > max_entries
+                        || weight > MAX_LISTING_BYTES
+                    {
+                        return Err(InitError::Protocol(format!(
+                            "a listing page of {} entries after {} (at most {max_entries} \
+                             entries, {MAX_LISTING_BYTES} bytes)",
+                            page.len(),
+                            entries.len()
+                        )));
+                    }
+                    entries.extend(page);
+                }
+                Reply::End => return Ok(entries),
+                other => return Err(unexpected(&other)),
+            }
         }
     }
 

@@ -24,8 +24,9 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped on every incompatible change of the frames or messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on every incompatible change of the frames or messages below (2: a listing
+/// is answered in pages ending with [`Reply::End`]).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest payload one frame may carry. Bigger data is split over several frames.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -237,6 +238,8 @@ pub enum Request {
     },
     /// Read a regular file. Reply: [`Reply::FileStart`], `Data` frames, [`Reply::End`];
     /// or [`Reply::Error`] (`not_found`, `is_a_directory`, `too_large`, ...).
+    /// Files of the kernel's pseudo filesystems (`/proc`, `/sys`, ...), however reached,
+    /// are `permission_denied`, for this and every other file request.
     ReadFile {
         /// Absolute path.
         path: String,
@@ -254,13 +257,19 @@ pub enum Request {
         #[serde(rename = "as")]
         as_user: UserName,
     },
-    /// List a directory, `depth` levels deep (1 = its entries only).
-    /// Reply: [`Reply::Entries`] sorted by path; `not_a_directory` for a file.
+    /// List a directory, `depth` levels deep (1 = its entries only), sorted by path.
+    /// Reply: one or more [`Reply::Entries`] pages (each fits a frame, none is empty),
+    /// then [`Reply::End`]; or [`Reply::Error`] first: `not_a_directory` for a file,
+    /// `too_large` past `max_entries` or [`MAX_LISTING_BYTES`], `permission_denied` for
+    /// a pseudo filesystem.
     List {
         /// Absolute path of a directory.
         path: String,
         /// At least 1.
         depth: u32,
+        /// Refuse (`too_large`) a listing of more entries; the server has its own bound.
+        #[serde(default)]
+        max_entries: Option<u64>,
         /// The account performing the listing.
         #[serde(rename = "as")]
         as_user: UserName,
@@ -397,6 +406,19 @@ pub struct FileEntry {
     pub symlink_target: Option<String>,
 }
 
+/// The most a listing may weigh (the sum of [`FileEntry::weight`]): entries' paths and
+/// link targets can be kilobytes each, so a count alone does not bound a listing.
+pub const MAX_LISTING_BYTES: usize = 32 << 20;
+
+impl FileEntry {
+    /// Roughly the bytes this entry occupies, in memory or as JSON (the strings plus a
+    /// fixed allowance for the rest); what [`MAX_LISTING_BYTES`] counts.
+    pub fn weight(&self) -> usize {
+        let link = self.symlink_target.as_ref().map_or(0, String::len);
+        self.name.len() + self.path.len() + self.owner.len() + self.group.len() + link + 128
+    }
+}
+
 /// Why an operation failed, for the client to map onto its own errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -458,7 +480,7 @@ pub enum Reply {
         /// Its size in bytes.
         size: u64,
     },
-    /// The end of a file's data.
+    /// The end of a file's data or of a listing's pages.
     End,
     /// The operation failed.
     Error {

@@ -110,8 +110,13 @@ fn group_alive(pgid: i32) -> bool {
 fn hello_and_exit_codes_and_env() {
     let init = Init::start();
     assert!(matches!(
-        init.call(Request::Hello { version: 1 }),
-        Reply::Hello { version: 1, .. }
+        init.call(Request::Hello {
+            version: sandbox_init::protocol::PROTOCOL_VERSION
+        }),
+        Reply::Hello {
+            version: sandbox_init::protocol::PROTOCOL_VERSION,
+            ..
+        }
     ));
     let (out, err, exit) = init.sh("echo $GREETING $HOME; echo oops >&2; exit 3", None, None);
     assert_eq!(out, b"hi /root\n");
@@ -362,7 +367,7 @@ fn files_write_read_list_and_all_or_nothing() {
         }
     ));
     assert!(matches!(
-        init.call(Request::List { path: root.display().to_string(), depth: 2, as_user: "root".into() }),
+        init.call(Request::List { path: root.display().to_string(), depth: 2, max_entries: None, as_user: "root".into() }),
         Reply::Entries { entries } if entries.len() == 2
     ));
     let made = root.join("m/n").display().to_string();

@@ -6,3 +6,4 @@
 mod git;
 mod network;
 mod tokens;
+mod files;

@@ -2,23 +2,23 @@
 //! the connection's thread switches its fsuid/fsgid/groups (per-thread on Linux), so
 //! permission checks are that account's and what it creates is owned by it.
 
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+mod fsys;
+mod list;
+mod write;
 
-use sandbox_init::protocol::{
-    read_frame, EntryKind, ErrorKind, FileEntry, Frame, Reply, Request, WriteFileSpec, CHUNK_LEN,
-};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use sandbox_init::protocol::{ErrorKind, FileEntry, Frame, Reply, Request, CHUNK_LEN};
 
 use crate::accounts::{self, Account, Names};
 use crate::server::{reply, reply_error};
 
 /// A failure with its class and a message naming the path.
 pub type Failure = (ErrorKind, String);
-
-/// The largest listing returned.
-const MAX_ENTRIES: usize = 100_000;
 
 /// Maps an OS error on `path` to a protocol error.
 pub fn classify(path: &str, e: &io::Error) -> Failure {
@@ -40,7 +40,7 @@ pub fn classify(path: &str, e: &io::Error) -> Failure {
     (kind, format!("{path}: {text}"))
 }
 
-/// Checks that a path is absolute, non-empty and NUL-free.
+/// Checks that a path is absolute, non-empty, NUL-free and not under `/proc` or `/sys`.
 pub fn check_path(path: &str) -> Result<(), Failure> {
     if path.is_empty() {
         return Err((ErrorKind::InvalidInput, "the path is empty".into()));
@@ -54,7 +54,7 @@ pub fn check_path(path: &str) -> Result<(), Failure> {
     if !path.starts_with('/') {
         return Err((ErrorKind::InvalidInput, format!("{path} is not absolute")));
     }
-    Ok(())
+    fsys::refuse_pseudo_path(path)
 }
 
 /// The filesystem identity of an account on this thread, restored on drop.
@@ -98,36 +98,16 @@ fn account(name: &str) -> Result<Account, Failure> {
         .ok_or_else(|| (ErrorKind::NotFound, format!("no such user: {name}")))
 }
 
-/// Describes `path` without following a final symlink.
+/// Describes `path` without following a final symlink (refusing one on a pseudo
+/// filesystem, reached however).
 pub fn entry(path: &str, names: &Names) -> Result<FileEntry, Failure> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| classify(path, &e))?;
-    let kind = if meta.file_type().is_symlink() {
-        EntryKind::Symlink
-    } else if meta.is_dir() {
-        EntryKind::Dir
-    } else if meta.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
-    };
-    let name = Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    Ok(FileEntry {
-        name,
-        path: path.to_owned(),
-        kind,
-        size: meta.len(),
-        mode: meta.mode() & 0o7777,
-        owner: names.user(meta.uid()),
-        group: names.group(meta.gid()),
-        modified_ms: meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000,
-        symlink_target: (kind == EntryKind::Symlink)
-            .then(|| std::fs::read_link(path).ok())
-            .flatten()
-            .map(|t| t.to_string_lossy().into_owned()),
-    })
+    let flags = libc::O_PATH | libc::O_NOFOLLOW;
+    let fd = fsys::open_checked(path, flags)?;
+    let st = fsys::stat_at(fd.as_fd(), c"").map_err(|e| classify(path, &e))?;
+    let link = (st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+        .then(|| fsys::read_link_at(fd.as_fd(), c""))
+        .flatten();
+    Ok(fsys::entry_from(path, &st, link, names))
 }
 
 /// Creates `dir` and missing parents (0755); true when `dir` itself was created.
@@ -159,7 +139,7 @@ fn make_dirs(dir: &Path) -> Result<bool, Failure> {
 pub fn handle(stream: &mut UnixStream, request: Request) {
     let result = match request {
         Request::WriteFiles { files, as_user } => {
-            return write_files(stream, &files, &as_user);
+            return write::write_files(stream, &files, &as_user);
         }
         Request::ReadFile {
             path,
@@ -173,8 +153,19 @@ pub fn handle(stream: &mut UnixStream, request: Request) {
         Request::List {
             path,
             depth,
+            max_entries,
             as_user,
-        } => as_account(&as_user, || list(&path, depth)),
+        } => {
+            let listed = account(&as_user).and_then(|account| {
+                let _identity = Identity::become_(&account);
+                list::list(&path, depth, max_entries)
+            });
+            match listed {
+                Ok(entries) => list::send(stream, entries),
+                Err((kind, message)) => reply_error(stream, kind, message),
+            }
+            return;
+        }
         Request::Mkdir { path, as_user } => as_account(&as_user, || {
             check_path(&path)?;
             make_dirs(Path::new(&path)).map(|created| Reply::Created { created })
@@ -202,7 +193,7 @@ pub fn handle(stream: &mut UnixStream, request: Request) {
         Request::Chown { path, owner } => (|| {
             check_path(&path)?;
             let owner = account(&owner)?;
-            chown_tree(Path::new(&path), owner.uid, owner.gid)?;
+            chown_tree(&path, owner.uid, owner.gid)?;
             Ok(Reply::Ok)
         })(),
         other => Err((
@@ -224,50 +215,56 @@ fn as_account(name: &str, op: impl FnOnce() -> Result<Reply, Failure>) -> Result
     op()
 }
 
-fn list(path: &str, depth: u32) -> Result<Reply, Failure> {
-    check_path(path)?;
-    if depth == 0 {
-        return Err((ErrorKind::InvalidInput, "depth must be at least 1".into()));
+/// The deepest tree [`Request::Chown`] walks (one descriptor and stack frame a level).
+const MAX_TREE_DEPTH: u32 = 256;
+
+/// Gives `path` and everything under it to `uid:gid`, as root: through opened
+/// directory descriptors, never following a symlink (one swapped in mid-walk by a
+/// sandbox process included), so nothing outside the tree changes owner.
+fn chown_tree(path: &str, uid: u32, gid: u32) -> Result<(), Failure> {
+    let fd = fsys::open_checked(path, libc::O_PATH | libc::O_NOFOLLOW)?;
+    fsys::chown_at(fd.as_fd(), c"", uid, gid).map_err(|e| classify(path, &e))?;
+    let st = fsys::stat_at(fd.as_fd(), c"").map_err(|e| classify(path, &e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(());
     }
-    let meta = std::fs::metadata(path).map_err(|e| classify(path, &e))?;
-    if !meta.is_dir() {
-        return Err((ErrorKind::NotADirectory, format!("{path}: not a directory")));
-    }
-    let names = Names::load();
-    let mut entries = Vec::new();
-    let mut frontier = vec![(PathBuf::from(path), 1u32)];
-    while let Some((dir, level)) = frontier.pop() {
-        let shown = dir.display().to_string();
-        let read = std::fs::read_dir(&dir).map_err(|e| classify(&shown, &e))?;
-        for item in read {
-            let item = item.map_err(|e| classify(&shown, &e))?;
-            let child = item.path().display().to_string();
-            let e = entry(&child, &names)?;
-            if e.kind == EntryKind::Dir && level < depth {
-                frontier.push((item.path(), level + 1));
-            }
-            entries.push(e);
-            if entries.len() > MAX_ENTRIES {
-                return Err((
-                    ErrorKind::TooLarge,
-                    format!("{path} has more than {MAX_ENTRIES} entries at depth {depth}"),
-                ));
-            }
-        }
-    }
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Reply::Entries { entries })
+    let dir = fsys::open_checked(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
+    let stream = fsys::DirStream::new(dir).map_err(|e| classify(path, &e))?;
+    chown_dir(stream, path.trim_end_matches('/'), uid, gid, 1)
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), Failure> {
-    let shown = path.display().to_string();
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| classify(&shown, &e))?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| classify(&shown, &e))?;
-    if meta.is_dir() {
-        let read = std::fs::read_dir(path).map_err(|e| classify(&shown, &e))?;
-        for item in read {
-            let item = item.map_err(|e| classify(&shown, &e))?;
-            chown_tree(&item.path(), uid, gid)?;
+fn chown_dir(
+    mut stream: fsys::DirStream,
+    shown: &str,
+    uid: u32,
+    gid: u32,
+    level: u32,
+) -> Result<(), Failure> {
+    if level > MAX_TREE_DEPTH {
+        return Err((
+            ErrorKind::InvalidInput,
+            format!("{shown}: deeper than {MAX_TREE_DEPTH} levels"),
+        ));
+    }
+    let names = stream
+        .names(usize::MAX)
+        .map_err(|e| classify(shown, &e))?
+        .unwrap_or_default();
+    for name in names {
+        let child = format!("{shown}/{}", name.to_string_lossy());
+        let dir = stream.fd();
+        match fsys::chown_at(dir, &name, uid, gid) {
+            Ok(()) => {}
+            // Removed during the walk: nothing to give.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(classify(&child, &e)),
+        }
+        let is_dir =
+            fsys::stat_at(dir, &name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        if is_dir {
+            if let Some(sub) = list::open_subdir(dir, &name, &child)? {
+                chown_dir(sub, &child, uid, gid, level + 1)?;
+            }
         }
     }
     Ok(())
@@ -279,11 +276,9 @@ fn read_file(stream: &mut UnixStream, path: &str, max_size: Option<u64>, as_user
         let account = account(as_user)?;
         let _identity = Identity::become_(&account);
         // O_NONBLOCK: opening a FIFO must not hang; only regular files are read.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| classify(path, &e))?;
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+        let fd = fsys::open_checked(path, flags)?;
+        let file = std::fs::File::from(fd);
         let meta = file.metadata().map_err(|e| classify(path, &e))?;
         if meta.is_dir() {
             return Err((ErrorKind::IsADirectory, format!("{path}: is a directory")));
@@ -336,151 +331,6 @@ fn read_file(stream: &mut UnixStream, path: &str, max_size: Option<u64>, as_user
     let _ = reply(stream, Reply::End);
 }
 
-/// One file being received into a temporary file beside its destination.
-struct Incoming {
-    spec: WriteFileSpec,
-    temp: Option<PathBuf>,
-    file: Option<std::fs::File>,
-}
-
-fn write_files(stream: &mut UnixStream, files: &[WriteFileSpec], as_user: &str) {
-    let account = match account(as_user) {
-        Ok(a) => a,
-        Err((kind, message)) => return reply_error(stream, kind, message),
-    };
-    let identity = Identity::become_(&account);
-    let mut failure: Option<Failure> = None;
-    let mut incoming: Vec<Incoming> = Vec::with_capacity(files.len());
-    for (index, spec) in files.iter().enumerate() {
-        let mut item = Incoming {
-            spec: spec.clone(),
-            temp: None,
-            file: None,
-        };
-        if failure.is_none() {
-            match open_temp(spec, index) {
-                Ok((temp, file)) => {
-                    item.temp = Some(temp);
-                    item.file = Some(file);
-                }
-                Err(f) => failure = Some(f),
-            }
-        }
-        // Always consume this file's bytes so the stream stays in step.
-        if let Err(f) = receive(stream, &mut item) {
-            if matches!(f.0, ErrorKind::Protocol) {
-                cleanup(&incoming);
-                cleanup(std::slice::from_ref(&item));
-                return reply_error(stream, f.0, f.1);
-            }
-            failure.get_or_insert(f);
-        }
-        incoming.push(item);
-    }
-    if let Some((kind, message)) = failure {
-        cleanup(&incoming);
-        return reply_error(stream, kind, message);
-    }
-    for item in &incoming {
-        if let Some(temp) = &item.temp {
-            if let Err(e) = std::fs::rename(temp, &item.spec.path) {
-                cleanup(&incoming);
-                let (kind, message) = classify(&item.spec.path, &e);
-                return reply_error(stream, kind, message);
-            }
-        }
-    }
-    let names = Names::load();
-    let entries: Result<Vec<_>, _> = incoming
-        .iter()
-        .map(|i| entry(&i.spec.path, &names))
-        .collect();
-    drop(identity);
-    match entries {
-        Ok(entries) => {
-            let _ = reply(stream, Reply::Entries { entries });
-        }
-        Err((kind, message)) => reply_error(stream, kind, message),
-    }
-}
-
-fn open_temp(spec: &WriteFileSpec, index: usize) -> Result<(PathBuf, std::fs::File), Failure> {
-    check_path(&spec.path)?;
-    let path = Path::new(&spec.path);
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err((
-            ErrorKind::InvalidInput,
-            format!("{} names no file", spec.path),
-        ));
-    };
-    make_dirs(parent)?;
-    let mode = match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            return Err((
-                ErrorKind::IsADirectory,
-                format!("{}: is a directory", spec.path),
-            ))
-        }
-        Ok(m) => m.mode() & 0o7777,
-        Err(_) => spec.mode.unwrap_or(0o644) & 0o7777,
-    };
-    let temp = parent.join(format!(
-        ".{}.sandboxd-{}-{index}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)
-        .map_err(|e| classify(&spec.path, &e))?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| classify(&spec.path, &e))?;
-    Ok((temp, file))
-}
-
-/// Reads `spec.size` bytes of Data frames into the temp file (or discards them).
-fn receive(stream: &mut UnixStream, item: &mut Incoming) -> Result<(), Failure> {
-    let mut left = item.spec.size;
-    let mut failure = None;
-    while left > 0 {
-        let bytes = match read_frame::<Request>(stream) {
-            Ok(Some(Frame::Data(bytes))) => bytes,
-            Ok(_) => {
-                return Err((
-                    ErrorKind::Protocol,
-                    format!("expected {left} more bytes for {}", item.spec.path),
-                ))
-            }
-            Err(e) => return Err((ErrorKind::Protocol, e.to_string())),
-        };
-        if bytes.len() as u64 > left {
-            return Err((
-                ErrorKind::Protocol,
-                format!("a data frame runs past the end of {}", item.spec.path),
-            ));
-        }
-        left -= bytes.len() as u64;
-        if let Some(file) = item.file.as_mut() {
-            if let Err(e) = file.write_all(&bytes) {
-                failure.get_or_insert(classify(&item.spec.path, &e));
-                item.file = None;
-            }
-        }
-    }
-    failure.map_or(Ok(()), Err)
-}
-
-fn cleanup(items: &[Incoming]) {
-    for item in items {
-        if let Some(temp) = &item.temp {
-            let _ = std::fs::remove_file(temp);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +341,26 @@ mod tests {
         assert_eq!(check_path("").unwrap_err().0, ErrorKind::InvalidInput);
         assert_eq!(check_path("a/b").unwrap_err().0, ErrorKind::InvalidInput);
         assert_eq!(check_path("/a\0").unwrap_err().0, ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn chown_walks_the_tree_without_following_symlinks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).expect("outside");
+        std::fs::write(outside.join("secret"), "x").expect("secret");
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).expect("tree");
+        std::fs::write(tree.join("a/b/f"), "y").expect("f");
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).expect("link");
+        chown_tree(tree.to_str().expect("utf8"), 4321, 4321).expect("chown");
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &Path| std::fs::symlink_metadata(p).expect("meta").uid();
+        for p in ["", "a", "a/b", "a/b/f", "a/link"] {
+            assert_eq!(owner(&tree.join(p)), 4321, "{p}");
+        }
+        assert_ne!(owner(&outside), 4321);
+        assert_ne!(owner(&outside.join("secret")), 4321);
     }
 
     #[test]
