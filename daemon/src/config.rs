@@ -91,9 +91,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_DEFAULT_MEMORY_MB", default_value_t = 4096)]
     pub default_memory_mb: u64,
 
-    /// CPU limit of a sandbox whose agent sets no `cpuCount` (0: none).
-    #[arg(long, env = "SANDBOXD_DEFAULT_CPUS", default_value_t = 0.0)]
-    pub default_cpus: f64,
+    /// CPU limit of a sandbox whose agent sets no `cpuCount` (0: none). Default: one
+    /// core fewer than the host has (at least 1), so one sandbox can never take every
+    /// core from the daemon and the other sandboxes.
+    #[arg(long, env = "SANDBOXD_DEFAULT_CPUS")]
+    pub default_cpus: Option<f64>,
+
+    /// Disk space of a sandbox, in MiB: everything its user can write (`/home/user`,
+    /// `/tmp`, `/var/tmp`) lives on a filesystem of this size (0: no bound).
+    #[arg(long, env = "SANDBOXD_DISK_MB", default_value_t = 10240)]
+    pub disk_mb: u64,
+
+    /// Free space to keep under the state directory, in MiB: creating a sandbox is
+    /// refused below it (the sandboxes' disks are sparse and grow as they fill).
+    #[arg(long, env = "SANDBOXD_RESERVE_DISK_MB", default_value_t = 1024)]
+    pub reserve_disk_mb: u64,
 
     /// Most processes and threads in one sandbox.
     #[arg(long, env = "SANDBOXD_PIDS_LIMIT", default_value_t = 1024)]
@@ -222,6 +234,10 @@ pub struct Config {
     pub default_memory_mb: u64,
     /// Default CPU limit (0: none).
     pub default_cpus: f64,
+    /// Disk bound of a sandbox in MiB (0: none).
+    pub disk_mb: u64,
+    /// Free space to keep under the state directory, in MiB.
+    pub reserve_disk_mb: u64,
     /// Pids limit per sandbox.
     pub pids_limit: i64,
     /// Default idle lifetime of a sandbox (0: never).
@@ -273,7 +289,9 @@ impl Config {
             exec_timeout_ms: args.exec_timeout_ms,
             debian_mirror: args.debian_mirror,
             default_memory_mb: args.default_memory_mb,
-            default_cpus: args.default_cpus,
+            default_cpus: args.default_cpus.unwrap_or_else(default_cpus),
+            disk_mb: args.disk_mb,
+            reserve_disk_mb: args.reserve_disk_mb,
             pids_limit: args.pids_limit,
             sandbox_timeout_ms: args.sandbox_timeout_ms,
             runtime: args.runtime,
@@ -281,6 +299,13 @@ impl Config {
             current_exe: std::env::current_exe().ok(),
         })
     }
+}
+
+/// The CPU cap of a sandbox whose agent sets none: every core but one (at least one),
+/// so a sandbox spinning on all its threads leaves a core to the daemon and the rest.
+fn default_cpus() -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(1).max(1) as f64
 }
 
 /// The first executable named `name` on `PATH`.
