@@ -267,6 +267,12 @@ impl Config {
                     .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected key=value"))
             })
             .collect::<anyhow::Result<_>>()?;
+        // mkfs.ext4 needs room for a journal and its metadata.
+        anyhow::ensure!(
+            args.disk_mb == 0 || args.disk_mb >= MIN_DISK_MB,
+            "--disk-mb {}: give 0 (no bound) or at least {MIN_DISK_MB}",
+            args.disk_mb
+        );
         Ok(Self {
             listen: args.listen,
             state_dir,
@@ -300,6 +306,9 @@ impl Config {
         })
     }
 }
+
+/// The smallest sandbox disk, in MiB.
+const MIN_DISK_MB: u64 = 8;
 
 /// The CPU cap of a sandbox whose agent sets none: every core but one (at least one),
 /// so a sandbox spinning on all its threads leaves a core to the daemon and the rest.

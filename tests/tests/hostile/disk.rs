@@ -198,8 +198,20 @@ async fn the_disk_bound_costs_little_at_create() {
     bounded.delete_sandbox(&warm).await;
     let (with_disk, ids) = p50_create_ms(&bounded).await;
     let (without, plain) = p50_create_ms(&unbounded).await;
+    // The daemon logs how long each disk took (truncate, mkfs.ext4, mount, mkdir).
+    let log = strip_colours(&bounded.log_text());
+    let mut disk_ms: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("disk ready"))
+        .filter_map(|l| l.split("ms=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    disk_ms.sort_unstable();
+    assert_eq!(disk_ms.len(), 4, "one disk per create:\n{log}");
     eprintln!(
-        "create p50 over 3: {with_disk} ms with the default 10240 MiB disk, {without} ms without (--disk-mb 0)"
+        "create p50 over 3: {with_disk} ms with the default 10240 MiB disk, {without} ms without (--disk-mb 0); the disk step itself took {disk_ms:?} ms (p50 {} ms)",
+        disk_ms[disk_ms.len() / 2]
     );
     // The default bound: a 10 GiB filesystem at /home/user; none without it.
     let out = bounded
@@ -231,6 +243,24 @@ async fn the_disk_bound_costs_little_at_create() {
     bounded.assert_no_leaks();
     unbounded.assert_no_leaks();
     assert!(mounts_and_loops_under(&bounded.state_dir).is_empty());
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`).
+fn strip_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A small tmpfs mounted on a temporary directory, unmounted on drop.
