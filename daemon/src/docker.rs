@@ -316,6 +316,15 @@ impl Engine {
                 memory: spec.limits.memory_bytes,
                 memory_swap: spec.limits.memory_bytes,
                 nano_cpus: spec.limits.cpus.map(|c| (c * 1e9) as i64),
+                // Only sandbox-init writes the container's log, but it is on the host
+                // disk: keep it bounded whatever the engine's default driver.
+                log_config: Some(bollard::models::HostConfigLogConfig {
+                    typ: Some("json-file".into()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), "1m".to_owned()),
+                        ("max-file".to_owned(), "2".to_owned()),
+                    ])),
+                }),
                 ..Default::default()
             }),
             ..Default::default()

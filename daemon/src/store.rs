@@ -482,6 +482,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_failures() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let e = StoreError::from(full);
+        assert!(matches!(e, StoreError::Full(_)), "{e:?}");
+        assert!(e.to_string().contains("is full"), "{e}");
+        let other = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        assert!(matches!(StoreError::from(other), StoreError::Other(_)));
+    }
+
     pub(super) fn sandbox(id: &str) -> SandboxRow {
         SandboxRow {
             id: id.into(),

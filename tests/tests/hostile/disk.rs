@@ -93,6 +93,12 @@ async fn a_sandbox_cannot_write_past_its_disk_bound() {
         assert!(mb <= BOUND_MB, "a {mb} MiB filesystem: {out}");
     }
 
+    // Its container log (host disk too) is bounded.
+    assert_eq!(
+        docker_inspect(&container(&id), "{{.HostConfig.LogConfig.Config}}").as_deref(),
+        Some("map[max-file:2 max-size:1m]")
+    );
+
     // /home/user, /tmp and /var/tmp share the bound.
     let before = host_bytes(&d, &id);
     let out = d
