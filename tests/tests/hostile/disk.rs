@@ -32,6 +32,30 @@ fn mounts_and_loops_under(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Docker volumes whose data is a directory under `path`.
+fn volumes_under(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    let out = Command::new("docker")
+        .args(["volume", "ls", "-q"])
+        .output()
+        .expect("docker volume ls");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|v| docker_volume_device(v).is_some_and(|d| d.contains(&needle)))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn docker_volume_device(volume: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["volume", "inspect", "-f", "{{.Options.device}}", volume])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// Host bytes a sandbox occupies: its directory's allocated blocks (the disk image)
 /// plus its container's writable layer.
 fn host_bytes(d: &Daemon, id: &str) -> u64 {
@@ -93,6 +117,14 @@ async fn a_sandbox_cannot_write_past_its_disk_bound() {
         assert!(mb <= BOUND_MB, "a {mb} MiB filesystem: {out}");
     }
 
+    let sandbox_dir = d.state_dir.join("sandboxes").join(&id);
+    assert_eq!(volumes_under(&sandbox_dir).len(), 1, "the home volume");
+    assert_eq!(
+        mounts_and_loops_under(&sandbox_dir).len(),
+        2,
+        "its mount and loop device"
+    );
+
     // Its container log (host disk too) is bounded.
     assert_eq!(
         docker_inspect(&container(&id), "{{.HostConfig.LogConfig.Config}}").as_deref(),
@@ -143,7 +175,6 @@ async fn a_sandbox_cannot_write_past_its_disk_bound() {
     // mounted again before the container starts.
     d.exec(&id, "echo kept > /home/user/marker").await;
     d.terminate();
-    let sandbox_dir = d.state_dir.join("sandboxes").join(&id);
     let stopped = Command::new("docker")
         .args(["stop", "-t", "1", &container(&id)])
         .output()
@@ -174,7 +205,8 @@ async fn a_sandbox_cannot_write_past_its_disk_bound() {
     // Delete: no container, directory, mount or loop device is left.
     d2.delete_sandbox(&id).await;
     d2.assert_no_leaks();
-    let left = mounts_and_loops_under(&sandbox_dir);
+    let mut left = mounts_and_loops_under(&sandbox_dir);
+    left.extend(volumes_under(&sandbox_dir));
     assert!(left.is_empty(), "left behind: {left:?}");
     drop(d2);
     drop(d);
@@ -249,6 +281,7 @@ async fn the_disk_bound_costs_little_at_create() {
     bounded.assert_no_leaks();
     unbounded.assert_no_leaks();
     assert!(mounts_and_loops_under(&bounded.state_dir).is_empty());
+    assert!(volumes_under(&bounded.state_dir).is_empty());
 }
 
 /// `text` without ANSI colour sequences (`ESC [ … m`).
