@@ -248,13 +248,23 @@ pub fn check_reserve(dir: &Path, reserve_mb: u64) -> Result<(), DiskError> {
     Ok(())
 }
 
+/// Where the system keeps `program` (they live in sbin directories, which a daemon
+/// started with a user's `PATH` may not search); the bare name otherwise.
+fn system_tool(program: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// Runs a host tool to completion within [`TOOL_DEADLINE`].
 async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), DiskError> {
     let fail = |output: String| DiskError::Tool {
         program: program.to_owned(),
         output,
     };
-    let child = Command::new(program)
+    let child = Command::new(system_tool(program))
         .args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -285,6 +295,12 @@ mod tests {
             e.to_string().contains("--reserve-disk-mb"),
             "the message names the flag: {e}"
         );
+    }
+
+    #[test]
+    fn tools_are_found_outside_a_users_path() {
+        assert!(system_tool("mount").is_absolute());
+        assert_eq!(system_tool("no-such-tool"), PathBuf::from("no-such-tool"));
     }
 
     #[test]
