@@ -91,9 +91,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_DEFAULT_MEMORY_MB", default_value_t = 4096)]
     pub default_memory_mb: u64,
 
-    /// CPU limit of a sandbox whose agent sets no `cpuCount` (0: none).
-    #[arg(long, env = "SANDBOXD_DEFAULT_CPUS", default_value_t = 0.0)]
-    pub default_cpus: f64,
+    /// CPU limit of a sandbox whose agent sets no `cpuCount` (0: none). Default: one
+    /// core fewer than the host has (at least 1), so one sandbox can never take every
+    /// core from the daemon and the other sandboxes.
+    #[arg(long, env = "SANDBOXD_DEFAULT_CPUS")]
+    pub default_cpus: Option<f64>,
+
+    /// Disk space of a sandbox, in MiB: everything its user can write (`/home/user`,
+    /// `/tmp`, `/var/tmp`) lives on a filesystem of this size (0: no bound).
+    #[arg(long, env = "SANDBOXD_DISK_MB", default_value_t = 10240)]
+    pub disk_mb: u64,
+
+    /// Free space to keep under the state directory, in MiB: creating a sandbox is
+    /// refused below it (the sandboxes' disks are sparse and grow as they fill).
+    #[arg(long, env = "SANDBOXD_RESERVE_DISK_MB", default_value_t = 1024)]
+    pub reserve_disk_mb: u64,
 
     /// Most processes and threads in one sandbox.
     #[arg(long, env = "SANDBOXD_PIDS_LIMIT", default_value_t = 1024)]
@@ -236,6 +248,10 @@ pub struct Config {
     pub default_memory_mb: u64,
     /// Default CPU limit (0: none).
     pub default_cpus: f64,
+    /// Disk bound of a sandbox in MiB (0: none).
+    pub disk_mb: u64,
+    /// Free space to keep under the state directory, in MiB.
+    pub reserve_disk_mb: u64,
     /// Pids limit per sandbox.
     pub pids_limit: i64,
     /// Default idle lifetime of a sandbox (0: never).
@@ -271,6 +287,12 @@ impl Config {
                     .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected key=value"))
             })
             .collect::<anyhow::Result<_>>()?;
+        // mkfs.ext4 needs room for a journal and its metadata.
+        anyhow::ensure!(
+            args.disk_mb == 0 || args.disk_mb >= MIN_DISK_MB,
+            "--disk-mb {}: give 0 (no bound) or at least {MIN_DISK_MB}",
+            args.disk_mb
+        );
         Ok(Self {
             listen: args.listen,
             state_dir,
@@ -293,7 +315,9 @@ impl Config {
             exec_timeout_ms: args.exec_timeout_ms,
             debian_mirror: args.debian_mirror,
             default_memory_mb: args.default_memory_mb,
-            default_cpus: args.default_cpus,
+            default_cpus: args.default_cpus.unwrap_or_else(default_cpus),
+            disk_mb: args.disk_mb,
+            reserve_disk_mb: args.reserve_disk_mb,
             pids_limit: args.pids_limit,
             sandbox_timeout_ms: args.sandbox_timeout_ms,
             runtime: args.runtime,
@@ -304,6 +328,16 @@ impl Config {
             current_exe: std::env::current_exe().ok(),
         })
     }
+}
+
+/// The smallest sandbox disk, in MiB.
+const MIN_DISK_MB: u64 = 8;
+
+/// The CPU cap of a sandbox whose agent sets none: every core but one (at least one),
+/// so a sandbox spinning on all its threads leaves a core to the daemon and the rest.
+fn default_cpus() -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(1).max(1) as f64
 }
 
 /// The first executable named `name` on `PATH`.

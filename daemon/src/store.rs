@@ -21,12 +21,26 @@ const MIGRATIONS: &[&str] = &[
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
-#[error("state database: {0}")]
-pub struct StoreError(String);
+pub enum StoreError {
+    /// The disk under the state directory is full: the write was rolled back whole
+    /// (SQLite is transactional), the database is intact and reads still work.
+    #[error(
+        "the disk holding the state database (state.db in the state directory) is full, \
+         so nothing was changed; free space there and retry ({0})"
+    )]
+    Full(String),
+    /// Any other failure.
+    #[error("state database: {0}")]
+    Other(String),
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            Self::Full(e.to_string())
+        } else {
+            Self::Other(e.to_string())
+        }
     }
 }
 
@@ -134,7 +148,7 @@ impl Store {
         // It holds the sandboxes' model-proxy tokens: the owner's alone. SQLite gives
         // its -wal and -shm files the database file's mode.
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(|e| StoreError(format!("restricting {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Other(format!("restricting {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // WAL: readers never block the writer; NORMAL sync survives a killed daemon
         // (only a power loss can lose the last commits).
@@ -152,7 +166,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
-            return Err(StoreError(format!(
+            return Err(StoreError::Other(format!(
                 "it has schema version {version}, newer than this sandboxd knows ({}); \
                  use a newer sandboxd or another --state-dir",
                 MIGRATIONS.len()
@@ -384,7 +398,8 @@ impl Store {
         let rows = stmt.query_map([thread_id], |r| r.get::<_, String>(0))?;
         rows.map(|r| {
             let text = r?;
-            serde_json::from_str(&text).map_err(|e| StoreError(format!("a stored message: {e}")))
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Other(format!("a stored message: {e}")))
         })
         .collect()
     }
@@ -432,7 +447,7 @@ impl Store {
                 seq: seq as u64,
                 at,
                 body: serde_json::from_str(&body)
-                    .map_err(|e| StoreError(format!("a stored event: {e}")))?,
+                    .map_err(|e| StoreError::Other(format!("a stored event: {e}")))?,
             })
         })
         .collect()
@@ -466,6 +481,22 @@ pub mod tests_support {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_failures() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let e = StoreError::from(full);
+        assert!(matches!(e, StoreError::Full(_)), "{e:?}");
+        assert!(e.to_string().contains("is full"), "{e}");
+        let other = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        );
+        assert!(matches!(StoreError::from(other), StoreError::Other(_)));
+    }
 
     pub(super) fn sandbox(id: &str) -> SandboxRow {
         SandboxRow {

@@ -437,6 +437,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// A file is larger than allowed.
     TooLarge,
+    /// The filesystem is full (the sandbox's disk bound, or a quota).
+    NoSpace,
     /// The frames did not follow the protocol.
     Protocol,
     /// Any other operating-system failure.

@@ -410,6 +410,30 @@ impl Drop for Daemon {
                 .stderr(Stdio::null())
                 .status();
         }
+        // And the sandboxes' disks still mounted in a state directory it owns (a
+        // failed test did not delete its sandboxes), before the directory goes.
+        if !self._temps.is_empty() {
+            unmount_under(&self.state_dir);
+        }
+    }
+}
+
+/// Unmounts (lazily) every mount below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_unstable_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = Command::new("umount")
+            .args(["-l", point])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -33,19 +33,21 @@ async fn sandboxes_are_hardened_and_limited() {
         (512u64 << 20).to_string()
     );
     assert_eq!(inspect(&sized, "{{.HostConfig.NanoCpus}}"), "1500000000");
-    // No Docker socket or host paths beyond the init dir (and the claude binary).
+    // No Docker socket or host paths beyond the init dir (and the claude binary), and
+    // the sandbox's own disk.
     let mounts = inspect(&plain, "{{range .Mounts}}{{.Destination}}:{{.RW}} {{end}}");
     let mut mounts: Vec<&str> = mounts.split_whitespace().collect();
     mounts.sort_unstable();
-    let expected: &[&str] = if std::env::var_os("SANDBOXD_CLAUDE_BIN").is_some() {
-        &[
-            "/.sandboxd/bin/claude:false",
-            "/.sandboxd/init:false",
-            "/.sandboxd/run:true",
-        ]
-    } else {
-        &["/.sandboxd/init:false", "/.sandboxd/run:true"]
-    };
+    let mut expected = vec!["/.sandboxd/init:false", "/.sandboxd/run:true"];
+    if std::env::var_os("SANDBOXD_CLAUDE_BIN").is_some() {
+        expected.insert(0, "/.sandboxd/bin/claude:false");
+    }
+    expected.extend([
+        "/home/user:true",
+        "/run/lock:true",
+        "/tmp:true",
+        "/var/tmp:true",
+    ]);
     assert_eq!(mounts, expected);
 
     // Inside: no new privileges, only the kept capabilities in the bounding set.

@@ -38,9 +38,7 @@ impl From<AgentError> for ApiError {
             AgentError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "agent_not_found", message),
             AgentError::Invalid(_) => Self::bad_request(message),
             AgentError::FromFile(_) => Self::new(StatusCode::CONFLICT, "agent_from_file", message),
-            AgentError::Store(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
-            }
+            AgentError::Store(e) => e.into(),
         }
     }
 }

@@ -11,7 +11,9 @@ use sandbox_init::protocol::ErrorKind;
 
 use crate::docker::EngineError;
 use crate::init_client::InitError;
+use crate::sandbox::disk::DiskError;
 use crate::sandbox::{GitFailureKind, SandboxError};
+use crate::store::StoreError;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +121,13 @@ impl From<SandboxError> for ApiError {
             }
             SandboxError::Engine(e) => e.into(),
             SandboxError::Init(e) => e.into(),
-            SandboxError::Store(_) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
-            }
+            SandboxError::Store(e) => e.into(),
+            SandboxError::Disk(e) => e.into(),
+            SandboxError::DiskFull { .. } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+            ),
             SandboxError::PermissionNotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "permission_not_found", message)
             }
@@ -130,6 +136,38 @@ impl From<SandboxError> for ApiError {
             }
             SandboxError::QuotaExceeded(_) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            StoreError::Full(_) => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+            ),
+            StoreError::Other(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
+            }
+        }
+    }
+}
+
+impl From<DiskError> for ApiError {
+    fn from(e: DiskError) -> Self {
+        let message = e.to_string();
+        match e {
+            DiskError::LowSpace { .. } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+            ),
+            DiskError::Io { .. } | DiskError::Tool { .. } => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "sandbox_disk", message)
             }
         }
     }
@@ -175,6 +213,9 @@ impl From<InitError> for ApiError {
                     ErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
                     ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_path"),
                     ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                    ErrorKind::NoSpace => {
+                        (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+                    }
                     ErrorKind::Protocol | ErrorKind::Io => {
                         (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_io")
                     }

@@ -58,6 +58,11 @@ pub struct ContainerSpec {
     pub labels: HashMap<String, String>,
     /// `host:container[:ro]` bind mounts.
     pub binds: Vec<String>,
+    /// `(host directory, container path)`: volumes bound to a host directory. Unlike a
+    /// bind mount, Docker first copies the image's content at that path into the
+    /// directory while it is empty. They are anonymous, so removing the container
+    /// removes them (never the directory's content).
+    pub bound_volumes: Vec<(String, String)>,
     /// Hostname inside the container.
     pub hostname: String,
     /// Working directory of the entrypoint.
@@ -81,6 +86,28 @@ pub struct Limits {
     pub cpus: Option<f64>,
     /// Most processes and threads at once (a fork bomb stops here).
     pub pids: Option<i64>,
+}
+
+/// An anonymous `local` volume whose data is the host directory `device`.
+fn bound_volume(device: String, target: String) -> bollard::models::Mount {
+    use bollard::models::{Mount, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig};
+    Mount {
+        target: Some(target),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions {
+            no_copy: Some(false),
+            driver_config: Some(MountVolumeOptionsDriverConfig {
+                name: Some("local".into()),
+                options: Some(HashMap::from([
+                    ("type".to_owned(), "none".to_owned()),
+                    ("o".to_owned(), "bind".to_owned()),
+                    ("device".to_owned(), device),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Capabilities a sandbox keeps: what sandbox-init needs to run processes and files
@@ -190,6 +217,12 @@ impl Engine {
             user: Some("0:0".into()),
             host_config: Some(HostConfig {
                 binds: Some(spec.binds),
+                mounts: Some(
+                    spec.bound_volumes
+                        .into_iter()
+                        .map(|(device, target)| bound_volume(device, target))
+                        .collect(),
+                ),
                 init: Some(false),
                 network_mode: Some(spec.network),
                 extra_hosts: Some(spec.extra_hosts),
@@ -201,6 +234,15 @@ impl Engine {
                 memory: spec.limits.memory_bytes,
                 memory_swap: spec.limits.memory_bytes,
                 nano_cpus: spec.limits.cpus.map(|c| (c * 1e9) as i64),
+                // Only sandbox-init writes the container's log, but it is on the host
+                // disk: keep it bounded whatever the engine's default driver.
+                log_config: Some(bollard::models::HostConfigLogConfig {
+                    typ: Some("json-file".into()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), "1m".to_owned()),
+                        ("max-file".to_owned(), "2".to_owned()),
+                    ])),
+                }),
                 ..Default::default()
             }),
             ..Default::default()

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use sandbox_init::protocol::{ExecRequest, Frame, Reply};
 use tokio_util::sync::CancellationToken;
 
+use super::disk::{self, Disk};
 use super::paths::{self, HOME};
 use super::{
     merged, mounts, new_id, Attachment, Sandbox, SandboxError, Sandboxes, State, Status,
@@ -157,6 +158,7 @@ impl Sandboxes {
             .await
             .map_err(SandboxError::Invalid)?;
         let engine = self.ready_engine()?.clone();
+        disk::check_reserve(&self.settings.state_dir, self.settings.reserve_disk_mb)?;
         crate::image::ensure_image(
             &engine,
             &plan.image,
@@ -276,6 +278,31 @@ impl Sandboxes {
             })
             .map_err(|e| StepError(format!("creating {}: {e}", run_dir.display())))?;
 
+        let mut binds = vec![
+            format!("{}:{}:ro", self.settings.init_bin.display(), mounts::INIT),
+            format!("{}:{}", run_dir.display(), mounts::RUN),
+        ];
+        if let Some(claude) = &self.settings.claude_bin {
+            binds.push(format!("{}:{}:ro", claude.display(), mounts::CLAUDE));
+        }
+        let mut bound_volumes = Vec::new();
+        if self.settings.disk_mb > 0 {
+            let disk = Disk::new(&sb.dir);
+            let started = std::time::Instant::now();
+            disk.create(self.settings.disk_mb)
+                .await
+                .map_err(|e| StepError(e.to_string()))?;
+            tracing::debug!(sandbox = %sb.id, ms = started.elapsed().as_millis() as u64, "disk ready");
+            let (home, rest) = disk::DIRS.split_first().expect("DIRS is not empty");
+            bound_volumes.push((
+                disk.host_dir(home.0).display().to_string(),
+                home.1.to_owned(),
+            ));
+            for (name, target) in rest {
+                binds.push(format!("{}:{target}", disk.host_dir(name).display()));
+            }
+        }
+
         let image = self.image_for(engine, plan).await?;
         check_cancelled(sb)?;
         // The network and the firewall on its bridge, as set up now (a recreated
@@ -299,16 +326,8 @@ impl Sandboxes {
             ],
             env: plan.envs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             labels,
-            binds: {
-                let mut binds = vec![
-                    format!("{}:{}:ro", self.settings.init_bin.display(), mounts::INIT),
-                    format!("{}:{}", run_dir.display(), mounts::RUN),
-                ];
-                if let Some(claude) = &self.settings.claude_bin {
-                    binds.push(format!("{}:{}:ro", claude.display(), mounts::CLAUDE));
-                }
-                binds
-            },
+            binds,
+            bound_volumes,
             hostname: sb.sandbox_id.clone(),
             working_dir: "/".to_owned(),
             network: network.id.clone(),

@@ -31,7 +31,16 @@ impl Sandboxes {
             }
             resolved.push((path, content, None));
         }
-        Ok(sandbox.init.write_files(&resolved, USER).await?)
+        match sandbox.init.write_files(&resolved, USER).await {
+            Err(crate::init_client::InitError::Remote {
+                kind: sandbox_init::protocol::ErrorKind::NoSpace,
+                message,
+            }) if self.settings.disk_mb > 0 => Err(SandboxError::DiskFull {
+                limit_mb: self.settings.disk_mb,
+                detail: message,
+            }),
+            other => Ok(other?),
+        }
     }
 
     /// Reads a whole file, refusing one bigger than `max_size` bytes.

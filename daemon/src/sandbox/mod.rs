@@ -4,6 +4,7 @@
 //! list, exec (in `exec.rs`) and delete. It knows nothing of HTTP.
 
 mod create;
+pub mod disk;
 mod exec;
 mod files;
 mod git;
@@ -149,6 +150,20 @@ pub enum SandboxError {
     /// A sandbox limit is reached; the message names it and its flag.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A write did not fit on the sandbox's disk.
+    #[error(
+        "the sandbox's disk is full ({detail}): it holds {limit_mb} MiB (--disk-mb); \
+         delete files in the sandbox to make room"
+    )]
+    DiskFull {
+        /// Its bound in MiB.
+        limit_mb: u64,
+        /// What failed.
+        detail: String,
+    },
+    /// A sandbox's disk, or the state directory's free space.
+    #[error(transparent)]
+    Disk(#[from] disk::DiskError),
 }
 
 fn error_suffix(error: &Option<String>) -> String {
@@ -184,6 +199,12 @@ pub struct Settings {
     pub default_memory_mb: u64,
     /// Default CPU limit (0: none).
     pub default_cpus: f64,
+    /// Disk bound of a sandbox in MiB (0: none); see [`disk`].
+    pub disk_mb: u64,
+    /// Free space to keep under the state directory, in MiB.
+    pub reserve_disk_mb: u64,
+    /// The state directory (holding `state.db` and the sandboxes' directories).
+    pub state_dir: PathBuf,
     /// Pids limit per sandbox.
     pub pids_limit: i64,
     /// Idle lifetime of a sandbox whose agent and create call set none (0: never).
@@ -278,6 +299,11 @@ impl Sandboxes {
             }
         }
         self.proxy.unregister(&sandbox.id);
+        // Unmounted first: removing the directory must not descend into the
+        // sandbox's filesystem (and a mount point cannot be removed).
+        if let Err(e) = disk::Disk::new(&sandbox.dir).unmount().await {
+            tracing::warn!(sandbox = %sandbox.id, "{e}");
+        }
         remove_dir(&sandbox.dir);
     }
 

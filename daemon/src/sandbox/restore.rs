@@ -112,11 +112,26 @@ impl Sandboxes {
                             Err("its container is gone (removed while the daemon was down)"
                                 .to_owned())
                         }
-                        Some(container) => engine
-                            .ensure_running(&container)
-                            .await
-                            .map(|()| container)
-                            .map_err(|e| format!("its container could not be started again: {e}")),
+                        Some(container) => {
+                            // After a reboot its disk must be back before the
+                            // container starts (the container's volumes bind into it).
+                            let disk = super::disk::Disk::new(&sandbox.dir);
+                            let mounted = if disk.exists() {
+                                disk.ensure_mounted().await.map_err(|e| e.to_string())
+                            } else {
+                                Ok(())
+                            };
+                            match mounted {
+                                Err(e) => Err(e),
+                                Ok(()) => engine
+                                    .ensure_running(&container)
+                                    .await
+                                    .map(|()| container)
+                                    .map_err(|e| {
+                                        format!("its container could not be started again: {e}")
+                                    }),
+                            }
+                        }
                     }
                 }
             };

@@ -29,6 +29,7 @@ pub fn classify(path: &str, e: &io::Error) -> Failure {
         Some(libc::EISDIR) => ErrorKind::IsADirectory,
         Some(libc::EACCES | libc::EPERM | libc::EROFS) => ErrorKind::PermissionDenied,
         Some(libc::ENAMETOOLONG | libc::EINVAL | libc::ELOOP) => ErrorKind::InvalidInput,
+        Some(libc::ENOSPC | libc::EDQUOT) => ErrorKind::NoSpace,
         _ => ErrorKind::Io,
     };
     let text = e.to_string();

@@ -3,7 +3,8 @@
 //! security model promises, and asserts the attack fails while the daemon keeps serving
 //! everyone else. One module per surface under attack.
 
+mod disk;
+mod files;
 mod git;
 mod network;
 mod tokens;
-mod files;
