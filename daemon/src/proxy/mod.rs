@@ -1,27 +1,40 @@
 //! The model proxy: the only way sandboxes reach the model.
 //!
-//! Each sandbox gets a token of its own; the proxy checks it, forwards the request to
-//! the upstream (the Anthropic API, or any compatible server such as the scripted
-//! model) with the daemon's real key, streams the response back unbuffered, and counts
-//! each sandbox's tokens from the response as it passes. Sandboxes never hold the key.
+//! Each sandbox gets a token of its own, valid only from the sandbox's own address on
+//! the sandbox network. The proxy forwards only the model calls the runtimes make
+//! ([`routes`]) to the upstream (the Anthropic API, or any compatible server such as
+//! the scripted model) with the daemon's real key, streams request bodies up and
+//! replies back unbuffered, and meters each sandbox's tokens and their cost from the
+//! replies ([`meter`]), refusing further calls once a sandbox has spent its budget.
+//! Connections and requests are bounded per sandbox and in time ([`conn`],
+//! [`forward`]). Sandboxes never hold the key.
+
+mod conn;
+mod forward;
+mod meter;
+mod routes;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
-use futures_util::StreamExt;
+use axum::http::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
 
-/// Largest request body forwarded (a long conversation with images).
-const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+pub use conn::connection_budget;
+
+/// Requests one sandbox may have in flight at once; more are answered 429 at once.
+/// The CLI runs its main loop and a few parallel subagents; each request holds an
+/// upstream connection for as long as the model streams.
+pub const PER_SANDBOX_IN_FLIGHT: usize = 8;
+/// How long connecting to the upstream may take.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one sandbox consumed through the proxy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct ProxyUsage {
     /// Requests forwarded.
     pub requests: u64,
@@ -29,6 +42,84 @@ pub struct ProxyUsage {
     pub input_tokens: u64,
     /// Output tokens reported by the upstream.
     pub output_tokens: u64,
+    /// What those tokens cost at Anthropic's list prices, in USD.
+    pub cost_usd: f64,
+}
+
+/// Why the proxy refused or failed a request; each is an Anthropic-shaped error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No token, or one that is unknown or revoked.
+    #[error("unknown or revoked sandbox token")]
+    UnknownToken,
+    /// A sandbox's token presented from another address.
+    #[error("this token belongs to another sandbox")]
+    ForeignToken,
+    /// A method and path the runtimes do not need.
+    #[error("{0} is not a model call sandboxes may make")]
+    NotAllowed(String),
+    /// The sandbox has spent its budget.
+    #[error("this sandbox has spent its model budget (${spent:.4} of ${budget:.4}); the daemon's --max-sandbox-budget-usd")]
+    OverBudget {
+        /// What it spent.
+        spent: f64,
+        /// Its budget.
+        budget: f64,
+    },
+    /// Too many requests of this sandbox at once.
+    #[error("more than {PER_SANDBOX_IN_FLIGHT} requests of this sandbox at once")]
+    TooManyRequests,
+    /// A malformed `content-length`.
+    #[error("malformed content-length")]
+    BadLength,
+    /// A body over the limit.
+    #[error("request body over {} bytes", forward::MAX_REQUEST_BYTES)]
+    TooLarge,
+    /// A body that stalled or took too long.
+    #[error("request body not received in time ({0:?})")]
+    SlowBody(Duration),
+    /// A body that could not be read.
+    #[error("reading the request body: {0}")]
+    BodyRead(String),
+    /// The upstream did not answer.
+    #[error("the model upstream is unreachable ({0})")]
+    Upstream(String),
+}
+
+impl ProxyError {
+    /// The status and Anthropic error type of this error.
+    fn kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::UnknownToken => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            ProxyError::ForeignToken | ProxyError::NotAllowed(_) => {
+                (StatusCode::FORBIDDEN, "permission_error")
+            }
+            ProxyError::OverBudget { .. } => (StatusCode::PAYMENT_REQUIRED, "billing_error"),
+            ProxyError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            ProxyError::BadLength | ProxyError::BodyRead(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            ProxyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+            ProxyError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error"),
+            ProxyError::Upstream(_) => (StatusCode::BAD_GATEWAY, "api_error"),
+        }
+    }
+
+    /// `{"type": "error", "error": {"type": …, "message": …}}` with its status.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, kind) = self.kind();
+        let body = serde_json::json!({
+            "type": "error",
+            "error": { "type": kind, "message": format!("sandboxd model proxy: {self}") }
+        });
+        let mut response = Response::new(Body::from(body.to_string()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
 }
 
 /// The proxy's state.
@@ -39,26 +130,44 @@ pub struct ModelProxy {
     client: reqwest::Client,
     /// token -> sandbox id
     tokens: Mutex<HashMap<String, String>>,
+    /// sandbox id -> its address on the sandbox network, once its container runs.
+    addresses: Mutex<HashMap<String, IpAddr>>,
     usage: Mutex<HashMap<String, ProxyUsage>>,
+    /// sandbox id -> requests in flight.
+    in_flight: Mutex<HashMap<String, usize>>,
+    per_source: conn::PerSource,
+    /// Spending cap per sandbox, in USD.
+    budget_usd: Option<f64>,
     base_url: OnceLock<String>,
     /// Where each sandbox's consumption is kept across restarts.
     store: OnceLock<Arc<crate::store::Store>>,
 }
 
 impl ModelProxy {
-    /// A proxy to `upstream`, authenticating with `api_key` when given.
-    pub fn new(upstream: &str, api_key: Option<String>) -> Arc<Self> {
+    /// A proxy to `upstream`, authenticating with `api_key` when given; each sandbox may
+    /// spend `budget_usd` when given.
+    pub fn new(upstream: &str, api_key: Option<String>, budget_usd: Option<f64>) -> Arc<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
+            .build()
+            .unwrap_or_else(|e| {
+                tracing::warn!("model proxy: default HTTP client ({e})");
+                reqwest::Client::new()
+            });
         Arc::new(Self {
             upstream: upstream.trim_end_matches('/').to_owned(),
             api_key,
-            client: reqwest::Client::new(),
+            client,
             tokens: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            per_source: conn::PerSource::default(),
+            budget_usd: budget_usd.filter(|b| *b > 0.0),
             base_url: OnceLock::new(),
             store: OnceLock::new(),
         })
     }
-
     /// Keeps consumption in `store` from now on.
     pub fn persist_to(&self, store: Arc<crate::store::Store>) {
         let _ = self.store.set(store);
@@ -86,9 +195,19 @@ impl ModelProxy {
         lock(&self.tokens).insert(token.to_owned(), sandbox_id.to_owned());
     }
 
+    /// Binds a sandbox's token to its container's address: requests with the token
+    /// are served from there only, and connections from addresses of no sandbox are
+    /// refused. A stale binding of the address (a container gone) is dropped.
+    pub fn bind_address(&self, sandbox_id: &str, address: IpAddr) {
+        let mut addresses = lock(&self.addresses);
+        addresses.retain(|id, ip| *ip != address || id == sandbox_id);
+        addresses.insert(sandbox_id.to_owned(), address);
+    }
+
     /// Revokes every token of a sandbox.
     pub fn unregister(&self, sandbox_id: &str) {
         lock(&self.tokens).retain(|_, id| id != sandbox_id);
+        lock(&self.addresses).remove(sandbox_id);
         lock(&self.usage).remove(sandbox_id);
     }
 
@@ -109,25 +228,35 @@ impl ModelProxy {
                 sum.requests += u.requests;
                 sum.input_tokens += u.input_tokens;
                 sum.output_tokens += u.output_tokens;
+                sum.cost_usd += u.cost_usd;
                 sum
             })
     }
 
-    /// Serves on `listener` until `shutdown`; `advertised` is the URL sandboxes use.
+    /// Serves on `listener` until `shutdown`, holding at most `max_connections`
+    /// connections (see [`connection_budget`]); `advertised` is the URL sandboxes use.
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         advertised: String,
+        max_connections: usize,
         shutdown: tokio_util::sync::CancellationToken,
-    ) -> std::io::Result<()> {
+    ) {
         let _ = self.base_url.set(advertised);
-        let app = Router::new().fallback(forward).with_state(self);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        conn::serve(self, listener, max_connections, shutdown).await;
     }
 
-    fn sandbox_of(&self, headers: &HeaderMap) -> Option<String> {
+    /// The sandbox whose container has `address`.
+    fn sandbox_at(&self, address: IpAddr) -> Option<String> {
+        lock(&self.addresses)
+            .iter()
+            .find(|(_, ip)| **ip == address)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// The sandbox a request acts for: its token's, when it comes from that sandbox's
+    /// address.
+    fn authorize(&self, headers: &HeaderMap, peer: IpAddr) -> Result<String, ProxyError> {
         let presented = headers
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
@@ -136,14 +265,56 @@ impl ModelProxy {
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "))
-            })?;
-        let tokens = lock(&self.tokens);
-        tokens
+            })
+            .ok_or(ProxyError::UnknownToken)?;
+        let sandbox = lock(&self.tokens)
             .iter()
             .find(|(token, _)| {
                 crate::auth::constant_time_eq(token.as_bytes(), presented.as_bytes())
             })
             .map(|(_, id)| id.clone())
+            .ok_or(ProxyError::UnknownToken)?;
+        match lock(&self.addresses).get(&sandbox) {
+            Some(address) if *address == peer => Ok(sandbox),
+            _ => Err(ProxyError::ForeignToken),
+        }
+    }
+
+    /// Refuses a sandbox that has spent its budget. Checked before each request:
+    /// requests already running finish and are counted.
+    fn check_budget(&self, sandbox_id: &str) -> Result<(), ProxyError> {
+        let Some(budget) = self.budget_usd else {
+            return Ok(());
+        };
+        let spent = self.usage(sandbox_id).cost_usd;
+        if spent >= budget {
+            return Err(ProxyError::OverBudget { spent, budget });
+        }
+        Ok(())
+    }
+
+    /// Counts a request of a sandbox in flight, or refuses it over the cap.
+    fn start_request(self: &Arc<Self>, sandbox_id: &str) -> Result<InFlight, ProxyError> {
+        let mut in_flight = lock(&self.in_flight);
+        let n = in_flight.entry(sandbox_id.to_owned()).or_default();
+        if *n >= PER_SANDBOX_IN_FLIGHT {
+            return Err(ProxyError::TooManyRequests);
+        }
+        *n += 1;
+        Ok(InFlight {
+            proxy: self.clone(),
+            sandbox: sandbox_id.to_owned(),
+        })
+    }
+
+    /// Adds a reply's tokens, and their cost on `model`, to a sandbox's usage.
+    fn add_tokens(&self, sandbox_id: &str, tokens: &meter::Tokens, model: Option<&str>) {
+        let cost = tokens.cost_usd(model);
+        self.count(sandbox_id, |u| {
+            u.input_tokens += tokens.all_input();
+            u.output_tokens += tokens.output;
+            u.cost_usd += cost;
+        });
     }
 
     fn count(&self, sandbox_id: &str, f: impl FnOnce(&mut ProxyUsage)) {
@@ -159,190 +330,120 @@ impl ModelProxy {
     }
 }
 
+/// A request in flight, counted against its sandbox's cap until dropped.
+#[derive(Debug)]
+struct InFlight {
+    proxy: Arc<ModelProxy>,
+    sandbox: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.proxy.in_flight);
+        if let Some(n) = in_flight.get_mut(&self.sandbox) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.sandbox);
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Counters and maps are updated in single statements: a poisoned lock is consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "error",
-        "error": { "type": kind, "message": message }
-    });
-    (status, axum::Json(body)).into_response()
-}
-
-/// Headers not passed upstream: credentials are replaced, hop-by-hop ones dropped.
-const DROPPED: &[&str] = &[
-    "host",
-    "x-api-key",
-    "authorization",
-    "content-length",
-    "connection",
-    "transfer-encoding",
-    "accept-encoding",
-];
-
-async fn forward(State(proxy): State<Arc<ModelProxy>>, req: Request) -> Response {
-    let Some(sandbox) = proxy.sandbox_of(req.headers()) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "sandboxd model proxy: unknown or revoked sandbox token",
-        );
-    };
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
-        Ok(body) => body,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                "sandboxd model proxy: request body too large",
-            )
-        }
-    };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let url = format!("{}{path}", proxy.upstream);
-    let mut upstream = proxy.client.request(parts.method.clone(), &url);
-    for (name, value) in &parts.headers {
-        if !DROPPED.contains(&name.as_str()) {
-            upstream = upstream.header(name, value);
-        }
-    }
-    if let Some(key) = &proxy.api_key {
-        upstream = upstream.header("x-api-key", key);
-    }
-    proxy.count(&sandbox, |u| u.requests += 1);
-    let response = match upstream.body(body).send().await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::warn!(%sandbox, error = %e, "model upstream unreachable");
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "api_error",
-                &format!("sandboxd model proxy: the model upstream is unreachable ({e})"),
-            );
-        }
-    };
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut headers = HeaderMap::new();
-    for (name, value) in response.headers() {
-        if matches!(
-            name.as_str(),
-            "content-length" | "transfer-encoding" | "connection"
-        ) {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.insert(n, v);
-        }
-    }
-    let mut meter = Meter::default();
-    let stream = response.bytes_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            if let Some((input, output)) = meter.feed(bytes) {
-                proxy.count(&sandbox, |u| {
-                    u.input_tokens += input;
-                    u.output_tokens += output;
-                });
-            }
-        }
-        chunk.map_err(std::io::Error::other)
-    });
-    let mut out = Response::new(Body::from_stream(stream));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    out
-}
-
-/// Finds `usage` objects in a response as it streams by (SSE events or one JSON body)
-/// and reports token counts as they become known.
-#[derive(Debug, Default)]
-struct Meter {
-    pending: Vec<u8>,
-}
-
-impl Meter {
-    /// Feeds bytes; returns new (input, output) tokens seen in complete lines.
-    fn feed(&mut self, bytes: &[u8]) -> Option<(u64, u64)> {
-        self.pending.extend_from_slice(bytes);
-        let mut total = (0u64, 0u64);
-        while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line);
-            let json = text
-                .trim()
-                .strip_prefix("data:")
-                .unwrap_or(text.trim())
-                .trim();
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
-                // message_start carries the input; message_delta the final output
-                // count (cumulative); a non-streamed message carries both.
-                let (usage, input, output) = match value.get("type").and_then(|t| t.as_str()) {
-                    Some("message_start") => (value.pointer("/message/usage"), true, false),
-                    Some("message_delta") => (value.get("usage"), false, true),
-                    Some("message") => (value.get("usage"), true, true),
-                    _ => (None, false, false),
-                };
-                if let Some(u) = usage {
-                    let n = |k: &str| u.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-                    if input {
-                        total.0 += n("input_tokens")
-                            + n("cache_creation_input_tokens")
-                            + n("cache_read_input_tokens");
-                    }
-                    if output {
-                        total.1 += n("output_tokens");
-                    }
-                }
-            }
-        }
-        if self.pending.len() > 1 << 20 {
-            // A huge single line (a non-streamed body): parse it at the end instead.
-            return None;
-        }
-        (total != (0, 0)).then_some(total)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
-    #[test]
-    fn the_meter_reads_usage_from_sse_split_anywhere() {
-        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":3,\"output_tokens\":1}}}\n\n\
-                      event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n";
-        let mut meter = Meter::default();
-        let mut sum = (0, 0);
-        for piece in stream.as_bytes().chunks(7) {
-            if let Some((i, o)) = meter.feed(piece) {
-                sum.0 += i;
-                sum.1 += o;
-            }
-        }
-        assert_eq!(sum, (15, 7));
+    fn with_token(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_str(token).expect("header"));
+        headers
     }
 
     #[test]
-    fn tokens_map_to_sandboxes_and_are_revoked() {
-        let proxy = ModelProxy::new("http://upstream", None);
+    fn tokens_work_from_their_sandbox_only_and_are_revoked() {
+        let proxy = ModelProxy::new("http://upstream", None, None);
+        let own: IpAddr = "10.0.0.2".parse().expect("ip");
+        let other: IpAddr = "10.0.0.3".parse().expect("ip");
         let token = proxy.register("sb_1");
-        let mut headers = HeaderMap::new();
-        headers.insert("x-api-key", HeaderValue::from_str(&token).expect("header"));
-        assert_eq!(proxy.sandbox_of(&headers).as_deref(), Some("sb_1"));
+        let headers = with_token(&token);
+        // Not bound to an address yet: refused everywhere.
+        assert!(matches!(
+            proxy.authorize(&headers, own),
+            Err(ProxyError::ForeignToken)
+        ));
+        proxy.bind_address("sb_1", own);
+        assert_eq!(proxy.authorize(&headers, own).ok().as_deref(), Some("sb_1"));
+        assert!(matches!(
+            proxy.authorize(&headers, other),
+            Err(ProxyError::ForeignToken)
+        ));
+        assert_eq!(proxy.sandbox_at(own).as_deref(), Some("sb_1"));
+        assert!(matches!(
+            proxy.authorize(&with_token("sbxtok_guess"), own),
+            Err(ProxyError::UnknownToken)
+        ));
         proxy.unregister("sb_1");
-        assert_eq!(proxy.sandbox_of(&headers), None);
-        headers.insert("x-api-key", HeaderValue::from_static("sbxtok_guess"));
-        assert_eq!(proxy.sandbox_of(&headers), None);
+        assert!(matches!(
+            proxy.authorize(&headers, own),
+            Err(ProxyError::UnknownToken)
+        ));
+        assert_eq!(proxy.sandbox_at(own), None);
+    }
+
+    #[test]
+    fn an_address_taken_over_by_a_new_sandbox_leaves_the_old_one() {
+        let proxy = ModelProxy::new("http://upstream", None, None);
+        let ip: IpAddr = "10.0.0.2".parse().expect("ip");
+        let old = proxy.register("sb_old");
+        proxy.bind_address("sb_old", ip);
+        proxy.bind_address("sb_new", ip);
+        assert_eq!(proxy.sandbox_at(ip).as_deref(), Some("sb_new"));
+        assert!(proxy.authorize(&with_token(&old), ip).is_err());
+    }
+
+    #[test]
+    fn requests_in_flight_and_spending_are_capped_per_sandbox() {
+        let proxy = ModelProxy::new("http://upstream", None, Some(1.0));
+        let held: Vec<_> = (0..PER_SANDBOX_IN_FLIGHT)
+            .map(|_| proxy.start_request("sb_1").expect("under the cap"))
+            .collect();
+        assert!(matches!(
+            proxy.start_request("sb_1"),
+            Err(ProxyError::TooManyRequests)
+        ));
+        assert!(proxy.start_request("sb_2").is_ok());
+        drop(held);
+        assert!(proxy.start_request("sb_1").is_ok());
+
+        assert!(proxy.check_budget("sb_1").is_ok());
+        let tokens = meter::Tokens {
+            input: 100_000,
+            output: 100_000,
+            ..Default::default()
+        };
+        proxy.add_tokens("sb_1", &tokens, Some("claude-sonnet-4-5"));
+        let usage = proxy.usage("sb_1");
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens),
+            (100_000, 100_000)
+        );
+        assert!((usage.cost_usd - 1.8).abs() < 1e-9);
+        let refused = proxy.check_budget("sb_1").expect_err("over budget");
+        assert_eq!(refused.kind().0, StatusCode::PAYMENT_REQUIRED);
+        assert!(proxy.check_budget("sb_2").is_ok());
+    }
+
+    #[test]
+    fn stored_usage_without_a_cost_still_loads() {
+        let usage: ProxyUsage =
+            serde_json::from_str(r#"{"requests":2,"inputTokens":5,"outputTokens":1}"#)
+                .expect("old shape");
+        assert_eq!((usage.requests, usage.cost_usd), (2, 0.0));
     }
 }

@@ -159,10 +159,13 @@ impl Sandboxes {
                 continue;
             };
             let applied = match engine.container_address(&container, super::NETWORK).await {
-                Ok(address) => firewall
-                    .apply(&sandbox.id, address, &sandbox.policy)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(address) => {
+                    self.proxy.bind_address(&sandbox.id, address.into());
+                    firewall
+                        .apply(&sandbox.id, address, &sandbox.policy)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = applied {
