@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -44,29 +45,44 @@ const DROPPED: &[&str] = &[
     "accept-encoding",
 ];
 
+/// Most of a refused request's body read (and dropped) before the refusal is sent.
+const DISCARD_LIMIT: u64 = 1024 * 1024;
+/// How long reading a refused request's body may take.
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves one request; every refusal is an Anthropic-shaped error.
 pub async fn handle(
     proxy: Arc<ModelProxy>,
     peer: IpAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    match forward(proxy, peer, req).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
+    let (parts, body) = req.into_parts();
+    let admitted = match admit(&proxy, peer, &parts) {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            discard(&parts, body).await;
+            return e.into_response();
+        }
+    };
+    forward(proxy, admitted, parts, body)
+        .await
+        .unwrap_or_else(ProxyError::into_response)
 }
 
-async fn forward(
-    proxy: Arc<ModelProxy>,
-    peer: IpAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ProxyError> {
-    let sandbox = proxy.authorize(req.headers(), peer)?;
-    let route = routes::find(req.method(), req.uri().path())
-        .ok_or_else(|| ProxyError::NotAllowed(format!("{} {}", req.method(), req.uri().path())))?;
+/// A request cleared to go upstream.
+struct Admitted {
+    sandbox: String,
+    route: &'static routes::Route,
+    in_flight: super::InFlight,
+}
+
+/// Everything checked before a byte of the body is read or anything is sent upstream.
+fn admit(proxy: &Arc<ModelProxy>, peer: IpAddr, parts: &Parts) -> Result<Admitted, ProxyError> {
+    let sandbox = proxy.authorize(&parts.headers, peer)?;
+    let route = routes::find(&parts.method, parts.uri.path())
+        .ok_or_else(|| ProxyError::NotAllowed(format!("{} {}", parts.method, parts.uri.path())))?;
     proxy.check_budget(&sandbox)?;
-    let in_flight = proxy.start_request(&sandbox)?;
-    let length = match req.headers().get("content-length") {
+    let length = match parts.headers.get("content-length") {
         None => None,
         Some(v) => Some(
             v.to_str()
@@ -78,8 +94,51 @@ async fn forward(
     if length.is_some_and(|n| n > MAX_REQUEST_BYTES) {
         return Err(ProxyError::TooLarge);
     }
+    let in_flight = proxy.start_request(&sandbox)?;
+    Ok(Admitted {
+        sandbox,
+        route,
+        in_flight,
+    })
+}
 
-    let (parts, body) = req.into_parts();
+/// Reads and drops a refused request's body when it is small and comes quickly, so
+/// the refusal reaches the client: closing a socket with unread data resets it, and a
+/// reset can destroy the reply before the client reads it. Larger or slower bodies are
+/// not waited for (the connection is closed after the reply).
+async fn discard(parts: &Parts, body: Incoming) {
+    let announced = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_none_or(|n| n > DISCARD_LIMIT) {
+        return;
+    }
+    let mut data = Body::new(body).into_data_stream();
+    let _ = tokio::time::timeout(DISCARD_TIMEOUT, async {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = data.next().await {
+            read += chunk.len() as u64;
+            if read > DISCARD_LIMIT {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+async fn forward(
+    proxy: Arc<ModelProxy>,
+    admitted: Admitted,
+    parts: Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    let Admitted {
+        sandbox,
+        route,
+        in_flight,
+    } = admitted;
     let url = match parts.uri.query() {
         Some(query) => format!("{}{}?{query}", proxy.upstream, route.path),
         None => format!("{}{}", proxy.upstream, route.path),

@@ -392,7 +392,8 @@ async fn a_connection_flood_from_one_sandbox_leaves_the_daemon_serving() {
              my $c = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Timeout => 2) or next;
              push @held, $c;
            }}
-           open(my $f, q(>), q(/tmp/flood.count)); print $f scalar(@held); close $f;
+           open(my $f, q(>), q(/tmp/flood.count));
+           print $f scalar(@held) . q( in ) . (time - $t0) . q( s); close $f;
            sleep 20; print scalar(@held);'"
     );
     let attack = {
@@ -408,15 +409,21 @@ async fn a_connection_flood_from_one_sandbox_leaves_the_daemon_serving() {
                 .map(|r| r.status())
         })
     };
+    // The most fds the daemon held while the attacker was connecting.
     let mut opened = String::new();
+    let mut held_fds = 0;
     eventually(Duration::from_secs(90), "the flood to be held", || {
+        held_fds = held_fds.max(fds(d.pid()));
         opened = read_in_container(&attacker, "/tmp/flood.count").unwrap_or_default();
         let done = !opened.is_empty();
         async move { done }
     })
     .await;
-    let held_fds = fds(d.pid());
-    eprintln!("connections opened by the attacker: {opened}; daemon fds: {fds_before} before, {held_fds} during the flood");
+    held_fds = held_fds.max(fds(d.pid()));
+    eprintln!(
+        "connections opened by the attacker: {opened}; daemon fds: {fds_before} before, \
+         at most {held_fds} during the flood"
+    );
 
     let http = reqwest::Client::new();
     let started = Instant::now();
