@@ -43,6 +43,9 @@ const DROPPED: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "accept-encoding",
+    // Answered by this server; the client side of the upstream call does not wait
+    // for a 100 Continue.
+    "expect",
 ];
 
 /// Most of a refused request's body read (and dropped) before the refusal is sent.

@@ -394,7 +394,7 @@ async fn a_connection_flood_from_one_sandbox_leaves_the_daemon_serving() {
            }}
            open(my $f, q(>), q(/tmp/flood.count));
            print $f scalar(@held) . q( in ) . (time - $t0) . q( s); close $f;
-           sleep 20; print scalar(@held);'"
+           sleep 45; print scalar(@held);'"
     );
     let attack = {
         let (url, key, sb) = (d.url.clone(), d.key.clone(), attacker.clone());
@@ -467,6 +467,24 @@ async fn a_connection_flood_from_one_sandbox_leaves_the_daemon_serving() {
         "the daemon holds {held_fds} fds for one sandbox's connections"
     );
 
+    // The attacker still holds its connections; the daemon closes its side of them
+    // once they idle past the header/idle timeout.
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "the idle flood connections to be closed by the daemon",
+        || {
+            let n = fds(d.pid());
+            async move { n <= fds_before + 8 }
+        },
+    )
+    .await;
+    eprintln!(
+        "daemon fds back to {} ({:?} after the checks) while the attacker still holds its sockets",
+        fds(d.pid()),
+        started.elapsed()
+    );
+    assert!(!attack.is_finished(), "the attacker let go first");
     let _ = attack.await;
     for sb in [&attacker, &bystander] {
         d.delete_sandbox(sb).await;
