@@ -58,6 +58,11 @@ pub enum ProxyError {
     /// A method and path the runtimes do not need.
     #[error("{0} is not a model call sandboxes may make")]
     NotAllowed(String),
+    /// An `anthropic-beta` feature that reaches beyond the model call.
+    #[error(
+        "the beta feature {0} reaches beyond the model call and is not available to sandboxes"
+    )]
+    DeniedBeta(String),
     /// The sandbox has spent its budget.
     #[error("this sandbox has spent its model budget (${spent:.4} of ${budget:.4}); the daemon's --max-sandbox-budget-usd")]
     OverBudget {
@@ -91,7 +96,7 @@ impl ProxyError {
     fn kind(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::UnknownToken => (StatusCode::UNAUTHORIZED, "authentication_error"),
-            ProxyError::ForeignToken | ProxyError::NotAllowed(_) => {
+            ProxyError::ForeignToken | ProxyError::NotAllowed(_) | ProxyError::DeniedBeta(_) => {
                 (StatusCode::FORBIDDEN, "permission_error")
             }
             ProxyError::OverBudget { .. } => (StatusCode::PAYMENT_REQUIRED, "billing_error"),

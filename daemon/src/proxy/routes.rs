@@ -32,6 +32,36 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
+/// `anthropic-beta` features refused on every route: each reaches beyond the model
+/// call itself with the daemon's key — the account's uploaded files (`files-api`),
+/// servers the upstream connects to (`mcp-client`, `web-fetch`), code run upstream
+/// (`code-execution`, `skills`) — and so around the sandbox's own files and egress
+/// policy. The CLI sends none of them (2.1.x sends `claude-code`, `interleaved-thinking`,
+/// `context-management`, `thinking-token-count`, `advanced-tool-use`,
+/// `thinking-display-updates`).
+const DENIED_BETAS: &[&str] = &[
+    "files-api",
+    "mcp-client",
+    "web-fetch",
+    "code-execution",
+    "skills",
+];
+
+/// The first refused beta feature a request asks for, if any (the header may be given
+/// several times, each a comma-separated list).
+pub fn denied_beta(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all("anthropic-beta")
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(|b| b.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .find(|beta| DENIED_BETAS.iter().any(|d| beta.starts_with(d)))
+}
+
 /// The allowed route for a request's method and path (without the query), if any.
 pub fn find(method: &Method, path: &str) -> Option<&'static Route> {
     ROUTES
@@ -60,5 +90,27 @@ mod tests {
         ] {
             assert_eq!(find(&method, path), None, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn betas_that_reach_beyond_the_model_call_are_refused() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14"
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(denied_beta(&headers), None);
+        headers.append(
+            "anthropic-beta",
+            "context-management-2025-06-27, Files-API-2025-04-14"
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(
+            denied_beta(&headers).as_deref(),
+            Some("files-api-2025-04-14")
+        );
     }
 }

@@ -244,6 +244,26 @@ async fn the_proxy_forwards_only_what_the_runtime_needs() {
             "{method} {path}: {reply}"
         );
     }
+    // Beta features that reach beyond the model call (the account's files, servers the
+    // upstream connects to) are refused on the allowed route too.
+    let proxy = proxy_address(&d);
+    for beta in ["files-api-2025-04-14", "mcp-client-2025-04-04"] {
+        let out = exec(
+            &d,
+            &sb,
+            &format!(
+                "curl -s -m 20 -H 'x-api-key: {token}' -H 'anthropic-beta: claude-code-20250219,{beta}' \
+                 -H 'content-type: application/json' --data-binary '{MESSAGE}' \
+                 -w '\\n%{{http_code}}' 'http://{proxy}/v1/messages?beta=true'"
+            ),
+            30_000,
+        )
+        .await;
+        let stdout = out["stdout"].as_str().unwrap_or_default();
+        eprintln!("anthropic-beta {beta}: {stdout}");
+        assert!(stdout.ends_with("\n403"), "{out}");
+        assert!(stdout.contains("permission_error"), "{out}");
+    }
     assert_eq!(
         upstream.seen(),
         Vec::<String>::new(),
