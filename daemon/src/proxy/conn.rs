@@ -48,13 +48,13 @@ pub(super) struct PerSource(Mutex<HashMap<IpAddr, usize>>);
 /// One counted connection; uncounted when dropped.
 #[derive(Debug)]
 struct Slot {
-    counts: Arc<ModelProxy>,
+    proxy: Arc<ModelProxy>,
     ip: IpAddr,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = lock(&self.counts.per_source.0);
+        let mut counts = lock(&self.proxy.per_source.0);
         if let Some(n) = counts.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -72,7 +72,7 @@ fn take_slot(proxy: &Arc<ModelProxy>, ip: IpAddr) -> Option<Slot> {
     }
     *n += 1;
     Some(Slot {
-        counts: proxy.clone(),
+        proxy: proxy.clone(),
         ip,
     })
 }

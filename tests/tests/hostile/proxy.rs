@@ -402,7 +402,7 @@ async fn a_connection_flood_from_one_sandbox_leaves_the_daemon_serving() {
     let proxy = proxy_address(&d);
     let fds_before = fds(d.pid());
 
-    // 3,000 idle connections, held 20 s, each connect bounded so a full backlog cannot
+    // 3,000 idle connections, held 45 s, each connect bounded so a full backlog cannot
     // stall the attack past its own deadline.
     let flood = format!(
         "ulimit -n 20000; perl -MIO::Socket::INET -e '
