@@ -64,6 +64,11 @@ pub struct ServeArgs {
     )]
     pub model_upstream: String,
 
+    /// Most a sandbox may spend on the model, in USD at Anthropic's list prices, metered
+    /// at the model proxy; past it, model calls are refused (0: no cap).
+    #[arg(long, env = "SANDBOXD_MAX_SANDBOX_BUDGET_USD", default_value_t = 0.0)]
+    pub max_sandbox_budget_usd: f64,
+
     /// The claude CLI binary to mount into sandboxes (default: `claude` on PATH, else
     /// the image's own).
     #[arg(long, env = "SANDBOXD_CLAUDE_BIN")]
@@ -226,6 +231,8 @@ pub struct Config {
     pub image: String,
     /// Model upstream URL.
     pub model_upstream: String,
+    /// Spending cap per sandbox at the model proxy, in USD.
+    pub max_sandbox_budget_usd: Option<f64>,
     /// Claude binary on the host, if configured.
     pub claude_bin: Option<PathBuf>,
     /// sandbox-init binary on the host, if configured.
@@ -299,6 +306,7 @@ impl Config {
             agents_dir: args.agents_dir,
             image: args.image,
             model_upstream: args.model_upstream,
+            max_sandbox_budget_usd: Some(args.max_sandbox_budget_usd).filter(|b| *b > 0.0),
             claude_bin: args.claude_bin.or_else(|| find_on_path("claude")),
             init_bin: args.init_bin,
             api_key: std::env::var("SANDBOXD_API_KEY")

@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => {
                 let config = Config::from_serve_args(args)?;
+                raise_fd_limit();
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 sandboxd::server::run(config, shutdown).await
@@ -46,6 +47,43 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: every sandbox, connection
+/// and stream holds descriptors, and the common soft default (1,024) is a few hundred
+/// busy sandboxes. The model proxy's connection budget is derived from the result.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "open-file limit unknown: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::info!("open-file limit: {}", limit.rlim_cur);
+        return;
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads one valid rlimit; raising the soft limit up to the hard
+    // one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        tracing::warn!(
+            "open-file limit stays {before}: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    tracing::info!(
+        "open-file limit: raised from {before} to {}",
+        limit.rlim_max
+    );
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -125,7 +125,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "claude: no --claude-bin and none on PATH; sandboxes must have `claude` in their image"
         ),
     }
-    let proxy = ModelProxy::new(&config.model_upstream, config.upstream_api_key.clone());
+    let proxy = ModelProxy::new(
+        &config.model_upstream,
+        config.upstream_api_key.clone(),
+        config.max_sandbox_budget_usd,
+    );
+    if let Some(budget) = config.max_sandbox_budget_usd {
+        tracing::info!("model budget: ${budget} per sandbox");
+    }
     proxy.persist_to(store.clone());
     tracing::info!("model upstream: {}", config.model_upstream);
     std::fs::create_dir_all(&settings.sandboxes_dir)?;
@@ -407,18 +414,30 @@ async fn attach_network(
     }
     sandboxes.reapply_firewall().await;
     let url = format!("http://{address}");
-    tracing::info!("model proxy: {url} (reachable from sandboxes only)");
+    let max_connections = crate::proxy::connection_budget(fd_limit());
+    tracing::info!(
+        "model proxy: {url} (reachable from sandboxes only; at most {max_connections} connections)"
+    );
     let token = shutdown.child_token();
     if let Some(old) = serving.replace(token.clone()) {
         old.cancel();
     }
-    let proxy = proxy.clone();
-    tokio::spawn(async move {
-        if let Err(e) = proxy.serve(listener, url, token).await {
-            tracing::error!("the model proxy stopped: {e}");
-        }
-    });
+    tokio::spawn(proxy.clone().serve(listener, url, max_connections, token));
     Ok(())
+}
+
+/// The soft limit on open files of this process (1,024, the common default, when it
+/// cannot be read).
+fn fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
 }
 
 /// Connects to the engine and ensures the configured image exists (`sandboxd prepare`).

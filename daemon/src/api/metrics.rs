@@ -64,5 +64,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP sandboxd_model_cost_usd Model spend of current sandboxes at list prices, in USD.\n\
+         # TYPE sandboxd_model_cost_usd gauge\nsandboxd_model_cost_usd {}",
+        model.cost_usd
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -359,6 +359,8 @@ impl Sandboxes {
             .apply(&sb.id, address, pid, &plan.policy)
             .await
             .map_err(|e| StepError(e.to_string()))?;
+        // Its model token works from this address only.
+        self.proxy.bind_address(&sb.id, address.into());
 
         sb.init
             .wait_ready(INIT_DEADLINE)

@@ -175,10 +175,13 @@ impl Sandboxes {
             };
             let network = &self.settings.network;
             let applied = match engine.container_address(&container, network).await {
-                Ok((address, pid)) => firewall
-                    .apply(&sandbox.id, address, pid, &sandbox.policy)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok((address, pid)) => {
+                    self.proxy.bind_address(&sandbox.id, address.into());
+                    firewall
+                        .apply(&sandbox.id, address, pid, &sandbox.policy)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = applied {

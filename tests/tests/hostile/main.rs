@@ -7,4 +7,5 @@ mod disk;
 mod files;
 mod git;
 mod network;
+mod proxy;
 mod tokens;
