@@ -2,19 +2,30 @@
 //! socket connection per operation, typed frames both ways.
 //!
 //! Dropping a future of this module drops its connection, and sandbox-init answers a
-//! dropped connection by killing the process it was running: a cancelled HTTP request
+//! dropped connection by killing what the process started: a cancelled HTTP request
 //! leaves nothing behind.
+//!
+//! The other end is hostile until proven otherwise: [`connect`] reaches only the
+//! socket sandbox-init itself serves (never a path the container planted), and every
+//! reply is bounded here, whatever sandbox-init promised: one frame by
+//! [`MAX_FRAME_LEN`], collected exec output by the request's `output_limit` (or
+//! [`COLLECT_LIMIT`]), a file by the read's `max_size`. A peer that sends more is cut off.
+
+mod connect;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(doc)]
+use sandbox_init::protocol::MAX_FRAME_LEN;
 use sandbox_init::protocol::{
     decode_header, ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, Reply, Request,
     WriteFileSpec, CHUNK_LEN, HEADER_LEN, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
 
 /// A failure of an operation inside a sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +33,13 @@ pub enum InitError {
     /// The socket could not be reached (the container is gone or not started).
     #[error("the sandbox is unreachable: {0}")]
     Unreachable(std::io::Error),
-    /// The conversation broke or did not follow the protocol.
+    /// The conversation broke, did not follow the protocol, or sent more than its bound.
     #[error("the sandbox broke the protocol: {0}")]
     Protocol(String),
+    /// The socket is not the one the container's sandbox-init serves (a symlink, a
+    /// file, or another process's socket put in its place): nothing was sent to it.
+    #[error("the sandbox's socket is not trusted: {0}")]
+    Untrusted(String),
     /// The sandbox went away in the middle of the operation (deleted, expired, or
     /// its container stopped).
     #[error("the sandbox stopped during the operation ({0})")]
@@ -62,10 +77,16 @@ pub struct Collected {
     pub exit: ExitInfo,
 }
 
+/// What [`InitClient::exec`] collects per stream when the request sets no
+/// `output_limit`.
+pub const COLLECT_LIMIT: u64 = 8 * 1024 * 1024;
+
 /// The client for one sandbox's socket.
 #[derive(Debug, Clone)]
 pub struct InitClient {
-    socket: PathBuf,
+    run_dir: PathBuf,
+    /// The host pid of the container's init (0 while unknown); shared by clones.
+    init_pid: Arc<AtomicU32>,
 }
 
 /// One open connection.
@@ -169,21 +190,30 @@ fn frame_name(frame: &Frame<Reply>) -> &'static str {
 }
 
 impl InitClient {
-    /// A client for the socket at `socket`.
-    pub fn new(socket: PathBuf) -> Self {
-        Self { socket }
+    /// A client for the socket sandbox-init serves in `run_dir` (the host side of
+    /// `/.sandboxd/run`). It connects only once [`InitClient::set_init_pid`] was called.
+    pub fn new(run_dir: PathBuf) -> Self {
+        Self {
+            run_dir,
+            init_pid: Arc::new(AtomicU32::new(0)),
+        }
     }
 
-    /// The socket path.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
     }
 
-    /// Opens a connection.
+    /// Records the host pid of the container's init (Docker's `State.Pid`): the only
+    /// process whose socket this client talks to.
+    pub fn set_init_pid(&self, pid: u32) {
+        self.init_pid.store(pid, Ordering::SeqCst);
+    }
+
+    /// Opens a connection to the container's sandbox-init (see [`connect`]).
     pub async fn connect(&self) -> Result<Conn, InitError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(InitError::Unreachable)?;
+        let pid = Some(self.init_pid.load(Ordering::SeqCst)).filter(|p| *p != 0);
+        let stream = connect::connect(&self.run_dir, pid).await?;
         let (r, w) = stream.into_split();
         Ok(Conn {
             reader: FrameReader(BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r)),
@@ -241,15 +271,17 @@ impl InitClient {
         }
     }
 
-    /// Runs a process to completion and collects its output. The output limit is
-    /// enforced inside the sandbox, so a flood never reaches this process.
+    /// Runs a process to completion and collects its output, at most the request's
+    /// `output_limit` (or [`COLLECT_LIMIT`]) per stream. sandbox-init enforces the limit
+    /// too, so a peer that sends more is not sandbox-init: it is cut off.
     pub async fn exec(&self, request: ExecRequest) -> Result<Collected, InitError> {
+        let limit = request.output_limit.unwrap_or(COLLECT_LIMIT);
         let (mut conn, _pid) = self.spawn(request).await?;
         let mut out = Collected::default();
         loop {
             match conn.recv().await? {
-                Some(Frame::Stdout(b)) => out.stdout.extend_from_slice(&b),
-                Some(Frame::Stderr(b)) => out.stderr.extend_from_slice(&b),
+                Some(Frame::Stdout(b)) => collect(&mut out.stdout, &b, limit, "stdout")?,
+                Some(Frame::Stderr(b)) => collect(&mut out.stderr, &b, limit, "stderr")?,
                 Some(Frame::Message(Reply::Exited(exit))) => {
                     out.exit = exit;
                     return Ok(out);
@@ -440,6 +472,23 @@ impl InitClient {
     }
 }
 
+/// Appends `bytes` unless that takes `buf` past `limit`.
+fn collect(buf: &mut Vec<u8>, bytes: &[u8], limit: u64, stream: &str) -> Result<(), InitError> {
+    if (buf.len() + bytes.len()) as u64 > limit {
+        tracing::warn!(
+            "cutting off a sandbox that sent more {stream} than the limit of {limit} bytes"
+        );
+        return Err(InitError::Protocol(format!(
+            "it sent more {stream} than the limit of {limit} bytes"
+        )));
+    }
+    buf.extend_from_slice(bytes);
+    Ok(())
+}
+
 fn unexpected(reply: &Reply) -> InitError {
     InitError::Protocol(format!("unexpected reply {reply:?}"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,7 +56,7 @@ impl Sandboxes {
             .map(|t| Thread::restore(self.store.clone(), t))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sandbox {
-            init: InitClient::new(dir.join("run").join(sandbox_init::protocol::SOCKET_NAME)),
+            init: InitClient::new(dir.join("run")),
             agent: serde_json::from_str(&row.agent).unwrap_or_default(),
             policy: serde_json::from_str(&row.policy).unwrap_or_default(),
             id: row.id,
@@ -112,11 +112,17 @@ impl Sandboxes {
                             Err("its container is gone (removed while the daemon was down)"
                                 .to_owned())
                         }
-                        Some(container) => engine
-                            .ensure_running(&container)
-                            .await
-                            .map(|()| container)
-                            .map_err(|e| format!("its container could not be started again: {e}")),
+                        Some(container) => match engine.ensure_running(&container).await {
+                            // Its init (maybe restarted) is the only peer the client accepts.
+                            Ok(()) => match engine.init_pid(&container).await {
+                                Ok(pid) => {
+                                    sandbox.init.set_init_pid(pid);
+                                    Ok(container)
+                                }
+                                Err(e) => Err(format!("its container's init is unknown: {e}")),
+                            },
+                            Err(e) => Err(format!("its container could not be started again: {e}")),
+                        },
                     }
                 }
             };
