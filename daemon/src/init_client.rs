@@ -81,6 +81,10 @@ pub struct Collected {
 /// `output_limit`.
 pub const COLLECT_LIMIT: u64 = 8 * 1024 * 1024;
 
+/// How long past its `timeout_ms` a collected exec may take to end (sandbox-init kills
+/// at the timeout; this covers the kill, the drain and a slow machine).
+pub const EXEC_GRACE: Duration = Duration::from_secs(30);
+
 /// The client for one sandbox's socket.
 #[derive(Debug, Clone)]
 pub struct InitClient {
@@ -130,12 +134,30 @@ impl Conn {
 
 /// The receiving half of a connection.
 #[derive(Debug)]
-pub struct FrameReader(BufReader<OwnedReadHalf>);
+pub struct FrameReader {
+    inner: BufReader<OwnedReadHalf>,
+    /// For an exec with an `output_limit`: the stdout and stderr bytes still allowed.
+    output_left: Option<[u64; 2]>,
+}
 
 impl FrameReader {
-    /// Receives one frame; `None` when the server closed the connection.
+    /// Receives one frame; `None` when the server closed the connection. An exec's
+    /// output past its `output_limit` (which sandbox-init enforces, so only an impostor
+    /// or a broken peer sends it) is a protocol error: the peer is cut off.
     pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
-        read_reply_frame(&mut self.0).await
+        let frame = read_reply_frame(&mut self.inner).await?;
+        if let Some(left) = self.output_left.as_mut() {
+            let (index, len, stream) = match &frame {
+                Some(Frame::Stdout(b)) => (0, b.len(), "stdout"),
+                Some(Frame::Stderr(b)) => (1, b.len(), "stderr"),
+                _ => return Ok(frame),
+            };
+            left[index] = left[index].checked_sub(len as u64).ok_or_else(|| {
+                tracing::warn!("cutting off a sandbox that sent {stream} past its output limit");
+                InitError::Protocol(format!("it sent {stream} past the output limit"))
+            })?;
+        }
+        Ok(frame)
     }
 }
 
@@ -216,7 +238,10 @@ impl InitClient {
         let stream = connect::connect(&self.run_dir, pid).await?;
         let (r, w) = stream.into_split();
         Ok(Conn {
-            reader: FrameReader(BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r)),
+            reader: FrameReader {
+                inner: BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r),
+                output_left: None,
+            },
             writer: FrameWriter(BufWriter::new(w)),
         })
     }
@@ -262,8 +287,10 @@ impl InitClient {
     }
 
     /// Starts a process and returns the connection positioned after `Started`.
+    /// Output past the request's `output_limit` is cut off (see [`FrameReader::recv`]).
     pub async fn spawn(&self, request: ExecRequest) -> Result<(Conn, u32), InitError> {
         let mut conn = self.connect().await?;
+        conn.reader.output_left = request.output_limit.map(|limit| [limit, limit]);
         conn.send(&Frame::Message(Request::Exec(request))).await?;
         match conn.recv_reply().await? {
             Reply::Started { pid } => Ok((conn, pid)),
@@ -272,16 +299,34 @@ impl InitClient {
     }
 
     /// Runs a process to completion and collects its output, at most the request's
-    /// `output_limit` (or [`COLLECT_LIMIT`]) per stream. sandbox-init enforces the limit
-    /// too, so a peer that sends more is not sandbox-init: it is cut off.
-    pub async fn exec(&self, request: ExecRequest) -> Result<Collected, InitError> {
-        let limit = request.output_limit.unwrap_or(COLLECT_LIMIT);
+    /// `output_limit` (set to [`COLLECT_LIMIT`] when absent) per stream: sandbox-init
+    /// drops the rest, and a peer that sends more anyway is cut off. A peer that has not
+    /// ended the exec [`EXEC_GRACE`] after its `timeout_ms` is cut off too.
+    pub async fn exec(&self, mut request: ExecRequest) -> Result<Collected, InitError> {
+        request.output_limit.get_or_insert(COLLECT_LIMIT);
+        match request.timeout_ms {
+            Some(ms) => {
+                let within = Duration::from_millis(ms).saturating_add(EXEC_GRACE);
+                tokio::time::timeout(within, self.collect(request))
+                    .await
+                    .map_err(|_| {
+                        InitError::Protocol(format!(
+                            "the exec did not end within {} ms of its timeout",
+                            EXEC_GRACE.as_millis()
+                        ))
+                    })?
+            }
+            None => self.collect(request).await,
+        }
+    }
+
+    async fn collect(&self, request: ExecRequest) -> Result<Collected, InitError> {
         let (mut conn, _pid) = self.spawn(request).await?;
         let mut out = Collected::default();
         loop {
             match conn.recv().await? {
-                Some(Frame::Stdout(b)) => collect(&mut out.stdout, &b, limit, "stdout")?,
-                Some(Frame::Stderr(b)) => collect(&mut out.stderr, &b, limit, "stderr")?,
+                Some(Frame::Stdout(b)) => out.stdout.extend_from_slice(&b),
+                Some(Frame::Stderr(b)) => out.stderr.extend_from_slice(&b),
                 Some(Frame::Message(Reply::Exited(exit))) => {
                     out.exit = exit;
                     return Ok(out);
@@ -470,20 +515,6 @@ impl InitClient {
             other => Err(unexpected(&other)),
         }
     }
-}
-
-/// Appends `bytes` unless that takes `buf` past `limit`.
-fn collect(buf: &mut Vec<u8>, bytes: &[u8], limit: u64, stream: &str) -> Result<(), InitError> {
-    if (buf.len() + bytes.len()) as u64 > limit {
-        tracing::warn!(
-            "cutting off a sandbox that sent more {stream} than the limit of {limit} bytes"
-        );
-        return Err(InitError::Protocol(format!(
-            "it sent more {stream} than the limit of {limit} bytes"
-        )));
-    }
-    buf.extend_from_slice(bytes);
-    Ok(())
 }
 
 fn unexpected(reply: &Reply) -> InitError {

@@ -101,7 +101,7 @@ async fn exec_output_past_the_limit_is_cut_off() {
         .await
         .expect_err("a flood is cut off");
     assert!(matches!(err, InitError::Protocol(_)), "{err}");
-    assert!(err.to_string().contains("limit"), "{err}");
+    assert!(err.to_string().contains("output limit"), "{err}");
     drop(client);
     let sent = server.join().expect("server thread");
     eprintln!("the fake peer got {sent} bytes out before it was cut off");
