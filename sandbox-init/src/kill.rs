@@ -224,6 +224,72 @@ mod tests {
         assert!(parse_stat(42, "garbage").is_none());
     }
 
+    /// Drops `CAP_SYS_PTRACE` from this thread's effective set, as in a container.
+    fn drop_ptrace_capability() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget/capset with a valid header and two data structs (version 3).
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+                0
+            );
+            data[0].effective &= !(1 << 19); // CAP_SYS_PTRACE
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn another_uids_pipe_is_seen_without_the_ptrace_capability() {
+        use std::os::fd::AsFd;
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        if set_fsuid(u32::MAX) != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .uid(65534)
+            .gid(65534)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sleep as nobody");
+        let stdout = child.stdout.take().expect("stdout");
+        let inode = pipe_inode(stdout.as_fd()).expect("a pipe");
+        let pid = child.id() as i32;
+        // Capabilities are per thread: only this one loses CAP_SYS_PTRACE.
+        let (direct, found) = std::thread::spawn(move || {
+            drop_ptrace_capability();
+            let direct = std::fs::read_link(format!("/proc/{pid}/fd/1")).is_ok();
+            (direct, holds_pipe(pid, &[inode]))
+        })
+        .join()
+        .expect("thread");
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("root without CAP_SYS_PTRACE reads another uid's fds directly: {direct}");
+        assert!(found, "the pipe held by another uid was not found");
+    }
+
     #[test]
     fn a_setsid_grandchild_holding_a_pipe_is_found_and_killed() {
         use std::io::BufRead;
