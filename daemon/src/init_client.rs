@@ -8,8 +8,9 @@
 //! The other end is hostile until proven otherwise: [`connect`] reaches only the
 //! socket sandbox-init itself serves (never a path the container planted), and every
 //! reply is bounded here, whatever sandbox-init promised: one frame by
-//! [`MAX_FRAME_LEN`], collected exec output by the request's `output_limit` (or
-//! [`COLLECT_LIMIT`]), a file by the read's `max_size`. A peer that sends more is cut off.
+//! [`MAX_FRAME_LEN`], an exec's output by the request's `output_limit` (a collected
+//! exec's by [`COLLECT_LIMIT`] when it has none) and its time by its timeout plus
+//! [`EXEC_GRACE`], a file by the read's `max_size`. A peer that sends more is cut off.
 
 mod conn;
 mod connect;

@@ -41,6 +41,22 @@ async fn expect_sleeps(d: &Daemon, id: &str, prefix: &str, count: usize, what: &
     }
 }
 
+/// Polls until no zombie is left in the sandbox: sandbox-init reaps what it inherits.
+async fn expect_no_zombies(d: &Daemon, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = d
+            .exec(id, "ps -eo stat=,pid=,args= | grep '^Z' || true")
+            .await;
+        let zombies = out["stdout"].as_str().unwrap_or_default().to_owned();
+        if zombies.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "zombies left: {zombies}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A command that starts, besides `sleep {p}0` in its own group: a `setsid` child that
 /// keeps the output pipe (`{p}1`), a double-forked `setsid` daemon with its output
 /// redirected (`{p}2`), and a double fork that stays in the group (`{p}3`).
@@ -65,6 +81,7 @@ async fn a_timeout_kills_setsid_and_double_forked_children() {
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out["timedOut"], true, "{out}");
     expect_sleeps(&d, &id, "100", 0, "after the timeout").await;
+    expect_no_zombies(&d, &id).await;
 
     // A command that ends by itself keeps its background server.
     let out = d
@@ -93,6 +110,7 @@ async fn a_client_hang_up_kills_setsid_and_double_forked_children() {
     pending.abort();
     let _ = pending.await;
     expect_sleeps(&d, &id, "200", 0, "after the client hung up").await;
+    expect_no_zombies(&d, &id).await;
 
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
