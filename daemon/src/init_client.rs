@@ -88,6 +88,11 @@ pub const COLLECT_LIMIT: u64 = 8 * 1024 * 1024;
 /// at the timeout; this covers the kill, the drain and a slow machine).
 pub const EXEC_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a single-reply operation (stat, list, mkdir, rename, remove, chown) may
+/// take: generous for a huge tree, but a peer that never answers does not hold a task
+/// and a connection forever.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(600);
+
 /// The client for one sandbox's socket.
 #[derive(Debug, Clone)]
 pub struct InitClient {
@@ -123,11 +128,18 @@ impl InitClient {
         Ok(Conn::new(connect::connect(&self.run_dir, pid).await?))
     }
 
-    /// Sends a request that has a single reply, and returns it.
+    /// Sends a request that has a single reply, and returns it within [`CALL_DEADLINE`].
     async fn call(&self, request: Request) -> Result<Reply, InitError> {
-        let mut conn = self.connect().await?;
-        conn.send(&Frame::Message(request)).await?;
-        conn.recv_reply().await
+        let exchange = async {
+            let mut conn = self.connect().await?;
+            conn.send(&Frame::Message(request)).await?;
+            conn.recv_reply().await
+        };
+        tokio::time::timeout(CALL_DEADLINE, exchange)
+            .await
+            .map_err(|_| {
+                InitError::Protocol(format!("no reply within {} s", CALL_DEADLINE.as_secs()))
+            })?
     }
 
     /// Checks the server speaks our protocol version.
