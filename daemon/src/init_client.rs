@@ -2,19 +2,33 @@
 //! socket connection per operation, typed frames both ways.
 //!
 //! Dropping a future of this module drops its connection, and sandbox-init answers a
-//! dropped connection by killing the process it was running: a cancelled HTTP request
+//! dropped connection by killing what the process started: a cancelled HTTP request
 //! leaves nothing behind.
+//!
+//! The other end is hostile until proven otherwise: [`connect`] reaches only the
+//! socket sandbox-init itself serves (never a path the container planted), and every
+//! reply is bounded here, whatever sandbox-init promised: one frame by
+//! [`MAX_FRAME_LEN`], an exec's output by the request's `output_limit` (a collected
+//! exec's by [`COLLECT_LIMIT`] when it has none) and its time by its timeout plus
+//! [`EXEC_GRACE`], a file by the read's `max_size`. A peer that sends more is cut off.
+
+mod conn;
+mod connect;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(doc)]
+use sandbox_init::protocol::MAX_FRAME_LEN;
 use sandbox_init::protocol::{
-    decode_header, ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, Reply, Request,
-    WriteFileSpec, CHUNK_LEN, HEADER_LEN, MAX_LISTING_BYTES, PROTOCOL_VERSION,
+    ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, Reply, Request, WriteFileSpec,
+    CHUNK_LEN, MAX_LISTING_BYTES, PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
+
+use conn::frame_name;
+pub use conn::{Conn, FrameReader, FrameWriter};
 
 /// The most entries a listing may hold; sandbox-init refuses a bigger one (`too_large`,
 /// a 413 with a message naming the bound) instead of the daemon building it up.
@@ -26,9 +40,13 @@ pub enum InitError {
     /// The socket could not be reached (the container is gone or not started).
     #[error("the sandbox is unreachable: {0}")]
     Unreachable(std::io::Error),
-    /// The conversation broke or did not follow the protocol.
+    /// The conversation broke, did not follow the protocol, or sent more than its bound.
     #[error("the sandbox broke the protocol: {0}")]
     Protocol(String),
+    /// The socket is not the one the container's sandbox-init serves (a symlink, a
+    /// file, or another process's socket put in its place): nothing was sent to it.
+    #[error("the sandbox's socket is not trusted: {0}")]
+    Untrusted(String),
     /// The sandbox went away in the middle of the operation (deleted, expired, or
     /// its container stopped).
     #[error("the sandbox stopped during the operation ({0})")]
@@ -66,140 +84,66 @@ pub struct Collected {
     pub exit: ExitInfo,
 }
 
+/// What [`InitClient::exec`] collects per stream when the request sets no
+/// `output_limit`.
+pub const COLLECT_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// How long past its `timeout_ms` a collected exec may take to end (sandbox-init kills
+/// at the timeout; this covers the kill, the drain and a slow machine).
+pub const EXEC_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a single-reply operation (stat, list, mkdir, rename, remove, chown) may
+/// take: generous for a huge tree, but a peer that never answers does not hold a task
+/// and a connection forever.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(600);
+
 /// The client for one sandbox's socket.
 #[derive(Debug, Clone)]
 pub struct InitClient {
-    socket: PathBuf,
-}
-
-/// One open connection.
-#[derive(Debug)]
-pub struct Conn {
-    reader: FrameReader,
-    writer: FrameWriter,
-}
-
-impl Conn {
-    /// Sends one frame and flushes it.
-    pub async fn send(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
-        self.writer.send(frame).await
-    }
-
-    /// Receives one frame; `None` when the server closed the connection.
-    pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
-        self.reader.recv().await
-    }
-
-    /// Receives the next frame, which must be a message.
-    pub async fn recv_reply(&mut self) -> Result<Reply, InitError> {
-        match self.recv().await? {
-            Some(Frame::Message(Reply::Error { kind, message })) => {
-                Err(InitError::Remote { kind, message })
-            }
-            Some(Frame::Message(reply)) => Ok(reply),
-            Some(other) => Err(InitError::Protocol(format!(
-                "expected a message, got {}",
-                frame_name(&other)
-            ))),
-            None => Err(InitError::Closed("the connection closed early".into())),
-        }
-    }
-
-    /// Splits into halves for full-duplex use (a streaming exec).
-    pub fn split(self) -> (FrameReader, FrameWriter) {
-        (self.reader, self.writer)
-    }
-}
-
-/// The receiving half of a connection.
-#[derive(Debug)]
-pub struct FrameReader(BufReader<OwnedReadHalf>);
-
-impl FrameReader {
-    /// Receives one frame; `None` when the server closed the connection.
-    pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
-        read_reply_frame(&mut self.0).await
-    }
-}
-
-/// The sending half of a connection.
-#[derive(Debug)]
-pub struct FrameWriter(BufWriter<OwnedWriteHalf>);
-
-impl FrameWriter {
-    /// Sends one frame and flushes it.
-    pub async fn send(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
-        self.write(frame).await?;
-        self.0.flush().await?;
-        Ok(())
-    }
-
-    /// Buffers one frame without flushing (for a burst of frames).
-    pub async fn write(&mut self, frame: &Frame<Request>) -> Result<(), InitError> {
-        self.0.write_all(&frame.encode()?).await?;
-        Ok(())
-    }
-
-    /// Flushes buffered frames.
-    pub async fn flush(&mut self) -> Result<(), InitError> {
-        self.0.flush().await?;
-        Ok(())
-    }
-}
-
-async fn read_reply_frame(
-    reader: &mut BufReader<OwnedReadHalf>,
-) -> Result<Option<Frame<Reply>>, InitError> {
-    let mut header = [0u8; HEADER_LEN];
-    match reader.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let (kind, len) = decode_header(header)?;
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await?;
-    Ok(Some(Frame::from_parts(kind, payload)?))
-}
-
-fn frame_name(frame: &Frame<Reply>) -> &'static str {
-    match frame {
-        Frame::Message(_) => "a message",
-        Frame::Stdout(_) => "stdout",
-        Frame::Stderr(_) => "stderr",
-        Frame::Stdin(_) => "stdin",
-        Frame::Data(_) => "data",
-    }
+    run_dir: PathBuf,
+    /// The host pid of the container's init (0 while unknown); shared by clones.
+    init_pid: Arc<AtomicU32>,
 }
 
 impl InitClient {
-    /// A client for the socket at `socket`.
-    pub fn new(socket: PathBuf) -> Self {
-        Self { socket }
+    /// A client for the socket sandbox-init serves in `run_dir` (the host side of
+    /// `/.sandboxd/run`). It connects only once [`InitClient::set_init_pid`] was called.
+    pub fn new(run_dir: PathBuf) -> Self {
+        Self {
+            run_dir,
+            init_pid: Arc::new(AtomicU32::new(0)),
+        }
     }
 
-    /// The socket path.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
     }
 
-    /// Opens a connection.
+    /// Records the host pid of the container's init (Docker's `State.Pid`): the only
+    /// process whose socket this client talks to.
+    pub fn set_init_pid(&self, pid: u32) {
+        self.init_pid.store(pid, Ordering::SeqCst);
+    }
+
+    /// Opens a connection to the container's sandbox-init (see [`connect`]).
     pub async fn connect(&self) -> Result<Conn, InitError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(InitError::Unreachable)?;
-        let (r, w) = stream.into_split();
-        Ok(Conn {
-            reader: FrameReader(BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r)),
-            writer: FrameWriter(BufWriter::new(w)),
-        })
+        let pid = Some(self.init_pid.load(Ordering::SeqCst)).filter(|p| *p != 0);
+        Ok(Conn::new(connect::connect(&self.run_dir, pid).await?))
     }
 
-    /// Sends a request that has a single reply, and returns it.
+    /// Sends a request that has a single reply, and returns it within [`CALL_DEADLINE`].
     async fn call(&self, request: Request) -> Result<Reply, InitError> {
-        let mut conn = self.connect().await?;
-        conn.send(&Frame::Message(request)).await?;
-        conn.recv_reply().await
+        let exchange = async {
+            let mut conn = self.connect().await?;
+            conn.send(&Frame::Message(request)).await?;
+            conn.recv_reply().await
+        };
+        tokio::time::timeout(CALL_DEADLINE, exchange)
+            .await
+            .map_err(|_| {
+                InitError::Protocol(format!("no reply within {} s", CALL_DEADLINE.as_secs()))
+            })?
     }
 
     /// Checks the server speaks our protocol version.
@@ -236,8 +180,12 @@ impl InitClient {
     }
 
     /// Starts a process and returns the connection positioned after `Started`.
+    /// Output past the request's `output_limit` is cut off (see [`FrameReader::recv`]).
     pub async fn spawn(&self, request: ExecRequest) -> Result<(Conn, u32), InitError> {
         let mut conn = self.connect().await?;
+        if let Some(limit) = request.output_limit {
+            conn.limit_output(limit);
+        }
         conn.send(&Frame::Message(Request::Exec(request))).await?;
         match conn.recv_reply().await? {
             Reply::Started { pid } => Ok((conn, pid)),
@@ -245,9 +193,29 @@ impl InitClient {
         }
     }
 
-    /// Runs a process to completion and collects its output. The output limit is
-    /// enforced inside the sandbox, so a flood never reaches this process.
-    pub async fn exec(&self, request: ExecRequest) -> Result<Collected, InitError> {
+    /// Runs a process to completion and collects its output, at most the request's
+    /// `output_limit` (set to [`COLLECT_LIMIT`] when absent) per stream: sandbox-init
+    /// drops the rest, and a peer that sends more anyway is cut off. A peer that has not
+    /// ended the exec [`EXEC_GRACE`] after its `timeout_ms` is cut off too.
+    pub async fn exec(&self, mut request: ExecRequest) -> Result<Collected, InitError> {
+        request.output_limit.get_or_insert(COLLECT_LIMIT);
+        match request.timeout_ms {
+            Some(ms) => {
+                let within = Duration::from_millis(ms).saturating_add(EXEC_GRACE);
+                tokio::time::timeout(within, self.collect(request))
+                    .await
+                    .map_err(|_| {
+                        InitError::Protocol(format!(
+                            "the exec did not end within {} ms of its timeout",
+                            EXEC_GRACE.as_millis()
+                        ))
+                    })?
+            }
+            None => self.collect(request).await,
+        }
+    }
+
+    async fn collect(&self, request: ExecRequest) -> Result<Collected, InitError> {
         let (mut conn, _pid) = self.spawn(request).await?;
         let mut out = Collected::default();
         loop {
@@ -470,3 +438,6 @@ impl InitClient {
 fn unexpected(reply: &Reply) -> InitError {
     InitError::Protocol(format!("unexpected reply {reply:?}"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,8 @@
 //! loop moves bytes between its pipes and the client's socket, enforces the output
 //! limit and the timeout, and reports how it ended.
 //!
-//! A client that goes away takes its process group with it.
+//! A timeout, or a client that goes away, kills everything the process started, its
+//! `setsid` and double-forked descendants included (see [`crate::kill`]).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -16,6 +17,7 @@ use sandbox_init::protocol::{
 };
 
 use crate::accounts;
+use crate::kill;
 use crate::reaper::{signal_group, Registry};
 use crate::server::{reply, reply_error};
 
@@ -51,8 +53,18 @@ pub fn run(mut stream: UnixStream, request: ExecRequest, registry: &Registry) {
         }
     };
     let pid = child.id() as i32;
+    // Whoever holds one of these pipes later is the exec's, whatever its session.
+    let pipes: Vec<u64> = [
+        child.stdout.as_ref().map(|f| f.as_fd()),
+        child.stderr.as_ref().map(|f| f.as_fd()),
+        child.stdin.as_ref().map(|f| f.as_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(kill::pipe_inode)
+    .collect();
     if reply(&mut stream, Reply::Started { pid: pid as u32 }).is_err() {
-        signal_group(pid, libc::SIGKILL);
+        kill::everything(pid, &pipes);
         return;
     }
     let mut pump = Pump {
@@ -85,11 +97,12 @@ pub fn run(mut stream: UnixStream, request: ExecRequest, registry: &Registry) {
     let mut timed_out = false;
     let mut status: Option<i32> = None;
     let mut drain_until: Option<Instant> = None;
+    let mut killed_for_hang_up = false;
     loop {
         let now = Instant::now();
         if status.is_none() && !timed_out && deadline.is_some_and(|d| now >= d) {
             timed_out = true;
-            signal_group(pid, libc::SIGKILL);
+            kill::everything(pid, &pipes);
         }
         if status.is_some() {
             let drained = pump.stdout.is_none() && pump.stderr.is_none();
@@ -116,14 +129,16 @@ pub fn run(mut stream: UnixStream, request: ExecRequest, registry: &Registry) {
         if let Some(signal) = ready.signal {
             signal_group(pid, signal);
         }
-        if pump.client_gone && status.is_none() {
-            // Nobody is listening: end the process group and wait for the reaper.
-            signal_group(pid, libc::SIGKILL);
+        if pump.client_gone && status.is_none() && !killed_for_hang_up {
+            // Nobody is listening: end all it started and wait for the reaper. (A
+            // command that already ended by itself keeps what it left running.)
+            killed_for_hang_up = true;
+            kill::everything(pid, &pipes);
         }
     }
-    if timed_out || pump.client_gone {
-        // Background members of the group must not outlive a timeout or a cancel.
-        signal_group(pid, libc::SIGKILL);
+    if timed_out || killed_for_hang_up {
+        // What started while the first kill ran must not outlive a timeout or a cancel.
+        kill::everything(pid, &pipes);
     }
     if pump.client_gone {
         return;
@@ -194,8 +209,10 @@ fn prepare(request: &ExecRequest) -> Result<Command, (ErrorKind, String)> {
     // sandbox-init blocks every signal in every thread (the reaper takes them with
     // sigtimedwait), and a blocked mask survives fork and exec: clear it, or SIGTERM and
     // SIGINT would never reach the process.
-    // SAFETY: the closure runs between fork and exec and calls only sigemptyset and
-    // sigprocmask, which are async-signal-safe.
+    // The process is also made a child subreaper, so that orphans of what it starts
+    // stay in its tree for `kill::everything`.
+    // SAFETY: the closure runs between fork and exec and calls only sigemptyset,
+    // sigprocmask and prctl, which are async-signal-safe.
     unsafe {
         command.pre_exec(|| {
             let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -203,7 +220,7 @@ fn prepare(request: &ExecRequest) -> Result<Command, (ErrorKind, String)> {
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            kill::become_subreaper()
         });
     }
     Ok(command)

@@ -8,6 +8,7 @@
 mod accounts;
 mod exec;
 mod files;
+mod kill;
 mod reaper;
 mod server;
 

@@ -387,3 +387,82 @@ fn files_write_read_list_and_all_or_nothing() {
     );
     assert!(Path::new(&root.join("m/n")).is_dir());
 }
+
+/// Alive and not a zombie.
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s[s.rfind(')')? + 1..].trim_start().to_owned();
+            Some(!rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
+}
+
+/// Starts a command with escapers that print their pids: a `setsid` child keeping
+/// stdout and a double-forked `setsid` daemon with its output redirected. Returns the
+/// stream (after the two pids were read) and the pids.
+fn start_escapers(init: &Init, timeout_ms: Option<u64>) -> (UnixStream, Vec<i32>) {
+    let mut s = init.connect();
+    let script = "setsid sleep 61 & echo $!; \
+                  (setsid sleep 62 </dev/null >/dev/null 2>&1 & echo $!); sleep 60";
+    write_frame(
+        &mut s,
+        &Frame::Message(exec(script, timeout_ms, None, false)),
+    )
+    .expect("send");
+    let mut out = Vec::new();
+    while out.iter().filter(|b| **b == b'\n').count() < 2 {
+        match read_frame::<Reply>(&mut s).expect("frame") {
+            Some(Frame::Message(Reply::Started { .. })) => {}
+            Some(Frame::Stdout(b)) => out.extend_from_slice(&b),
+            other => panic!("{other:?}"),
+        }
+    }
+    let pids = String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| l.trim().parse().expect("a pid"))
+        .collect();
+    (s, pids)
+}
+
+fn wait_all_dead(pids: &[i32], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| process_alive(*p)) {
+        assert!(Instant::now() < deadline, "{what}: {pids:?} survived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_timeout_kills_setsid_and_double_forked_children() {
+    let init = Init::start();
+    let (mut s, pids) = start_escapers(&init, Some(500));
+    let (_, _, exit) = collect(&mut s);
+    assert!(exit.timed_out, "{exit:?}");
+    wait_all_dead(&pids, "after the timeout");
+}
+
+#[test]
+fn a_hang_up_kills_setsid_and_double_forked_children() {
+    let init = Init::start();
+    let (s, pids) = start_escapers(&init, None);
+    assert!(pids.iter().all(|p| process_alive(*p)), "{pids:?}");
+    drop(s);
+    wait_all_dead(&pids, "after the hang-up");
+}
+
+#[test]
+fn a_command_that_ends_by_itself_keeps_its_background_processes() {
+    let init = Init::start();
+    let (out, _, exit) = init.sh(
+        "setsid sleep 63 </dev/null >/dev/null 2>&1 & echo $!",
+        None,
+        None,
+    );
+    assert_eq!(exit.code, Some(0));
+    let pid: i32 = String::from_utf8_lossy(&out).trim().parse().expect("a pid");
+    assert!(process_alive(pid), "a background server was killed");
+    // SAFETY: killing the sleep this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}

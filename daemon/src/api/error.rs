@@ -199,11 +199,13 @@ impl From<InitError> for ApiError {
                 format!("{message}; its container may have stopped (see GET /v1/sandboxes/:id)"),
             ),
             InitError::Closed(_) => Self::new(StatusCode::BAD_GATEWAY, "sandbox_gone", message),
-            InitError::Protocol(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "sandbox_protocol",
-                message,
-            ),
+            // The sandbox's side broke the conversation: a bad gateway, not our fault.
+            InitError::Protocol(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "sandbox_protocol", message)
+            }
+            InitError::Untrusted(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "sandbox_untrusted", message)
+            }
             InitError::Remote { kind, .. } => {
                 let (status, code) = match kind {
                     ErrorKind::NotFound => (StatusCode::NOT_FOUND, "path_not_found"),

@@ -269,6 +269,16 @@ impl Engine {
         Ok(())
     }
 
+    /// The host pid of a running container's init process (`State.Pid`).
+    pub async fn init_pid(&self, id: &str) -> Result<u32, EngineError> {
+        let info = self.docker.inspect_container(id, None).await?;
+        info.state
+            .and_then(|s| s.pid)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| EngineError::Refused(format!("container {id} is not running")))
+    }
+
     /// Kills and removes a container with its anonymous volumes. A container that is
     /// already gone is not an error.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {

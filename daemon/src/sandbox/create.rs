@@ -174,7 +174,7 @@ impl Sandboxes {
         let dir = self.settings.sandboxes_dir.join(&id);
         let now = SystemTime::now();
         let sandbox = Arc::new(Sandbox {
-            init: InitClient::new(dir.join("run").join(sandbox_init::protocol::SOCKET_NAME)),
+            init: InitClient::new(dir.join("run")),
             id,
             sandbox_id,
             agent_slug: call.agent.clone(),
@@ -348,6 +348,12 @@ impl Sandboxes {
         };
         let container = engine.run(spec).await.map_err(Provision::Engine)?;
         sb.set_container(container.clone());
+        // The only process whose socket the daemon will talk to.
+        let init_pid = engine
+            .init_pid(&container)
+            .await
+            .map_err(Provision::Engine)?;
+        sb.init.set_init_pid(init_pid);
         check_cancelled(sb)?;
 
         // Nothing runs in the container but sandbox-init until the rules are in.

@@ -56,7 +56,7 @@ impl Sandboxes {
             .map(|t| Thread::restore(self.store.clone(), t))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sandbox {
-            init: InitClient::new(dir.join("run").join(sandbox_init::protocol::SOCKET_NAME)),
+            init: InitClient::new(dir.join("run")),
             agent: serde_json::from_str(&row.agent).unwrap_or_default(),
             policy: serde_json::from_str(&row.policy).unwrap_or_default(),
             id: row.id,
@@ -112,26 +112,7 @@ impl Sandboxes {
                             Err("its container is gone (removed while the daemon was down)"
                                 .to_owned())
                         }
-                        Some(container) => {
-                            // After a reboot its disk must be back before the
-                            // container starts (the container's volumes bind into it).
-                            let disk = super::disk::Disk::new(&sandbox.dir);
-                            let mounted = if disk.exists() {
-                                disk.ensure_mounted().await.map_err(|e| e.to_string())
-                            } else {
-                                Ok(())
-                            };
-                            match mounted {
-                                Err(e) => Err(e),
-                                Ok(()) => engine
-                                    .ensure_running(&container)
-                                    .await
-                                    .map(|()| container)
-                                    .map_err(|e| {
-                                        format!("its container could not be started again: {e}")
-                                    }),
-                            }
-                        }
+                        Some(container) => revive(&engine, &sandbox, container).await,
                     }
                 }
             };
@@ -195,4 +176,28 @@ impl Sandboxes {
             }
         }
     }
+}
+
+/// Brings a re-adopted sandbox's container back: its disk mounted (after a reboot it
+/// must be back before the container starts: the container's volumes bind into it),
+/// the container running, and its init's pid known (the only peer the client accepts).
+async fn revive(
+    engine: &crate::docker::Engine,
+    sandbox: &Sandbox,
+    container: String,
+) -> Result<String, String> {
+    let disk = super::disk::Disk::new(&sandbox.dir);
+    if disk.exists() {
+        disk.ensure_mounted().await.map_err(|e| e.to_string())?;
+    }
+    engine
+        .ensure_running(&container)
+        .await
+        .map_err(|e| format!("its container could not be started again: {e}"))?;
+    let pid = engine
+        .init_pid(&container)
+        .await
+        .map_err(|e| format!("its container's init is unknown: {e}"))?;
+    sandbox.init.set_init_pid(pid);
+    Ok(container)
 }

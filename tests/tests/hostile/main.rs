@@ -4,8 +4,10 @@
 //! everyone else. One module per surface under attack.
 
 mod disk;
+mod exec_kill;
 mod files;
 mod git;
+mod initsock;
 mod network;
 mod proxy;
 mod tokens;
