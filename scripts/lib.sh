@@ -46,6 +46,24 @@ ensure_docker() {
     return 1
 }
 
+# Host tools, each from its Debian package when missing (PATH lists sbin for root).
+# The daemon uses iptables (egress), ip, nsenter (the DNS rule inside a sandbox) and
+# mkfs.ext4 / mount (each sandbox's disk); the tests also use curl and sqlite3.
+ensure_tools() {
+    local missing=() pair tool package
+    for pair in "$@"; do
+        tool=${pair%%:*} package=${pair#*:}
+        if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1; then
+            missing+=("$package")
+        fi
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+}
+DAEMON_TOOLS=(iptables:iptables ip:iproute2 nsenter:util-linux mkfs.ext4:e2fsprogs losetup:mount)
+TEST_TOOLS=(curl:curl sqlite3:sqlite3 python3:python3 perl:perl)
+
 # debootstrap builds the base image where no registry is reachable.
 ensure_debootstrap() {
     if ! command -v debootstrap >/dev/null 2>&1; then
