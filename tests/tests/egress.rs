@@ -301,6 +301,9 @@ async fn allowed_domain_names_resolve_to_the_allowed_addresses_only() {
                 hosts.display()
             ),
         ],
+        // Disks are mounted where the daemon runs, and this one's mount namespace is
+        // not the engine's (see the README on --disk-mb).
+        args: vec!["--disk-mb".into(), "0".into()],
         ..Options::default()
     })
     .await;
