@@ -49,12 +49,21 @@ impl Turn {
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One chunk as an SSE event.
+    pub fn frame(chunk: &Value) -> Bytes {
+        Bytes::from(format!("data: {chunk}\n\n"))
+    }
+
     /// Appends one chunk as an SSE event.
     pub fn push(&self, chunk: &Value) {
-        let frame = Bytes::from(format!("data: {chunk}\n\n"));
+        self.push_frames([Self::frame(chunk)]);
+    }
+
+    /// Appends SSE events made by [`Turn::frame`], waking followers once.
+    pub fn push_frames(&self, batch: impl IntoIterator<Item = Bytes>) {
         let len = {
             let mut frames = self.frames();
-            frames.push(frame);
+            frames.extend(batch);
             frames.len()
         };
         self.progress.send_modify(|p| p.0 = len);

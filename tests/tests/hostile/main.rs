@@ -2,3 +2,4 @@
 //! container included) or a client with a token, attacks the boundary the README's
 //! security model promises, and asserts the attack fails while the daemon keeps serving
 //! everyone else. One module per surface under attack.
+mod runner;
