@@ -24,6 +24,12 @@ use crate::threads::{events, Thread, Turn};
 /// output-flooding, whether runaway or driven by a process in the sandbox.
 pub const OUTPUT_LIMIT: usize = 32 << 20;
 
+/// What a chunk other than a delta counts against [`OUTPUT_LIMIT`] at least: such a
+/// chunk adds a part (or an entry in the translator's maps), whose bookkeeping in
+/// memory costs several times its few bytes on the wire. A legitimate turn has a few
+/// parts per step; a stream of tiny parts reaches the limit sooner.
+const PART_COST: usize = 512;
+
 /// The shortest time between two stores of the message during a turn.
 pub const MIN_PACE: Duration = Duration::from_millis(100);
 
@@ -61,7 +67,15 @@ impl Out {
     pub fn emit(&mut self, chunk: Value) {
         self.folded.apply(&chunk);
         let frame = Turn::frame(&chunk);
-        self.emitted += frame.len();
+        let delta = matches!(
+            chunk["type"].as_str(),
+            Some("text-delta" | "reasoning-delta" | "tool-input-delta")
+        );
+        self.emitted += if delta {
+            frame.len()
+        } else {
+            frame.len().max(PART_COST)
+        };
         self.held.push((chunk, frame));
     }
 
@@ -179,6 +193,12 @@ mod tests {
         let delta = "x".repeat(1 << 20);
         for _ in 0..OUTPUT_LIMIT >> 20 {
             out.emit(json!({"type": "text-delta", "id": "t", "delta": delta}));
+        }
+        assert!(out.over_limit());
+        // Tiny parts count for their bookkeeping.
+        let mut out = Out::new("a1");
+        for i in 0..=OUTPUT_LIMIT / PART_COST {
+            out.emit(json!({"type": "text-start", "id": i.to_string()}));
         }
         assert!(out.over_limit());
     }
