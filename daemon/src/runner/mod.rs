@@ -215,9 +215,10 @@ fn line_dropped_notice() -> Value {
         "data": {
             "notice": "line-too-long",
             "message": format!(
-                "the Claude Code CLI printed a line over {} MiB, the limit of one line; \
-                 it was dropped and the turn went on without it",
-                lines::MAX_LINE >> 20
+                "the Claude Code CLI printed a line over the limits of one line ({} MiB, \
+                 {} JSON values); it was dropped and the turn went on without it",
+                lines::MAX_LINE >> 20,
+                lines::MAX_VALUES
             ),
         },
     })
@@ -308,10 +309,10 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                     for piece in lines.push(&bytes) {
                         let line = match piece {
                             Piece::Line(line) => line,
-                            Piece::TooLong => {
+                            Piece::Dropped => {
                                 if !std::mem::replace(&mut dropped_line, true) {
                                     tracing::warn!(thread = %spec.thread.id,
-                                        "the CLI printed a line over {} MiB; dropped", lines::MAX_LINE >> 20);
+                                        "the CLI printed a line over the limits of one line; dropped");
                                     out.emit(line_dropped_notice());
                                     urgent = true;
                                 }

@@ -202,6 +202,9 @@ async fn a_giant_line_is_skipped_without_buffering_it() {
     script.push_str(&format!(
         "head -c {GIANT} /dev/zero | tr '\\0' a\nprintf '\\n'\n"
     ));
+    // A line well under the length limit, of two million tiny values (each of which
+    // would take 32 bytes or more, parsed).
+    script.push_str("printf '['; yes '0,' | head -n 2000000 | tr -d '\\n'; printf '0]\\n'\n");
     let mut after = text_block_start();
     after.push(text_delta("after the giant line"));
     after.extend(text_block_end());
