@@ -1,7 +1,8 @@
 //! One running turn's stream: an append-only log of UI message chunks that every
 //! subscriber reads from its own offset. A reconnecting client replays from the start
 //! and then follows live; a slow one never loses a chunk (there is no per-subscriber
-//! queue to overflow, only the shared log, bounded by the turn itself).
+//! queue to overflow, only the shared log, bounded by the turn's output limit,
+//! `runner::out::OUTPUT_LIMIT`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
