@@ -1,14 +1,28 @@
 //! Folds UI message stream chunks into the assistant `UIMessage` the way the AI SDK's
 //! client does, so what is persisted equals what a client that watched the stream holds.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Map, Value};
 
 /// An assistant message being built from chunks.
+///
+/// Parts are only ever appended, so the indexes below stay valid; they make every
+/// chunk cost time proportional to its own size, not to the message's (the chunks
+/// come from the CLI's output, which is hostile input).
 #[derive(Debug, Clone)]
 pub struct Folded {
     id: String,
     parts: Vec<Value>,
     metadata: Map<String, Value>,
+    /// Text parts still streaming, oldest first (deltas go to the last).
+    texts: Vec<usize>,
+    /// Reasoning parts still streaming, oldest first.
+    reasonings: Vec<usize>,
+    /// Tool parts by tool call id (the latest part of an id).
+    tools: HashMap<String, usize>,
+    /// Data parts by (type, id).
+    data: HashMap<(String, String), usize>,
 }
 
 impl Folded {
@@ -18,6 +32,10 @@ impl Folded {
             id: id.to_owned(),
             parts: Vec::new(),
             metadata: Map::new(),
+            texts: Vec::new(),
+            reasonings: Vec::new(),
+            tools: HashMap::new(),
+            data: HashMap::new(),
         }
     }
 
@@ -30,88 +48,87 @@ impl Folded {
         message
     }
 
-    fn find(&mut self, kind: &str, key: &str, id: &str) -> Option<&mut Value> {
-        self.parts
-            .iter_mut()
-            .rev()
-            .find(|p| p["type"] == kind && p[key] == id)
+    fn tool(&mut self, id: &str) -> Option<&mut Value> {
+        let index = *self.tools.get(id)?;
+        self.parts.get_mut(index)
     }
 
-    fn tool(&mut self, id: &str) -> Option<&mut Value> {
-        self.find("dynamic-tool", "toolCallId", id)
+    fn push(&mut self, part: Value) -> usize {
+        self.parts.push(part);
+        self.parts.len() - 1
     }
 
     /// Applies one chunk.
     pub fn apply(&mut self, chunk: &Value) {
-        let id = chunk["id"].as_str().unwrap_or_default().to_owned();
-        let call = chunk["toolCallId"].as_str().unwrap_or_default().to_owned();
+        let call = chunk["toolCallId"].as_str().unwrap_or_default();
         match chunk["type"].as_str().unwrap_or_default() {
-            "start-step" => self.parts.push(json!({ "type": "step-start" })),
-            "text-start" => self
-                .parts
-                .push(json!({ "type": "text", "text": "", "state": "streaming" })),
-            "reasoning-start" => self
-                .parts
-                .push(json!({ "type": "reasoning", "text": "", "state": "streaming" })),
+            "start-step" => {
+                self.push(json!({ "type": "step-start" }));
+            }
+            "text-start" => {
+                let index = self.push(json!({ "type": "text", "text": "", "state": "streaming" }));
+                self.texts.push(index);
+            }
+            "reasoning-start" => {
+                let index =
+                    self.push(json!({ "type": "reasoning", "text": "", "state": "streaming" }));
+                self.reasonings.push(index);
+            }
             kind @ ("text-delta" | "reasoning-delta") => {
-                let part_type = if kind == "text-delta" {
-                    "text"
+                let open = if kind == "text-delta" {
+                    &self.texts
                 } else {
-                    "reasoning"
+                    &self.reasonings
                 };
                 let delta = chunk["delta"].as_str().unwrap_or_default();
-                if let Some(part) = self
-                    .parts
-                    .iter_mut()
-                    .rev()
-                    .find(|p| p["type"] == part_type && p["state"] == "streaming")
+                if let Some(Value::String(text)) = open
+                    .last()
+                    .and_then(|&i| self.parts.get_mut(i))
+                    .and_then(|p| p.get_mut("text"))
                 {
-                    let text = format!("{}{delta}", part["text"].as_str().unwrap_or_default());
-                    part["text"] = Value::String(text);
+                    // Appended in place: a delta costs its own length.
+                    text.push_str(delta);
                 }
             }
             kind @ ("text-end" | "reasoning-end") => {
-                let part_type = if kind == "text-end" {
-                    "text"
+                let open = if kind == "text-end" {
+                    &mut self.texts
                 } else {
-                    "reasoning"
+                    &mut self.reasonings
                 };
-                if let Some(part) = self
-                    .parts
-                    .iter_mut()
-                    .rev()
-                    .find(|p| p["type"] == part_type && p["state"] == "streaming")
-                {
+                if let Some(part) = open.pop().and_then(|i| self.parts.get_mut(i)) {
                     part["state"] = json!("done");
                 }
-                let _ = id;
             }
-            "tool-input-start" => self.parts.push(json!({
-                "type": "dynamic-tool",
-                "toolName": chunk["toolName"],
-                "toolCallId": call,
-                "state": "input-streaming",
-                "input": null,
-                "providerExecuted": true,
-            })),
+            "tool-input-start" => {
+                let index = self.push(json!({
+                    "type": "dynamic-tool",
+                    "toolName": chunk["toolName"],
+                    "toolCallId": call,
+                    "state": "input-streaming",
+                    "input": null,
+                    "providerExecuted": true,
+                }));
+                self.tools.insert(call.to_owned(), index);
+            }
             "tool-input-available" => {
-                if self.tool(&call).is_none() {
+                if self.tool(call).is_none() {
                     self.apply(&json!({ "type": "tool-input-start", "toolCallId": call,
                                         "toolName": chunk["toolName"] }));
                 }
-                if let Some(part) = self.tool(&call) {
+                if let Some(part) = self.tool(call) {
                     part["state"] = json!("input-available");
                     part["input"] = chunk["input"].clone();
                 }
             }
             "tool-output-available" => {
-                if let Some(part) = self.tool(&call) {
+                if let Some(part) = self.tool(call) {
                     part["state"] = json!("output-available");
                     part["output"] = chunk["output"].clone();
                 }
             }
             "tool-output-error" => {
-                if let Some(part) = self.tool(&call) {
+                if let Some(part) = self.tool(call) {
                     part["state"] = json!("output-error");
                     part["errorText"] = chunk["errorText"].clone();
                 }
@@ -123,18 +140,20 @@ impl Folded {
             }
             kind if kind.starts_with("data-") && chunk.get("transient") != Some(&json!(true)) => {
                 let mut part = json!({ "type": kind, "data": chunk["data"] });
-                if let Some(id) = chunk.get("id") {
-                    part["id"] = id.clone();
-                    if let Some(existing) = self
-                        .parts
-                        .iter_mut()
-                        .find(|p| p["type"] == kind && p.get("id") == Some(id))
-                    {
-                        *existing = part;
-                        return;
+                let Some(id) = chunk.get("id") else {
+                    self.push(part);
+                    return;
+                };
+                part["id"] = id.clone();
+                // Keyed by the id's JSON text: ids are strings, but nothing makes them so.
+                let key = (kind.to_owned(), id.to_string());
+                match self.data.get(&key).and_then(|&i| self.parts.get_mut(i)) {
+                    Some(existing) => *existing = part,
+                    None => {
+                        let index = self.push(part);
+                        self.data.insert(key, index);
                     }
                 }
-                self.parts.push(part);
             }
             _ => {}
         }
@@ -142,8 +161,8 @@ impl Folded {
 
     /// Marks every part still streaming as done (a turn that ended abruptly).
     pub fn settle(&mut self) {
-        for part in &mut self.parts {
-            if part["state"] == "streaming" {
+        for index in self.texts.drain(..).chain(self.reasonings.drain(..)) {
+            if let Some(part) = self.parts.get_mut(index) {
                 part["state"] = json!("done");
             }
         }

@@ -9,6 +9,8 @@
 
 pub mod claude;
 pub mod fold;
+pub mod lines;
+pub mod out;
 pub mod translate;
 
 use std::collections::HashMap;
@@ -21,7 +23,8 @@ use tokio::time::Instant;
 
 use crate::init_client::{InitClient, InitError};
 use crate::threads::{PermissionReply, Thread, ThreadStatus, Turn};
-use fold::Folded;
+use lines::{Lines, Piece};
+use out::Out;
 use translate::Translator;
 
 /// How long the CLI may take to stop after an interrupt before it is signalled.
@@ -71,17 +74,11 @@ struct Ending {
 /// Runs the turn to its end and records the outcome on the thread.
 pub async fn run(mut spec: TurnSpec) {
     let started = std::time::Instant::now();
-    let mut out = Out {
-        folded: Folded::new(&spec.turn.message_id),
-        held: Vec::new(),
-    };
+    let mut out = Out::new(&spec.turn.message_id);
     let mut translator = Translator::default();
-    out.emit(
-        &spec,
-        json!({ "type": "start", "messageId": spec.turn.message_id,
-                "messageMetadata": { "sandboxId": spec.sandbox_id, "threadId": spec.thread.id } }),
-    );
-    out.flush(&spec);
+    out.emit(json!({ "type": "start", "messageId": spec.turn.message_id,
+                "messageMetadata": { "sandboxId": spec.sandbox_id, "threadId": spec.thread.id } }));
+    out.flush(&spec.thread, &spec.turn);
     if let Some((session, fresh)) = spec.resume.take() {
         if !session_recorded(&spec.init, &session).await {
             tracing::info!(thread = %spec.thread.id, "session {session} was never recorded; starting it");
@@ -93,7 +90,7 @@ pub async fn run(mut spec: TurnSpec) {
     let mut closing = translator.close_open_blocks();
     closing.extend(translator.close_step());
     for chunk in closing {
-        out.emit(&spec, chunk);
+        out.emit(chunk);
     }
     let outcome = translator.outcome.clone();
     let stopped = spec.turn.stop_reason();
@@ -112,26 +109,23 @@ pub async fn run(mut spec: TurnSpec) {
     let duration_ms = outcome
         .duration_ms
         .unwrap_or(started.elapsed().as_millis() as u64);
-    out.emit(
-        &spec,
-        json!({ "type": "message-metadata", "messageMetadata": {
-            "sessionId": outcome.session_id,
-            "totalCostUsd": outcome.total_cost_usd.unwrap_or(0.0),
-            "inputTokens": outcome.input_tokens.unwrap_or(0),
-            "outputTokens": outcome.output_tokens.unwrap_or(0),
-            "durationMs": duration_ms,
-            "sandboxId": spec.sandbox_id,
-            "threadId": spec.thread.id,
-        }}),
-    );
+    out.emit(json!({ "type": "message-metadata", "messageMetadata": {
+        "sessionId": outcome.session_id,
+        "totalCostUsd": outcome.total_cost_usd.unwrap_or(0.0),
+        "inputTokens": outcome.input_tokens.unwrap_or(0),
+        "outputTokens": outcome.output_tokens.unwrap_or(0),
+        "durationMs": duration_ms,
+        "sandboxId": spec.sandbox_id,
+        "threadId": spec.thread.id,
+    }}));
     if cancelled {
-        out.emit(&spec, json!({ "type": "abort" }));
+        out.emit(json!({ "type": "abort" }));
     } else if let Some(error) = &error {
-        out.emit(&spec, json!({ "type": "error", "errorText": error }));
+        out.emit(json!({ "type": "error", "errorText": error }));
     }
-    out.emit(&spec, json!({ "type": "finish" }));
-    out.folded.settle();
-    spec.thread.upsert_message(out.folded.message());
+    out.emit(json!({ "type": "finish" }));
+    out.settle();
+    out.store(&spec.thread);
 
     {
         let mut state = spec.thread.state();
@@ -167,7 +161,7 @@ pub async fn run(mut spec: TurnSpec) {
         "messageId": spec.turn.message_id,
     }));
     // The outcome is stored; now the clients hear of it.
-    out.flush(&spec);
+    out.send(&spec.turn);
     spec.turn.finish();
     tracing::info!(
         thread = %spec.thread.id,
@@ -196,36 +190,6 @@ async fn session_recorded(init: &InitClient, id: &str) -> bool {
     }
 }
 
-/// The turn's output: chunks are folded into the assistant message and held until
-/// [`Out::flush`], which stores the message and only then sends them, so what a
-/// client was told is always committed first.
-struct Out {
-    folded: Folded,
-    held: Vec<Value>,
-}
-
-impl Out {
-    /// Takes one chunk: its session updates are stored, it is folded and held.
-    fn emit(&mut self, spec: &TurnSpec, chunk: Value) {
-        for update in crate::threads::events::from_chunk(&chunk) {
-            spec.thread.record(update);
-        }
-        self.folded.apply(&chunk);
-        self.held.push(chunk);
-    }
-
-    /// Stores the assistant message as it stands, then sends the held chunks.
-    fn flush(&mut self, spec: &TurnSpec) {
-        if self.held.is_empty() {
-            return;
-        }
-        spec.thread.upsert_message(self.folded.message());
-        for chunk in self.held.drain(..) {
-            spec.turn.push(&chunk);
-        }
-    }
-}
-
 /// The CLI's answer line to a `can_use_tool` control request.
 fn permission_response(request_id: &str, reply: PermissionReply, input: &Value) -> Value {
     let decision = match reply {
@@ -240,6 +204,23 @@ fn permission_response(request_id: &str, reply: PermissionReply, input: &Value) 
     json!({
         "type": "control_response",
         "response": { "subtype": "success", "request_id": request_id, "response": decision },
+    })
+}
+
+/// The note a client gets when the CLI printed a line too long to keep.
+fn line_dropped_notice() -> Value {
+    json!({
+        "type": "data-notice",
+        "id": "line-too-long",
+        "data": {
+            "notice": "line-too-long",
+            "message": format!(
+                "the Claude Code CLI printed a line over the limits of one line ({} MiB, \
+                 {} JSON values); it was dropped and the turn went on without it",
+                lines::MAX_LINE >> 20,
+                lines::MAX_VALUES
+            ),
+        },
     })
 }
 
@@ -307,7 +288,11 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
         return ending;
     }
 
-    let mut pending = Vec::<u8>::new();
+    let mut lines = Lines::default();
+    // Whether a line over the limit was reported (once per turn is enough).
+    let mut dropped_line = false;
+    // Whether the turn was stopped for passing its output limit.
+    let mut limited = false;
     // Permission requests waiting for a client: request id to (tool call, tool, input).
     let mut asking: HashMap<String, (String, String, Value)> = HashMap::new();
     let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
@@ -319,15 +304,29 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
         tokio::select! {
             frame = reader.recv() => match frame {
                 Ok(Some(Frame::Stdout(bytes))) => {
-                    pending.extend_from_slice(&bytes);
                     let mut result_seen = false;
-                    while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=pos).collect();
+                    let mut urgent = false;
+                    for piece in lines.push(&bytes) {
+                        let line = match piece {
+                            Piece::Line(line) => line,
+                            Piece::Dropped => {
+                                if !std::mem::replace(&mut dropped_line, true) {
+                                    tracing::warn!(thread = %spec.thread.id,
+                                        "the CLI printed a line over the limits of one line; dropped");
+                                    out.emit(line_dropped_notice());
+                                    urgent = true;
+                                }
+                                continue;
+                            }
+                        };
                         let Ok(value) = serde_json::from_slice::<Value>(&line) else {
                             continue; // The CLI may print non-JSON diagnostics.
                         };
                         if value["type"] == "result" {
                             result_seen = true;
+                        }
+                        if limited {
+                            continue; // The turn is being stopped: only its end matters.
                         }
                         if value["type"] == "control_request"
                             && value["request"]["subtype"] == "can_use_tool"
@@ -347,7 +346,8 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                                 (call.to_owned(), tool.to_owned(), request["input"].clone()),
                             );
                             spec.thread.ask_permission(request_id, tool, answers_tx.clone());
-                            out.emit(spec, json!({
+                            urgent = true;
+                            out.emit(json!({
                                 "type": "data-permission-request",
                                 "id": request_id,
                                 "data": { "requestId": request_id, "toolCallId": call,
@@ -357,10 +357,23 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                             continue;
                         }
                         for chunk in translator.line(&value) {
-                            out.emit(spec, chunk);
+                            out.emit(chunk);
+                        }
+                        if out.over_limit() {
+                            limited = true;
+                            tracing::warn!(thread = %spec.thread.id, "the turn passed its output limit");
+                            spec.turn.stop(&format!(
+                                "the turn reached its output limit ({} MiB streamed); the Claude \
+                                 Code CLI was stopped and the rest of its output dropped",
+                                out::OUTPUT_LIMIT >> 20
+                            ));
                         }
                     }
-                    out.flush(spec);
+                    if urgent {
+                        out.flush(&spec.thread, &spec.turn);
+                    } else {
+                        out.flush_paced(&spec.thread, &spec.turn);
+                    }
                     if result_seen {
                         // The CLI exits when its stdin closes; it flushes the session first.
                         let _ = writer.send(&Frame::Message(Request::CloseStdin)).await;
@@ -387,13 +400,16 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                 let Some((call, tool, input)) = asking.remove(&request_id) else { continue };
                 let line = permission_response(&request_id, reply, &input);
                 let _ = writer.send(&Frame::Stdin(format!("{line}\n").into_bytes())).await;
-                out.emit(spec, json!({
+                out.emit(json!({
                     "type": "data-permission-request",
                     "id": request_id,
                     "data": { "requestId": request_id, "toolCallId": call, "toolName": tool,
                               "input": input, "status": "resolved", "reply": reply },
                 }));
-                out.flush(spec);
+                out.flush(&spec.thread, &spec.turn);
+            }
+            () = tokio::time::sleep_until(out.due().unwrap_or(wake)), if out.due().is_some() => {
+                out.flush(&spec.thread, &spec.turn);
             }
             () = spec.turn.cancel.cancelled(), if !interrupted => {
                 interrupted = true;

@@ -71,6 +71,32 @@ pub fn from_chunk(chunk: &Value) -> Vec<Value> {
     }
 }
 
+/// The session updates a batch of chunks stands for, with the deltas of one part that
+/// follow each other merged into one update: the event log grows with the number of
+/// batches the runner stores, not with the number of deltas the CLI prints.
+pub fn from_chunks<'a>(chunks: impl IntoIterator<Item = &'a Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    // The part whose delta made the last update, while nothing else came between.
+    let mut open: Option<(&str, &str)> = None;
+    for chunk in chunks {
+        let kind = chunk["type"].as_str().unwrap_or_default();
+        let id = chunk["id"].as_str().unwrap_or_default();
+        let delta = matches!(kind, "text-delta" | "reasoning-delta");
+        if delta && open == Some((kind, id)) {
+            let text = chunk["delta"].as_str().unwrap_or_default();
+            if let Some(Value::String(merged)) =
+                out.last_mut().and_then(|u| u.pointer_mut("/content/text"))
+            {
+                merged.push_str(text);
+                continue;
+            }
+        }
+        open = delta.then_some((kind, id));
+        out.extend(from_chunk(chunk));
+    }
+    out
+}
+
 /// The user's message, as the updates that echo it.
 pub fn user_message(message: &Value) -> Vec<Value> {
     message["parts"]
@@ -161,6 +187,44 @@ mod tests {
             "toolName": "Bash", "input": {"command": "ls"}}))[0];
         assert_eq!(bash["kind"], "execute");
         assert_eq!(bash["rawInput"]["command"], "ls");
+    }
+
+    #[test]
+    fn deltas_of_one_part_in_a_row_make_one_update() {
+        let chunks = [
+            json!({"type": "text-delta", "id": "a", "delta": "Hel"}),
+            json!({"type": "text-delta", "id": "a", "delta": "lo"}),
+            json!({"type": "reasoning-delta", "id": "a", "delta": "hm"}),
+            json!({"type": "reasoning-delta", "id": "a", "delta": "m"}),
+            json!({"type": "text-delta", "id": "a", "delta": "!"}),
+            json!({"type": "text-end", "id": "a"}),
+            json!({"type": "text-start", "id": "b"}),
+            json!({"type": "text-delta", "id": "b", "delta": "x"}),
+            json!({"type": "text-delta", "id": "c", "delta": "y"}),
+            json!({"type": "tool-output-error", "toolCallId": "t", "errorText": "no"}),
+            json!({"type": "text-delta", "id": "c", "delta": "z"}),
+        ];
+        let updates: Vec<(String, String)> = from_chunks(&chunks)
+            .iter()
+            .map(|u| {
+                let text = u["content"]["text"].as_str().unwrap_or_default().to_owned();
+                (u["sessionUpdate"].as_str().unwrap().to_owned(), text)
+            })
+            .collect();
+        let expected = [
+            ("agent_message_chunk", "Hello"),
+            ("agent_thought_chunk", "hmm"),
+            ("agent_message_chunk", "!"),
+            ("agent_message_chunk", "x"),
+            ("agent_message_chunk", "y"),
+            ("tool_call_update", ""),
+            ("agent_message_chunk", "z"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(updates, expected);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One running turn's stream: an append-only log of UI message chunks that every
 //! subscriber reads from its own offset. A reconnecting client replays from the start
 //! and then follows live; a slow one never loses a chunk (there is no per-subscriber
-//! queue to overflow, only the shared log, bounded by the turn itself).
+//! queue to overflow, only the shared log, bounded by the turn's output limit,
+//! `runner::out::OUTPUT_LIMIT`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,12 +50,21 @@ impl Turn {
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One chunk as an SSE event.
+    pub fn frame(chunk: &Value) -> Bytes {
+        Bytes::from(format!("data: {chunk}\n\n"))
+    }
+
     /// Appends one chunk as an SSE event.
     pub fn push(&self, chunk: &Value) {
-        let frame = Bytes::from(format!("data: {chunk}\n\n"));
+        self.push_frames([Self::frame(chunk)]);
+    }
+
+    /// Appends SSE events made by [`Turn::frame`], waking followers once.
+    pub fn push_frames(&self, batch: impl IntoIterator<Item = Bytes>) {
         let len = {
             let mut frames = self.frames();
-            frames.push(frame);
+            frames.extend(batch);
             frames.len()
         };
         self.progress.send_modify(|p| p.0 = len);

@@ -11,3 +11,4 @@ mod initsock;
 mod network;
 mod proxy;
 mod tokens;
+mod runner;
