@@ -10,5 +10,5 @@ mod git;
 mod initsock;
 mod network;
 mod proxy;
-mod tokens;
 mod runner;
+mod tokens;
