@@ -308,6 +308,18 @@ impl Daemon {
         (status, json)
     }
 
+    /// A call to a sandbox's files API: `rest` follows `/v1/sandboxes/:id/files`.
+    pub async fn files(
+        &self,
+        id: &str,
+        method: &str,
+        rest: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(method, &format!("/v1/sandboxes/{id}/files{rest}"), body)
+            .await
+    }
+
     /// A raw request builder with the API key.
     pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         self.http

@@ -4,17 +4,6 @@
 use sandboxd_e2e::{Daemon, StatusCode};
 use serde_json::{json, Value};
 
-async fn files(
-    d: &Daemon,
-    id: &str,
-    method: &str,
-    rest: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    d.call(method, &format!("/v1/sandboxes/{id}/files{rest}"), body)
-        .await
-}
-
 fn q(path: &str) -> String {
     // Minimal query encoding for the paths used here.
     path.replace('%', "%25")
@@ -29,17 +18,17 @@ async fn every_verb_of_the_files_client() {
     let id = d.create_sandbox(json!({ "agent": "test" })).await;
 
     // Write, list shape (API reference) with several files and created parents.
-    let (status, written) = files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": [
+    let (status, written) = d
+        .files(
+            &id,
+            "POST",
+            "",
+            Some(json!({ "files": [
             { "path": "/home/user/workspace/hello.txt", "content": "Hello world!" },
             { "path": "workspace/deep/nested/config.json", "content": "{\"key\": \"value\"}" }
         ] })),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{written}");
     assert_eq!(
         written["files"].as_array().map(Vec::len),
@@ -47,22 +36,22 @@ async fn every_verb_of_the_files_client() {
         "{written}"
     );
     // Map shape (SDK), relative paths under /home/user.
-    let (status, body) = files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": { "src/a.txt": "A", "b.txt": "" } })),
-    )
-    .await;
+    let (status, body) = d
+        .files(
+            &id,
+            "POST",
+            "",
+            Some(json!({ "files": { "src/a.txt": "A", "b.txt": "" } })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Read.
-    let (status, file) = files(&d, &id, "GET", "?path=workspace/hello.txt", None).await;
+    let (status, file) = d.files(&id, "GET", "?path=workspace/hello.txt", None).await;
     assert_eq!(status, StatusCode::OK, "{file}");
     assert_eq!(file["path"], "/home/user/workspace/hello.txt");
     assert_eq!(file["content"], "Hello world!");
-    let (_, empty) = files(&d, &id, "GET", "?path=b.txt", None).await;
+    let (_, empty) = d.files(&id, "GET", "?path=b.txt", None).await;
     assert_eq!(empty["content"], "");
 
     // Ownership of files and created parents.
@@ -77,7 +66,9 @@ async fn every_verb_of_the_files_client() {
     );
 
     // Info: every field of FileEntryInfo.
-    let (status, info) = files(&d, &id, "GET", "/info?path=workspace/hello.txt", None).await;
+    let (status, info) = d
+        .files(&id, "GET", "/info?path=workspace/hello.txt", None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{info}");
     assert_eq!(info["name"], "hello.txt");
     assert_eq!(info["path"], "/home/user/workspace/hello.txt");
@@ -94,14 +85,14 @@ async fn every_verb_of_the_files_client() {
         "{info}"
     );
     d.exec(&id, "ln -s workspace/hello.txt link").await;
-    let (_, link) = files(&d, &id, "GET", "/info?path=link", None).await;
+    let (_, link) = d.files(&id, "GET", "/info?path=link", None).await;
     assert_eq!(link["symlinkTarget"], "workspace/hello.txt", "{link}");
-    let (_, dir) = files(&d, &id, "GET", "/info?path=workspace", None).await;
+    let (_, dir) = d.files(&id, "GET", "/info?path=workspace", None).await;
     assert_eq!(dir["type"], "dir");
     assert_eq!(dir["permissions"], "drwxr-xr-x");
 
     // List with depth.
-    let (status, list) = files(&d, &id, "GET", "/list?path=workspace", None).await;
+    let (status, list) = d.files(&id, "GET", "/list?path=workspace", None).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     let names: Vec<&str> = list
         .as_array()
@@ -116,7 +107,9 @@ async fn every_verb_of_the_files_client() {
             "/home/user/workspace/hello.txt"
         ]
     );
-    let (_, list) = files(&d, &id, "GET", "/list?path=workspace&depth=3", None).await;
+    let (_, list) = d
+        .files(&id, "GET", "/list?path=workspace&depth=3", None)
+        .await;
     let names: Vec<&str> = list
         .as_array()
         .expect("array")
@@ -134,48 +127,42 @@ async fn every_verb_of_the_files_client() {
     );
 
     // Exists.
-    let (_, yes) = files(&d, &id, "GET", "/exists?path=workspace/hello.txt", None).await;
-    let (_, no) = files(&d, &id, "GET", "/exists?path=workspace/nope.txt", None).await;
+    let (_, yes) = d
+        .files(&id, "GET", "/exists?path=workspace/hello.txt", None)
+        .await;
+    let (_, no) = d
+        .files(&id, "GET", "/exists?path=workspace/nope.txt", None)
+        .await;
     assert_eq!((yes, no), (json!(true), json!(false)));
 
     // Mkdir: true, then false.
-    let (_, first) = files(
-        &d,
-        &id,
-        "POST",
-        "/mkdir",
-        Some(json!({ "path": "made/here" })),
-    )
-    .await;
-    let (_, again) = files(
-        &d,
-        &id,
-        "POST",
-        "/mkdir",
-        Some(json!({ "path": "made/here" })),
-    )
-    .await;
+    let (_, first) = d
+        .files(&id, "POST", "/mkdir", Some(json!({ "path": "made/here" })))
+        .await;
+    let (_, again) = d
+        .files(&id, "POST", "/mkdir", Some(json!({ "path": "made/here" })))
+        .await;
     assert_eq!((first, again), (json!(true), json!(false)));
 
     // Rename returns the new entry.
-    let (status, renamed) = files(
-        &d,
-        &id,
-        "POST",
-        "/rename",
-        Some(json!({ "oldPath": "workspace/hello.txt", "newPath": "made/here/hi.txt" })),
-    )
-    .await;
+    let (status, renamed) = d
+        .files(
+            &id,
+            "POST",
+            "/rename",
+            Some(json!({ "oldPath": "workspace/hello.txt", "newPath": "made/here/hi.txt" })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{renamed}");
     assert_eq!(renamed["path"], "/home/user/made/here/hi.txt");
     assert_eq!(renamed["size"], 12);
 
     // Remove a file, then a whole directory.
-    let (status, _) = files(&d, &id, "DELETE", "?path=made/here/hi.txt", None).await;
+    let (status, _) = d.files(&id, "DELETE", "?path=made/here/hi.txt", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = files(&d, &id, "DELETE", "?path=workspace", None).await;
+    let (status, _) = d.files(&id, "DELETE", "?path=workspace", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, gone) = files(&d, &id, "GET", "/exists?path=workspace", None).await;
+    let (_, gone) = d.files(&id, "GET", "/exists?path=workspace", None).await;
     assert_eq!(gone, json!(false));
 
     d.delete_sandbox(&id).await;
@@ -191,9 +178,7 @@ async fn binary_and_large_files_round_trip_intact() {
     let bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-    let (status, body) = files(
-        &d,
-        &id,
+    let (status, body) = d.files(&id,
         "POST",
         "",
         Some(json!({ "files": [{ "path": "bin/all.bin", "content": b64, "encoding": "base64" }] })),
@@ -206,11 +191,13 @@ async fn binary_and_large_files_round_trip_intact() {
         out["stdout"].as_str().map(str::trim),
         Some(expected.as_str())
     );
-    let (_, read) = files(&d, &id, "GET", "?path=bin/all.bin&encoding=base64", None).await;
+    let (_, read) = d
+        .files(&id, "GET", "?path=bin/all.bin&encoding=base64", None)
+        .await;
     assert_eq!(read["encoding"], "base64");
     assert_eq!(read["content"], b64.as_str());
     // As text it is refused, not mangled.
-    let (status, body) = files(&d, &id, "GET", "?path=bin/all.bin", None).await;
+    let (status, body) = d.files(&id, "GET", "?path=bin/all.bin", None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body["error"]["message"]
         .as_str()
@@ -220,16 +207,16 @@ async fn binary_and_large_files_round_trip_intact() {
     let big: String = (0..2 * 1024 * 1024)
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();
-    let (status, body) = files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": { "big.txt": big } })),
-    )
-    .await;
+    let (status, body) = d
+        .files(
+            &id,
+            "POST",
+            "",
+            Some(json!({ "files": { "big.txt": big } })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, read) = files(&d, &id, "GET", "?path=big.txt", None).await;
+    let (_, read) = d.files(&id, "GET", "?path=big.txt", None).await;
     assert_eq!(read["content"].as_str().map(str::len), Some(big.len()));
     assert!(
         read["content"] == big.as_str(),
@@ -244,8 +231,7 @@ async fn binary_and_large_files_round_trip_intact() {
 async fn writes_are_atomic_and_all_or_nothing() {
     let d = Daemon::start().await;
     let id = d.create_sandbox(json!({ "agent": "test" })).await;
-    files(
-        &d,
+    d.files(
         &id,
         "POST",
         "",
@@ -254,14 +240,14 @@ async fn writes_are_atomic_and_all_or_nothing() {
     .await;
 
     // The second file cannot be written (its parent is a file): nothing changes.
-    let (status, body) = files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": { "keep.txt": "changed", "keep.txt/child": "x" } })),
-    )
-    .await;
+    let (status, body) = d
+        .files(
+            &id,
+            "POST",
+            "",
+            Some(json!({ "files": { "keep.txt": "changed", "keep.txt/child": "x" } })),
+        )
+        .await;
     assert!(status.is_client_error(), "{status} {body}");
     assert!(
         body["error"]["message"]
@@ -269,7 +255,7 @@ async fn writes_are_atomic_and_all_or_nothing() {
             .is_some_and(|m| m.contains("keep.txt")),
         "{body}"
     );
-    let (_, read) = files(&d, &id, "GET", "?path=keep.txt", None).await;
+    let (_, read) = d.files(&id, "GET", "?path=keep.txt", None).await;
     assert_eq!(read["content"], "original");
     let out = d.exec(&id, "ls -A | grep sandboxd || echo clean").await;
     assert_eq!(out["stdout"], "clean\n", "temporary files left: {out}");
@@ -277,14 +263,8 @@ async fn writes_are_atomic_and_all_or_nothing() {
     // A reader never sees half a file while a writer replaces it over and over.
     let a = "a".repeat(256 * 1024);
     let b = "b".repeat(256 * 1024);
-    files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": { "flip.txt": a } })),
-    )
-    .await;
+    d.files(&id, "POST", "", Some(json!({ "files": { "flip.txt": a } })))
+        .await;
     let reader = d.exec(
         &id,
         "for i in $(seq 1 200); do c=$(sort -u flip.txt | wc -l); \
@@ -293,8 +273,7 @@ async fn writes_are_atomic_and_all_or_nothing() {
     let writer = async {
         for i in 0..20 {
             let content = if i % 2 == 0 { &b } else { &a };
-            files(
-                &d,
+            d.files(
                 &id,
                 "POST",
                 "",
@@ -457,7 +436,7 @@ async fn file_errors_are_clear_and_change_nothing() {
         ),
     ];
     for (method, rest, body, status, needle) in cases {
-        let (got, json) = files(&d, &id, method, &rest, body.clone()).await;
+        let (got, json) = d.files(&id, method, &rest, body.clone()).await;
         assert_eq!(got, status, "{method} {rest} {body:?}: {json}");
         let message = json["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(needle), "{method} {rest} {body:?}: {json}");
@@ -465,20 +444,20 @@ async fn file_errors_are_clear_and_change_nothing() {
 
     // Over the body limit: 413, and nothing written.
     let big = "x".repeat(2 * 1024 * 1024);
-    let (status, body) = files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": { "big.txt": big } })),
-    )
-    .await;
+    let (status, body) = d
+        .files(
+            &id,
+            "POST",
+            "",
+            Some(json!({ "files": { "big.txt": big } })),
+        )
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    let (_, exists) = files(&d, &id, "GET", "/exists?path=big.txt", None).await;
+    let (_, exists) = d.files(&id, "GET", "/exists?path=big.txt", None).await;
     assert_eq!(exists, json!(false));
     // A file bigger than the limit cannot be read back whole: 413 too.
     d.exec(&id, "head -c 2000000 /dev/zero > zeros").await;
-    let (status, body) = files(&d, &id, "GET", "?path=zeros", None).await;
+    let (status, body) = d.files(&id, "GET", "?path=zeros", None).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 
     // The socket is out of the user's reach.

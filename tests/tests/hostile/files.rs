@@ -5,19 +5,8 @@
 
 use futures_util::future::join_all;
 use sandboxd_e2e::{Daemon, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
-
-async fn files(
-    d: &Daemon,
-    id: &str,
-    method: &str,
-    rest: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    d.call(method, &format!("/v1/sandboxes/{id}/files{rest}"), body)
-        .await
-}
 
 fn sha(text: &str) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))
@@ -36,8 +25,7 @@ async fn concurrent_writes_of_one_path_each_land_whole() {
         })
         .collect();
     let writes = contents.iter().map(|content| {
-        files(
-            &d,
+        d.files(
             &id,
             "POST",
             "",
@@ -53,7 +41,7 @@ async fn concurrent_writes_of_one_path_each_land_whole() {
     for (i, (status, body)) in answers.into_iter().enumerate() {
         assert_eq!(status, StatusCode::OK, "writer {i}: {body}");
     }
-    let (status, file) = files(&d, &id, "GET", "?path=race/one.txt", None).await;
+    let (status, file) = d.files(&id, "GET", "?path=race/one.txt", None).await;
     assert_eq!(status, StatusCode::OK, "{file}");
     let got = sha(file["content"].as_str().expect("content"));
     let winner = contents.iter().position(|c| sha(c) == got);
@@ -88,17 +76,17 @@ async fn planted_symlinks_cannot_redirect_a_write() {
         let mut last = String::new();
         for round in 0..40 {
             last = format!("round {round}\n");
-            let (status, body) = files(
-                &d,
-                &id,
-                "POST",
-                "",
-                Some(json!({ "files": [
+            let (status, body) = d
+                .files(
+                    &id,
+                    "POST",
+                    "",
+                    Some(json!({ "files": [
                     { "path": "w/target", "content": last },
                     { "path": "w/target2", "content": last }
                 ] })),
-            )
-            .await;
+                )
+                .await;
             assert!(
                 status == StatusCode::OK || status.is_client_error(),
                 "round {round}: {status} {body}"
@@ -112,14 +100,14 @@ async fn planted_symlinks_cannot_redirect_a_write() {
     let sentinel = d.exec(&id, "cat sentinel").await;
     assert_eq!(sentinel["stdout"], "untouched\n", "a write was redirected");
     // A final write with nobody planting: the target is a regular file with it.
-    let (status, body) = files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": { "w/target": last } })),
-    )
-    .await;
+    let (status, body) = d
+        .files(
+            &id,
+            "POST",
+            "",
+            Some(json!({ "files": { "w/target": last } })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let kind = d
         .exec(
@@ -148,7 +136,7 @@ async fn a_listing_bigger_than_a_frame_works_and_a_huge_one_is_a_clear_error() {
         .await;
     assert_eq!(made["stdout"], "6000\n", "{made}");
     let started = std::time::Instant::now();
-    let (status, list) = files(&d, &id, "GET", "/list?path=big", None).await;
+    let (status, list) = d.files(&id, "GET", "/list?path=big", None).await;
     let elapsed = started.elapsed();
     assert_eq!(status, StatusCode::OK, "{list}");
     let entries = list.as_array().expect("array");
@@ -175,13 +163,13 @@ async fn a_listing_bigger_than_a_frame_works_and_a_huge_one_is_a_clear_error() {
         .await;
     assert_eq!(made["stdout"], "50001\n", "{made}");
     let started = std::time::Instant::now();
-    let (status, body) = files(&d, &id, "GET", "/list?path=huge", None).await;
+    let (status, body) = d.files(&id, "GET", "/list?path=huge", None).await;
     eprintln!("50,001 entries refused in {:?}", started.elapsed());
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("more than 50000 entries"), "{body}");
     // And the sandbox still serves.
-    let (status, _) = files(&d, &id, "GET", "/list?path=big&depth=1", None).await;
+    let (status, _) = d.files(&id, "GET", "/list?path=big&depth=1", None).await;
     assert_eq!(status, StatusCode::OK);
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
@@ -216,7 +204,7 @@ async fn pseudo_filesystems_are_refused_even_through_symlinks() {
         ("GET", "/info?path=pid1/environ"),
     ];
     for (method, rest) in refused {
-        let (status, body) = files(&d, &id, method, rest, None).await;
+        let (status, body) = d.files(&id, method, rest, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {rest}: {body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -224,21 +212,21 @@ async fn pseudo_filesystems_are_refused_even_through_symlinks() {
             "{method} {rest}: {body}"
         );
     }
-    let (status, body) = files(
-        &d,
-        &id,
-        "POST",
-        "",
-        Some(json!({ "files": { "pid1/comm": "x" } })),
-    )
-    .await;
+    let (status, body) = d
+        .files(
+            &id,
+            "POST",
+            "",
+            Some(json!({ "files": { "pid1/comm": "x" } })),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     // The symlink itself is a file of the sandbox: describing it is fine.
-    let (status, link) = files(&d, &id, "GET", "/info?path=maps", None).await;
+    let (status, link) = d.files(&id, "GET", "/info?path=maps", None).await;
     assert_eq!(status, StatusCode::OK, "{link}");
     assert_eq!(link["symlinkTarget"], "/proc/1/maps");
     // `/` lists /proc and /sys as entries but not what is inside them.
-    let (status, list) = files(&d, &id, "GET", "/list?path=/&depth=2", None).await;
+    let (status, list) = d.files(&id, "GET", "/list?path=/&depth=2", None).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     let paths: Vec<&str> = list
         .as_array()

@@ -156,6 +156,29 @@ async fn exec_with_secret(d: &Daemon, id: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// The call on the tampered sandbox failed as untrusted, the daemon's peak RSS grew by
+/// less than 64 MiB, and another sandbox still works; then everything is removed.
+async fn refused_and_others_served(
+    d: &Daemon,
+    (status, body): (StatusCode, Value),
+    (before, after): (u64, u64),
+    id: &str,
+    bystander: &str,
+) {
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"]["code"], "sandbox_untrusted", "{body}");
+    assert!(
+        after < before + 64 * 1024,
+        "daemon peak RSS grew from {before} KiB to {after} KiB"
+    );
+
+    let ok = d.exec(bystander, "echo still here").await;
+    assert_eq!(ok["stdout"], "still here\n", "{ok}");
+    d.delete_sandbox(id).await;
+    d.delete_sandbox(bystander).await;
+    d.assert_no_leaks();
+}
+
 #[tokio::test]
 async fn a_symlink_to_a_host_socket_planted_by_root_is_never_followed() {
     let host = HostPeer::start();
@@ -182,18 +205,7 @@ async fn a_symlink_to_a_host_socket_planted_by_root_is_never_followed() {
         0,
         "the daemon followed the container's symlink to a host socket"
     );
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert_eq!(body["error"]["code"], "sandbox_untrusted", "{body}");
-    assert!(
-        after < before + 64 * 1024,
-        "daemon peak RSS grew from {before} KiB to {after} KiB"
-    );
-
-    let ok = d.exec(&bystander, "echo still here").await;
-    assert_eq!(ok["stdout"], "still here\n", "{ok}");
-    d.delete_sandbox(&id).await;
-    d.delete_sandbox(&bystander).await;
-    d.assert_no_leaks();
+    refused_and_others_served(&d, (status, body), (before, after), &id, &bystander).await;
 }
 
 /// A root process's own socket at the path: logs the request bytes it got, then floods.
@@ -253,16 +265,5 @@ async fn a_socket_root_binds_in_the_run_directory_is_refused() {
         log.lines().all(|l| l == "request 0"),
         "the daemon sent a request to a socket that is not the container's init: {log:?}"
     );
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert_eq!(body["error"]["code"], "sandbox_untrusted", "{body}");
-    assert!(
-        after < before + 64 * 1024,
-        "daemon peak RSS grew from {before} KiB to {after} KiB"
-    );
-
-    let ok = d.exec(&bystander, "echo still here").await;
-    assert_eq!(ok["stdout"], "still here\n", "{ok}");
-    d.delete_sandbox(&id).await;
-    d.delete_sandbox(&bystander).await;
-    d.assert_no_leaks();
+    refused_and_others_served(&d, (status, body), (before, after), &id, &bystander).await;
 }
