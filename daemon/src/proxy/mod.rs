@@ -13,6 +13,7 @@ mod conn;
 mod forward;
 mod meter;
 mod routes;
+mod turns;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use axum::http::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
 
 pub use conn::connection_budget;
+pub use turns::TurnBudget;
 
 /// Requests one sandbox may have in flight at once; more are answered 429 at once.
 /// The CLI runs its main loop and a few parallel subagents; each request holds an
@@ -71,6 +73,14 @@ pub enum ProxyError {
         /// Its budget.
         budget: f64,
     },
+    /// The sandbox's running turns have spent their budgets.
+    #[error("the running turns of this sandbox have spent their budget (${spent:.4} of ${budget:.4}, maxBudgetUsd)")]
+    TurnOverBudget {
+        /// What the sandbox spent since the earliest of them began.
+        spent: f64,
+        /// Their budgets summed.
+        budget: f64,
+    },
     /// Too many requests of this sandbox at once.
     #[error("more than {PER_SANDBOX_IN_FLIGHT} requests of this sandbox at once")]
     TooManyRequests,
@@ -99,7 +109,9 @@ impl ProxyError {
             ProxyError::ForeignToken | ProxyError::NotAllowed(_) | ProxyError::DeniedBeta(_) => {
                 (StatusCode::FORBIDDEN, "permission_error")
             }
-            ProxyError::OverBudget { .. } => (StatusCode::PAYMENT_REQUIRED, "billing_error"),
+            ProxyError::OverBudget { .. } | ProxyError::TurnOverBudget { .. } => {
+                (StatusCode::PAYMENT_REQUIRED, "billing_error")
+            }
             ProxyError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
             ProxyError::BadLength | ProxyError::BodyRead(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
@@ -145,6 +157,8 @@ pub struct ModelProxy {
     budget_usd: Option<f64>,
     /// Where sandboxes reach it: the gateway of the current sandbox network.
     base_url: Mutex<Option<String>>,
+    /// The budgets of running turns.
+    turns: turns::TurnBudgets,
     /// Where each sandbox's consumption is kept across restarts.
     store: OnceLock<Arc<crate::store::Store>>,
 }
@@ -171,6 +185,7 @@ impl ModelProxy {
             per_source: conn::PerSource::default(),
             budget_usd: budget_usd.filter(|b| *b > 0.0),
             base_url: Mutex::new(None),
+            turns: turns::TurnBudgets::default(),
             store: OnceLock::new(),
         })
     }
@@ -289,12 +304,15 @@ impl ModelProxy {
     /// Refuses a sandbox that has spent its budget. Checked before each request:
     /// requests already running finish and are counted.
     fn check_budget(&self, sandbox_id: &str) -> Result<(), ProxyError> {
-        let Some(budget) = self.budget_usd else {
-            return Ok(());
-        };
         let spent = self.usage(sandbox_id).cost_usd;
-        if spent >= budget {
+        if let Some(budget) = self.budget_usd.filter(|b| spent >= *b) {
             return Err(ProxyError::OverBudget { spent, budget });
+        }
+        if let Some((ceiling, budget)) = self.turns.ceiling(sandbox_id) {
+            if spent >= ceiling {
+                let spent = budget + spent - ceiling;
+                return Err(ProxyError::TurnOverBudget { spent, budget });
+            }
         }
         Ok(())
     }

@@ -61,6 +61,8 @@ pub struct TurnSpec {
     pub prompt: Value,
     /// Keeps the sandbox from expiring while the turn runs.
     pub busy: Option<crate::sandbox::BusyGuard>,
+    /// Holds the turn's budget at the model proxy while the turn runs.
+    pub budget: Option<crate::proxy::TurnBudget>,
 }
 
 /// How the CLI process ended, as far as the runner saw.

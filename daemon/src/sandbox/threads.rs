@@ -194,6 +194,10 @@ impl Sandboxes {
             env: claude::env(&base_url, &sandbox.model_token),
             prompt,
             busy: Some(sandbox.busy()),
+            budget: Some(
+                self.proxy
+                    .open_turn(&sandbox.id, options.max_budget_usd.or(agent.max_budget_usd)),
+            ),
         };
         tracing::info!(sandbox = %sandbox.id, thread = %thread.id, "turn started");
         tokio::spawn(crate::runner::run(spec));

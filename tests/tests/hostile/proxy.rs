@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sandboxd_e2e::{eventually, rss_kib, Daemon, Options, StatusCode};
+use sandboxd_e2e::{eventually, rss_kib, user_message, Daemon, Options, ScriptedModel, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -608,5 +608,72 @@ async fn slow_huge_bodies_are_streamed_capped_and_timed_out() {
         "held bodies grew the daemon from {rss_before} to {rss_held} KiB"
     );
     d.delete_sandbox(&sb).await;
+    d.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn a_running_turns_budget_binds_every_process_of_the_sandbox() {
+    // The CLI's first call streams slowly, so the turn is still running while a
+    // process of the sandbox spends on the CLI's token (read from its environment).
+    let slow = "word ".repeat(60);
+    let model = ScriptedModel::start(&json!([
+        { "text": slow, "chunkDelayMs": 500 },
+        { "text": "spent" },
+        { "text": "after the turn" },
+    ]));
+    let d = Daemon::start_with(
+        Options::default()
+            .agent("capped", json!({ "maxBudgetUsd": 0.01 }))
+            .with_model(&model),
+    )
+    .await;
+    let (status, started) = d
+        .call(
+            "POST",
+            "/v1/chat/capped",
+            Some(json!({ "messages": [user_message("go")], "mode": "background" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let sandbox = started["sandboxId"].as_str().expect("sandboxId").to_owned();
+    let thread = started["threadId"].as_str().expect("threadId").to_owned();
+    eventually(
+        Duration::from_secs(60),
+        "the CLI's first model call",
+        || async { !model.requests().is_empty() },
+    )
+    .await;
+    let token = token_of(&d, &sandbox);
+    // ~10k input tokens at Sonnet's $3 per million: $0.03, over the turn's $0.01.
+    let big = format!(
+        r#"{{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x ".repeat(20_000)
+    );
+    let (status, reply) = curl(&d, &sandbox, &token, "POST", "/v1/messages", Some(&big)).await;
+    assert_eq!(status, 200, "within the budget: {reply}");
+    let (status, reply) = curl(&d, &sandbox, &token, "POST", "/v1/messages", Some(MESSAGE)).await;
+    eprintln!("past the running turn's budget: {status} {reply}");
+    assert_eq!(status, 402, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maxBudgetUsd")),
+        "{reply}"
+    );
+    assert_eq!(
+        model.requests().len(),
+        2,
+        "the refused call never reached the model"
+    );
+
+    // Once the turn is over, its budget no longer binds.
+    let (status, _) = d
+        .call("DELETE", &format!("/v1/chat/capped/{sandbox}/stream"), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    d.settled_thread(&sandbox, &thread).await;
+    let (status, reply) = curl(&d, &sandbox, &token, "POST", "/v1/messages", Some(MESSAGE)).await;
+    assert_eq!(status, 200, "no turn runs: {reply}");
+    d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();
 }
