@@ -59,7 +59,10 @@ pub enum DiskError {
         source: std::io::Error,
     },
     /// `mkfs.ext4`, `mount` or `umount` failed.
-    #[error("sandbox disk: `{program}` failed: {output}")]
+    #[error(
+        "sandbox disk: `{program}` failed: {output} (the per-sandbox disk needs loop \
+         devices and the Docker engine's mount namespace; --disk-mb 0 turns it off)"
+    )]
     Tool {
         /// The program.
         program: String,
