@@ -140,6 +140,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_MAX_SANDBOXES_PER_USER", default_value_t = 5)]
     pub max_sandboxes_per_user: usize,
 
+    /// Origins whose pages may call the API from a browser (CORS), comma-separated;
+    /// `*` lets any origin send a bearer token (no cookies are used, so a page gains
+    /// nothing without one).
+    #[arg(
+        long,
+        env = "SANDBOXD_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+
     /// Debian mirror used to build the base image where no registry is reachable.
     #[arg(
         long,
@@ -267,6 +278,8 @@ pub struct Config {
     pub runtime: Option<String>,
     /// The Docker network sandboxes join.
     pub network: String,
+    /// Origins allowed to call the API from a browser (`*`: any).
+    pub cors_origins: Vec<String>,
     /// Most live sandboxes (0: none).
     pub max_sandboxes: usize,
     /// Most live sandboxes per token owner (0: none).
@@ -330,6 +343,7 @@ impl Config {
             sandbox_timeout_ms: args.sandbox_timeout_ms,
             runtime: args.runtime,
             network: args.network,
+            cors_origins: args.cors_origins,
             max_sandboxes: args.max_sandboxes,
             max_sandboxes_per_user: args.max_sandboxes_per_user,
             labels,

@@ -183,6 +183,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         api_key,
         signer,
         max_body_bytes: config.max_body_bytes,
+        cors_origins: config.cors_origins.clone(),
     };
     let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -48,7 +48,11 @@ async fn with(
 
 #[tokio::test]
 async fn tokens_reach_their_agents_and_their_users_sandboxes_only() {
-    let model = ScriptedModel::start(&json!([{ "text": "hello u1" }, { "text": "hello again" }]));
+    let model = ScriptedModel::start(&json!([
+        { "text": "hello u1" },
+        { "text": "hello unowned" },
+        { "text": "hello again" },
+    ]));
     let d = Daemon::start_with(
         Options::default()
             .agent("other", json!({}))
@@ -114,24 +118,27 @@ async fn tokens_reach_their_agents_and_their_users_sandboxes_only() {
         with(&d, &u2, "DELETE", &resume, None).await.0,
         StatusCode::FORBIDDEN
     );
-    // A sandbox made with the API key for nobody is not reachable either;
-    // one made for u1 with userId is.
+    // A sandbox made with the API key for nobody (a backend's, before it hands the
+    // browser a token) is reachable by tokens of its agent; one made for u1 with
+    // userId is reachable by every token of u1, a renewed one included.
     let unowned = d.create_sandbox(json!({ "agent": "test" })).await;
-    let (status, _) = with(
-        &d,
-        &u1,
-        "POST",
-        "/v1/chat/test",
-        Some(json!({ "sandboxId": unowned, "messages": [user_message("x")] })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let given = d
-        .create_sandbox(json!({ "agent": "test", "userId": "u1" }))
-        .await;
     let res = d
         .anonymous("POST", "/v1/chat/test")
         .bearer_auth(&u1)
+        .json(&json!({ "sandboxId": unowned, "messages": [user_message("x")] }))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(text(&res.text().await.expect("body")), "hello unowned");
+    let given = d
+        .create_sandbox(json!({ "agent": "test", "userId": "u1" }))
+        .await;
+    let renewed = token(&d, json!({ "agents": ["test"], "userId": "u1" })).await;
+    assert_ne!(renewed, u1);
+    let res = d
+        .anonymous("POST", "/v1/chat/test")
+        .bearer_auth(&renewed)
         .json(&json!({ "sandboxId": given, "messages": [user_message("again")] }))
         .send()
         .await
@@ -139,13 +146,108 @@ async fn tokens_reach_their_agents_and_their_users_sandboxes_only() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(text(&res.text().await.expect("body")), "hello again");
     assert_eq!(
-        with(&d, &u1, "GET", &resume, None).await.0,
-        StatusCode::NO_CONTENT
+        with(&d, &renewed, "GET", &resume, None).await.0,
+        StatusCode::NO_CONTENT,
+        "the renewed token reaches the first token's sandbox"
     );
+    // Never another user's, nor a userless token's reach into a user's sandbox, nor
+    // another agent's token into this agent's sandbox.
+    let userless = token(&d, json!({ "agents": ["test"] })).await;
+    let other_agent = token(&d, json!({ "agents": ["other"], "userId": "u1" })).await;
+    for (who, t) in [
+        ("u2", &u2),
+        ("userless", &userless),
+        ("other agent", &other_agent),
+    ] {
+        let (status, body) = with(
+            &d,
+            t,
+            "POST",
+            "/v1/chat/test",
+            Some(json!({ "sandboxId": given, "messages": [user_message("x")] })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {body}");
+    }
 
     for id in [&sandbox, &unowned, &given] {
         d.delete_sandbox(id).await;
     }
+    d.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn browser_pages_may_call_with_a_bearer_token() {
+    let model = ScriptedModel::start(&json!([{ "text": "from a page" }]));
+    let d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let preflight = |origin: &'static str| {
+        d.anonymous("OPTIONS", "/v1/chat/test")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let res = preflight("http://app.example").await.expect("preflight");
+    assert!(res.status().is_success(), "{}", res.status());
+    let header = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_lowercase()
+    };
+    assert_eq!(header(&res, "access-control-allow-origin"), "*");
+    let allowed = header(&res, "access-control-allow-headers");
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    assert!(header(&res, "access-control-allow-methods").contains("post"));
+    assert_eq!(header(&res, "access-control-allow-credentials"), "");
+
+    // The chat itself: the page can read which sandbox and thread were used.
+    let page_token = token(&d, json!({ "agents": ["test"], "userId": "page" })).await;
+    let res = d
+        .anonymous("POST", "/v1/chat/test")
+        .header("origin", "http://app.example")
+        .bearer_auth(&page_token)
+        .json(&json!({ "messages": [user_message("hi")] }))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(res.status(), StatusCode::OK);
+    let exposed = header(&res, "access-control-expose-headers");
+    assert!(
+        exposed.contains("x-sandbox-id") && exposed.contains("x-thread-id"),
+        "{exposed}"
+    );
+    let (sandbox, _) = sandboxd_e2e::chat_ids(&res);
+    assert_eq!(text(&res.text().await.expect("body")), "from a page");
+    d.delete_sandbox(&sandbox).await;
+    drop(d);
+
+    // With a list of origins, other origins get no CORS headers.
+    let d = Daemon::start_with(Options {
+        args: vec!["--cors-origins".into(), "http://good.example".into()],
+        ..Options::default()
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        d.anonymous("OPTIONS", "/v1/chat/test")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let good = preflight("http://good.example").await.expect("preflight");
+    assert_eq!(
+        header(&good, "access-control-allow-origin"),
+        "http://good.example"
+    );
+    let evil = preflight("http://evil.example").await.expect("preflight");
+    assert_eq!(header(&evil, "access-control-allow-origin"), "");
     d.assert_no_leaks();
 }
 

@@ -192,21 +192,24 @@ fn check_scope(principal: &Principal, slug: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Which sandboxes a caller may use: the API key all, a token only those created
-/// under its owner (its user, else the token itself). The one place that decides it.
+/// Which sandboxes a caller may use; the one place that decides it. The API key:
+/// all. A token (already checked to be scoped to the sandbox's agent): those created
+/// for no user (by the API key, as a backend does before handing the browser a
+/// token), and those of its owner: its user's, whichever token or backend call made
+/// them (so a renewed token goes on with the conversation), else, for a token without
+/// a user, the ones it made itself.
 fn check_owner(principal: &Principal, sandbox: &Sandbox) -> Result<(), ApiError> {
-    match principal {
-        Principal::Token(claims) if sandbox.owner.as_deref() != Some(claims.owner().as_str()) => {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "sandbox {} was not created for this token's user; create it through \
-                     chat with the token, or with POST /v1/sandboxes and the same userId",
-                    sandbox.id
-                ),
-            ))
-        }
+    match (principal, sandbox.owner.as_deref()) {
+        (Principal::Token(claims), Some(owner)) if owner != claims.owner() => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "sandbox {} belongs to another user than this token's; create one \
+                     through chat with the token, or with POST /v1/sandboxes and the \
+                     token's userId",
+                sandbox.id
+            ),
+        )),
         _ => Ok(()),
     }
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub signer: crate::tokens::Signer,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Origins allowed to call from a browser (`*`: any).
+    pub cors_origins: Vec<String>,
 }
 
 /// The whole API.
@@ -118,7 +120,37 @@ pub fn app(state: AppState) -> Router {
         // Bodies are bounded by `ApiJson` (it knows the configured limit and answers
         // 413 in our JSON shape); axum's own default of 2 MiB would be too small.
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(cors(&state.cors_origins))
         .with_state(state)
+}
+
+/// Lets browser pages of the allowed origins call the API with a bearer token (the
+/// way `@21st-sdk/react` and `useChat` reach the relay): preflights are answered
+/// before authentication, and the headers naming a chat's sandbox and thread are
+/// readable by the page. Credentials (cookies) are never allowed: authority comes
+/// only from the `Authorization` header.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    let origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::PATCH,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            header::HeaderName::from_static("x-sandbox-id"),
+            header::HeaderName::from_static("x-thread-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The API's OpenAPI 3.1 description (`daemon/api/openapi.json`).
