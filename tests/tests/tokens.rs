@@ -26,6 +26,13 @@ async fn token(d: &Daemon, body: Value) -> String {
     created["token"].as_str().expect("token").to_owned()
 }
 
+/// A chat with `token` on the test agent that must succeed; returns the reply's text.
+async fn chat_text(d: &Daemon, token: &str, body: Value) -> String {
+    let (status, reply) = with(d, token, "POST", "/v1/chat/test", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    text(reply.as_str().unwrap_or_default())
+}
+
 async fn with(
     d: &Daemon,
     token: &str,
@@ -122,29 +129,25 @@ async fn tokens_reach_their_agents_and_their_users_sandboxes_only() {
     // browser a token) is reachable by tokens of its agent; one made for u1 with
     // userId is reachable by every token of u1, a renewed one included.
     let unowned = d.create_sandbox(json!({ "agent": "test" })).await;
-    let res = d
-        .anonymous("POST", "/v1/chat/test")
-        .bearer_auth(&u1)
-        .json(&json!({ "sandboxId": unowned, "messages": [user_message("x")] }))
-        .send()
-        .await
-        .expect("chat");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(text(&res.text().await.expect("body")), "hello unowned");
+    let reply = chat_text(
+        &d,
+        &u1,
+        json!({ "sandboxId": unowned, "messages": [user_message("x")] }),
+    )
+    .await;
+    assert_eq!(reply, "hello unowned");
     let given = d
         .create_sandbox(json!({ "agent": "test", "userId": "u1" }))
         .await;
     let renewed = token(&d, json!({ "agents": ["test"], "userId": "u1" })).await;
     assert_ne!(renewed, u1);
-    let res = d
-        .anonymous("POST", "/v1/chat/test")
-        .bearer_auth(&renewed)
-        .json(&json!({ "sandboxId": given, "messages": [user_message("again")] }))
-        .send()
-        .await
-        .expect("chat");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(text(&res.text().await.expect("body")), "hello again");
+    let reply = chat_text(
+        &d,
+        &renewed,
+        json!({ "sandboxId": given, "messages": [user_message("again")] }),
+    )
+    .await;
+    assert_eq!(reply, "hello again");
     assert_eq!(
         with(&d, &renewed, "GET", &resume, None).await.0,
         StatusCode::NO_CONTENT,
