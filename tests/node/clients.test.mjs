@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as ai5 from "ai5";
 import * as ai6 from "ai6";
 import { AgentClient } from "@21st-sdk/node";
-import { exchangeToken } from "@21st-sdk/nextjs/server";
+import { createAnTokenHandler, exchangeToken } from "@21st-sdk/nextjs/server";
 
 const url = process.env.SANDBOXD_URL;
 const key = process.env.SANDBOXD_API_KEY;
@@ -155,6 +155,25 @@ test("@21st-sdk/nextjs/server exchangeToken: a browser token chats with its agen
   const denied = await fetch(`${url}/v1/sandboxes`, { headers: { Authorization: `Bearer ${token}` } });
   assert.equal(denied.status, 403);
   await deleteSandbox(sandboxId);
+});
+
+test("token errors read well in every client: exchangeToken, createAnTokenHandler, @21st-sdk/node", async () => {
+  // exchangeToken throws new Error(body.error): the message, not [object Object].
+  await assert.rejects(exchangeToken({ apiKey: "sk_wrong", relayUrl: url, agent: "test" }), (e) => {
+    assert.match(e.message, /^invalid API key/);
+    return true;
+  });
+  await assert.rejects(exchangeToken({ apiKey: key, relayUrl: url, agent: "nope" }), /agent nope|nope/);
+  // The stock token route passes that message on to the browser.
+  const handler = createAnTokenHandler({ apiKey: "sk_wrong", relayUrl: url });
+  const answer = await handler(new Request("http://x/api/an-token", { method: "POST", body: JSON.stringify({ agent: "test" }) }));
+  assert.equal(answer.status, 500);
+  assert.match((await answer.json()).error, /^invalid API key/);
+  // @21st-sdk/node reads body.error.message, which a string lacks: it says the status.
+  const client = new AgentClient({ apiKey: "sk_wrong", baseUrl: url });
+  await assert.rejects(client.tokens.create({ agent: "test" }), /Request failed: 401/);
+  // Every other route keeps {"error": {code, message}}, which it shows.
+  await assert.rejects(client.sandboxes.get("sb_nope"), /invalid API key/);
 });
 
 test("permission requests reach strict clients as a data part that is answered in place", async () => {

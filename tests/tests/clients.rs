@@ -43,7 +43,7 @@ async fn the_official_clients_work_unchanged() {
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "node tests failed:\n{stdout}");
     assert!(
-        stdout.contains("# pass 6") && stdout.contains("# fail 0"),
+        stdout.contains("# pass 7") && stdout.contains("# fail 0"),
         "{stdout}"
     );
     d.assert_no_leaks();

@@ -81,10 +81,14 @@ async fn tokens_reach_their_agents_and_their_users_sandboxes_only() {
     ] {
         let (status, body) = with(&d, &u1, method, path, Some(json!({}))).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+        // The token route answers its errors flat (`exchangeToken` renders a string).
+        let message = if path == "/v1/tokens" {
+            &body["error"]
+        } else {
+            &body["error"]["message"]
+        };
         assert!(
-            body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("/v1/chat")),
+            message.as_str().is_some_and(|m| m.contains("/v1/chat")),
             "{body}"
         );
     }
@@ -306,11 +310,33 @@ async fn expired_forged_and_malformed_tokens_are_refused() {
     ] {
         let (got, err) = d.call("POST", "/v1/tokens", Some(body.clone())).await;
         assert_eq!(got, status, "{body}: {err}");
-        assert!(
-            err["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains(needle)),
-            "{body}: {err}"
-        );
+        assert_flat_error(&err, needle);
     }
+    // Refusals before the handler (the key check, the body) have the same shape.
+    let response = d
+        .anonymous("POST", "/v1/tokens")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_flat_error(&response.json().await.expect("json"), "Authorization");
+    let (status, err) = with(&d, "sk_wrong", "POST", "/v1/tokens", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_flat_error(&err, "invalid API key");
+    let response = d
+        .request("POST", "/v1/tokens")
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_flat_error(&response.json().await.expect("json"), "JSON");
+}
+
+/// `{"error": message, "code", "message"}`: what `exchangeToken` shows as the message.
+fn assert_flat_error(err: &serde_json::Value, needle: &str) {
+    let message = err["error"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{err}");
+    assert_eq!(err["message"].as_str(), Some(message), "{err}");
+    assert!(err["code"].as_str().is_some_and(|c| !c.is_empty()), "{err}");
 }

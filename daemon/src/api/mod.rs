@@ -88,13 +88,18 @@ pub fn app(state: AppState) -> Router {
             "/sandboxes/{id}/threads/{thread_id}/permissions/{request_id}",
             post(threads::answer_permission),
         )
-        .route("/tokens", post(tokens::create))
         .route("/agents", get(agents::list))
         .route(
             "/agents/{slug}",
             get(agents::get).put(agents::put).delete(agents::delete),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // The token route takes the key and answers errors in the shape `exchangeToken`
+    // renders (`flat_errors` wraps the key check, so it sees every refusal).
+    let token_route = Router::new()
+        .route("/tokens", post(tokens::create))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .route_layer(middleware::map_response(tokens::flat_errors));
     // Chat also takes a token scoped to the agent.
     let chat = Router::new()
         .route("/chat/{slug}", post(chat::post))
@@ -114,7 +119,7 @@ pub fn app(state: AppState) -> Router {
             get(metrics::metrics)
                 .route_layer(middleware::from_fn_with_state(state.clone(), require_key)),
         )
-        .nest("/v1", admin.merge(chat))
+        .nest("/v1", admin.merge(token_route).merge(chat))
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Bodies are bounded by `ApiJson` (it knows the configured limit and answers

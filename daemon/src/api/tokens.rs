@@ -1,6 +1,15 @@
 //! `POST /v1/tokens`: short-lived chat tokens for browsers (`exchangeToken`).
+//!
+//! Its errors carry the message twice: `{"error": "<message>", "code", "message"}`.
+//! `@21st-sdk/nextjs`'s `exchangeToken` throws `new Error(body.error)`, which shows
+//! the API's usual `{"error": {code, message}}` as `[object Object]`; a string there is
+//! the only JSON it renders. The same message and code sit at the top level for
+//! everything else that reads the body.
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -51,4 +60,32 @@ pub async fn create(
         token,
         expires_at: rfc3339(expires_at),
     }))
+}
+
+/// Rewrites an error answer of the token route, `{"error": {code, message}}`, into
+/// `{"error": message, "code": code, "message": message}` (see the module docs).
+/// Wraps the key check and the body extractor too, so every refusal is rewritten.
+pub async fn flat_errors(response: Response) -> Response {
+    if response.status().is_success() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Error bodies are small JSON objects made by `ApiError`; anything else passes.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let flat = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            let error = v.get("error")?;
+            let message = error.get("message")?.as_str()?.to_owned();
+            let code = error.get("code")?.clone();
+            Some(serde_json::json!({ "error": message, "code": code, "message": message }))
+        });
+    let bytes = match flat {
+        Some(v) => v.to_string().into_bytes().into(),
+        None => bytes,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
 }
