@@ -184,6 +184,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         signer,
         max_body_bytes: config.max_body_bytes,
         cors_origins: config.cors_origins.clone(),
+        agent_problems: Arc::new(problems),
     };
     let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -115,6 +115,12 @@ impl Options {
         self.agents.push((slug.into(), definition.to_string()));
         self
     }
+
+    /// Adds an agent file with this exact text (a broken one, say).
+    pub fn agent_file(mut self, slug: &str, text: &str) -> Self {
+        self.agents.push((slug.into(), text.into()));
+        self
+    }
 }
 
 /// A running daemon, killed (and its containers removed) on drop.

@@ -126,3 +126,28 @@ async fn agents_deployed_before_the_state_database_are_moved_into_it() {
     assert!(!state.path().join("agents").exists());
     assert!(state.path().join("agents.imported/legacy.json").is_file());
 }
+
+#[tokio::test]
+async fn definitions_skipped_at_start_up_are_listed_with_why() {
+    let d = Daemon::start_with(Options::default().agent_file("broken", "{ not json")).await;
+    let (status, problems) = d.call("GET", "/v1/agent-problems", None).await;
+    assert_eq!(status, StatusCode::OK, "{problems}");
+    let problems = problems.as_array().expect("a list");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0]["slug"], "broken");
+    assert!(
+        problems[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("broken.json")),
+        "{problems:?}"
+    );
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("line 1")),
+        "{problems:?}"
+    );
+    // The others loaded.
+    let (_, agents) = d.call("GET", "/v1/agents", None).await;
+    assert_eq!(agents.as_array().map(Vec::len), Some(1), "{agents}");
+}

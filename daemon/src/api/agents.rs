@@ -56,6 +56,42 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
     )
 }
 
+/// A definition skipped at start-up.
+#[derive(Debug, Serialize)]
+pub struct ProblemView {
+    /// The slug its file name gives.
+    slug: String,
+    /// The file (or `state database: agent <slug>` for a deployed one).
+    path: String,
+    /// Why it was skipped.
+    message: String,
+}
+
+/// `GET /v1/agent-problems`: the definitions skipped at start-up (they are logged
+/// too); the web console lists them beside the agents.
+pub async fn problems(State(state): State<AppState>) -> Json<Vec<ProblemView>> {
+    Json(
+        state
+            .agent_problems
+            .iter()
+            .map(|p| ProblemView {
+                slug: p
+                    .path
+                    .to_string_lossy()
+                    .strip_prefix("state database: agent ")
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        let stem = p.path.file_stem()?;
+                        Some(stem.to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_default(),
+                path: p.path.display().to_string(),
+                message: p.message.clone(),
+            })
+            .collect(),
+    )
+}
+
 /// `GET /v1/agents/:slug`.
 pub async fn get(
     State(state): State<AppState>,

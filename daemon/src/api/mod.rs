@@ -44,6 +44,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Origins allowed to call from a browser (`*`: any).
     pub cors_origins: Vec<String>,
+    /// Agent definitions that were skipped at start-up, and why.
+    pub agent_problems: Arc<Vec<crate::agents::LoadProblem>>,
 }
 
 /// The whole API.
@@ -89,6 +91,7 @@ pub fn app(state: AppState) -> Router {
             post(threads::answer_permission),
         )
         .route("/agents", get(agents::list))
+        .route("/agent-problems", get(agents::problems))
         .route(
             "/agents/{slug}",
             get(agents::get).put(agents::put).delete(agents::delete),
