@@ -63,11 +63,32 @@ ensure_tools() {
 }
 DAEMON_TOOLS=(iptables:iptables ip:iproute2 nsenter:util-linux mkfs.ext4:e2fsprogs losetup:mount)
 TEST_TOOLS=(curl:curl sqlite3:sqlite3 python3:python3 perl:perl)
+# Node and npm build the web console (console/) that the daemon embeds.
+CONSOLE_TOOLS=(node:nodejs npm:npm)
 
 # debootstrap builds the base image where no registry is reachable.
 ensure_debootstrap() {
     if ! command -v debootstrap >/dev/null 2>&1; then
         apt_install debootstrap
+    fi
+}
+
+# The web console: installs its pinned packages (console/package-lock.json) when they
+# changed and bundles console/src into console/dist when a source is newer than the
+# bundle. daemon/build.rs embeds console/dist into the binary, so run this first.
+build_console() {
+    if [ ! -f console/node_modules/.package-lock.json ] ||
+        [ console/package-lock.json -nt console/node_modules/.package-lock.json ]; then
+        say "installing the web console's packages (console/, npm ci)"
+        (cd console && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+    if [ ! -f console/dist/app.js ] ||
+        [ -n "$(find console/src console/build.mjs console/package-lock.json \
+            -newer console/dist/app.js -print -quit)" ]; then
+        say "building the web console (console/src -> console/dist)"
+        (cd console && node build.mjs)
+    else
+        say "web console: up to date (console/dist)"
     fi
 }
 

@@ -13,6 +13,7 @@
 //! - [`readiness`]: start-up progress, reported by `/healthz`.
 //! - [`auth`]: the API key.
 //! - [`tokens`]: short-lived chat tokens (JWT) scoped to agents and a user.
+//! - [`console`]: the web console at `/`: the embedded single-page app of `console/`.
 //! - [`cli`]: `sandboxd chat`, a terminal client for one turn.
 //! - [`threads`]: threads and the stream of a running turn.
 //! - [`runner`]: one turn = one run of the Claude Code CLI, translated to the UI
@@ -25,6 +26,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod docker;
 pub mod firewall;
 pub mod image;

@@ -164,7 +164,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    tracing::info!("listening on http://{local}");
+    if crate::console::built() {
+        tracing::info!("web console: http://{local}/ (sign in with the API key)");
+    } else {
+        tracing::info!("web console: not built into this binary (scripts/serve builds it)");
+    }
 
     let prepare = tokio::spawn(prepare(
         sandboxes.clone(),

@@ -61,6 +61,8 @@ fn assert_fresh(profile: &str) {
         .join("sandbox-init");
     for (bin, sources) in [
         (daemon_bin(profile), "daemon/src"),
+        // The web console's bundle is embedded in the daemon.
+        (daemon_bin(profile), "console/dist"),
         (init, "sandbox-init/src"),
     ] {
         let built = std::fs::metadata(&bin)

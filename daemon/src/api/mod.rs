@@ -123,6 +123,7 @@ pub fn app(state: AppState) -> Router {
                 .route_layer(middleware::from_fn_with_state(state.clone(), require_key)),
         )
         .nest("/v1", admin.merge(token_route).merge(chat))
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Bodies are bounded by `ApiJson` (it knows the configured limit and answers
