@@ -62,7 +62,7 @@ ensure_tools() {
     fi
 }
 DAEMON_TOOLS=(iptables:iptables ip:iproute2 nsenter:util-linux mkfs.ext4:e2fsprogs losetup:mount)
-TEST_TOOLS=(curl:curl sqlite3:sqlite3 python3:python3 perl:perl)
+TEST_TOOLS=(curl:curl sqlite3:sqlite3 python3:python3 perl:perl chromium:chromium)
 # Node and npm build the web console (console/) that the daemon embeds.
 CONSOLE_TOOLS=(node:nodejs npm:npm)
 
