@@ -230,6 +230,7 @@ test("the console: sign in, agents, chat with the scripted model, a permission a
   const csp = index.headers.get("content-security-policy");
   assert.match(csp, /default-src 'none'/);
   assert.match(csp, /script-src 'self';/);
+  assert.match(csp, /style-src 'self';/);
   assert.match(csp, /connect-src 'self';/);
   assert.match(csp, /frame-ancestors 'none'/);
   const html = await index.text();
