@@ -61,8 +61,9 @@ fn assert_fresh(profile: &str) {
         .join("sandbox-init");
     for (bin, sources) in [
         (daemon_bin(profile), "daemon/src"),
-        // The web console's bundle is embedded in the daemon.
+        // The web console's bundle is embedded in the daemon, and built from console/src.
         (daemon_bin(profile), "console/dist"),
+        (daemon_bin(profile), "console/src"),
         (init, "sandbox-init/src"),
     ] {
         let built = std::fs::metadata(&bin)
@@ -71,7 +72,7 @@ fn assert_fresh(profile: &str) {
         assert!(
             newest_source(&workspace().join(sources)) <= built,
             "{} is missing or older than {sources}: rebuild it (scripts/test does, \
-             see build_binaries in scripts/lib.sh)",
+             see build_console and build_binaries in scripts/lib.sh)",
             bin.display()
         );
     }
