@@ -223,7 +223,7 @@ test("the seeds' session pattern: server makes sandbox and thread, the browser c
   await page.close();
 });
 
-test("the console: sign in, agents, chat with the scripted model, a permission answered in the page, stop cancels on the server", async () => {
+test("the console: sign in, agents, chat with the scripted model, a permission answered in the page, stop cancels on the server, a reload resumes", async () => {
   // Served from the binary with its types and a strict policy; no secret in it.
   const index = await fetch(`${url}/`);
   assert.equal(index.headers.get("content-type"), "text/html; charset=utf-8");
@@ -281,16 +281,23 @@ test("the console: sign in, agents, chat with the scripted model, a permission a
   assert.ok(!cancelled.messages.at(-1).parts.some((p) => p.text?.includes("The end.")), "the story was cut");
   await until(page, "the chat is ready after stop", () => document.querySelector(".conversation")?.dataset.status === "ready");
 
-  // A reload hydrates the history from the thread.
+  // A reload in the middle of a turn hydrates the history from the thread and
+  // resumes the turn where the stream is.
+  await send(page, "another long story");
+  await until(page, "the second story started", textIn, "Twice upon a time");
   await page.reload();
   await until(page, "the history after a reload", () =>
     document.body.innerText.includes("write a file please") && document.body.innerText.includes("asker done"));
-  await shot(page, "console-5-reloaded.png");
+  await until(page, "the resumed turn streamed to its end", textIn, "The second end.");
+  const body = await page.locator("body").innerText();
+  assert.equal(body.split("Twice upon a time").length - 1, 1, "the resumed reply shows once");
+  await until(page, "the chat is ready after the resumed turn", () => document.querySelector(".conversation")?.dataset.status === "ready");
+  await shot(page, "console-5-resumed.png");
 
   // The sandbox: threads with status and usage, files, a command.
   await page.goto(`${url}/#/sandboxes/${sandboxId}`);
   await until(page, "the sandbox's thread", (id) => document.querySelector(`tr[data-thread="${id}"]`), threadId);
-  assert.match(await page.locator(`tr[data-thread="${threadId}"]`).innerText(), /cancelled/);
+  assert.match(await page.locator(`tr[data-thread="${threadId}"]`).innerText(), /completed/);
   await page.locator('button[data-path="/home/user/console.txt"]').click();
   await until(page, "the file's content", () => document.querySelector(".file-text")?.innerText.includes("from-console"));
   await page.fill("input[aria-label=command]", "echo hello-$((6*7))");

@@ -1,6 +1,6 @@
 //! Tests in a real browser: Debian's chromium, driven by playwright-core from
 //! tests/browser (installed by scripts/test), against a real daemon behind a scripted
-//! model. Covers the web console (sign-in, agents, chat, permissions, stop, reload,
+//! model. Covers the web console (sign-in, agents, chat, permissions, stop, resume,
 //! sandbox files and commands, event log) and a page on another origin using
 //! `@21st-sdk/react` with the seeds' session pattern. Screenshots of the console land
 //! in `target/test-artifacts/console/`.
@@ -32,7 +32,8 @@ async fn the_console_and_a_page_of_another_origin_work_in_chromium() {
         { "text": "session reply two" },
         { "toolUse": { "name": "Bash", "input": { "command": "echo from-console > ~/console.txt", "description": "write" } } },
         { "text": "asker done" },
-        { "text": format!("Once upon a time {story} The end."), "chunkDelayMs": 250 }
+        { "text": format!("Once upon a time {story} The end."), "chunkDelayMs": 250 },
+        { "text": format!("Twice upon a time {} The second end.", &story[..200]), "chunkDelayMs": 150 }
     ]));
     let d = Daemon::start_with(
         Options::default()
