@@ -4,7 +4,7 @@
 //! (through clap's `env` attributes): everything else receives a [`Config`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -159,6 +159,31 @@ pub struct ServeArgs {
     )]
     pub debian_mirror: String,
 
+    /// npm registry the default image's Node.js 22, npm and corepack come from (pinned
+    /// versions, checked against their published sha512).
+    #[arg(
+        long,
+        env = "SANDBOXD_NPM_REGISTRY",
+        default_value = "https://registry.npmjs.org"
+    )]
+    pub npm_registry: String,
+
+    /// Whether sandboxes trust the host's CA bundle (mounted read-only; curl, git, npm,
+    /// corepack and pip use it): `auto` when it differs from the image's own bundle, as
+    /// behind a TLS-intercepting proxy.
+    #[arg(
+        long,
+        env = "SANDBOXD_TRUST_HOST_CA",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub trust_host_ca: crate::sandbox::hostca::TrustHostCa,
+
+    /// The host's CA bundle (default: the first of /etc/ssl/certs/ca-certificates.crt,
+    /// /etc/pki/tls/certs/ca-bundle.crt, /etc/ssl/cert.pem that exists).
+    #[arg(long, env = "SANDBOXD_HOST_CA_BUNDLE")]
+    pub host_ca_bundle: Option<PathBuf>,
+
     /// Extra label `key=value` put on every container (tests use it to find theirs).
     #[arg(long = "label", env = "SANDBOXD_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
@@ -262,6 +287,12 @@ pub struct Config {
     pub exec_timeout_ms: u64,
     /// Debian mirror for the offline base image.
     pub debian_mirror: String,
+    /// npm registry for the default image's Node.js.
+    pub npm_registry: String,
+    /// Whether sandboxes trust the host's CA bundle.
+    pub trust_host_ca: crate::sandbox::hostca::TrustHostCa,
+    /// The host's CA bundle, when not at a usual path.
+    pub host_ca_bundle: Option<PathBuf>,
     /// Default memory limit in MiB (0: none).
     pub default_memory_mb: u64,
     /// Default CPU limit (0: none).
@@ -335,6 +366,9 @@ impl Config {
             exec_output_limit: args.exec_output_limit,
             exec_timeout_ms: args.exec_timeout_ms,
             debian_mirror: args.debian_mirror,
+            npm_registry: args.npm_registry,
+            trust_host_ca: args.trust_host_ca,
+            host_ca_bundle: args.host_ca_bundle,
             default_memory_mb: args.default_memory_mb,
             default_cpus: args.default_cpus.unwrap_or_else(default_cpus),
             disk_mb: args.disk_mb,
@@ -372,6 +406,18 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+impl Config {
+    /// Where the default image's ingredients come from; fetched packages are cached in
+    /// `state_dir`.
+    pub fn image_sources(&self, state_dir: &Path) -> crate::image::Sources {
+        crate::image::Sources {
+            debian_mirror: self.debian_mirror.clone(),
+            npm_registry: self.npm_registry.clone(),
+            cache_dir: state_dir.join("cache"),
+        }
+    }
 }
 
 fn default_state_dir() -> anyhow::Result<PathBuf> {

@@ -92,7 +92,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         labels: config.labels.clone(),
         exec_output_limit: config.exec_output_limit,
         exec_timeout_ms: config.exec_timeout_ms,
-        debian_mirror: config.debian_mirror.clone(),
+        image_sources: config.image_sources(&state_dir),
+        host_ca: crate::sandbox::hostca::HostCa::load(
+            config.trust_host_ca,
+            config.host_ca_bundle.as_deref(),
+            &state_dir,
+        )?
+        .map(Arc::new),
         claude_bin: config.claude_bin.clone(),
         default_memory_mb: config.default_memory_mb,
         default_cpus: config.default_cpus,
@@ -348,7 +354,7 @@ async fn prepare_once(
     crate::image::ensure_image(
         &engine,
         image,
-        &sandboxes.settings().debian_mirror,
+        &sandboxes.settings().image_sources,
         &progress,
     )
     .await?;
@@ -452,7 +458,12 @@ fn fd_limit() -> u64 {
 pub async fn prepare_image(config: &Config) -> anyhow::Result<()> {
     let engine = Engine::connect().await?;
     let progress = |line: &str| tracing::info!("image: {line}");
-    crate::image::ensure_image(&engine, &config.image, &config.debian_mirror, &progress).await?;
+    let state_dir = config
+        .state_dir
+        .canonicalize()
+        .unwrap_or(config.state_dir.clone());
+    let sources = config.image_sources(&state_dir);
+    crate::image::ensure_image(&engine, &config.image, &sources, &progress).await?;
     tracing::info!("{} is ready", config.image);
     Ok(())
 }

@@ -78,6 +78,11 @@ fn assert_fresh(profile: &str) {
     }
 }
 
+/// The daemon's default sandbox image.
+pub fn default_image() -> &'static str {
+    "sandboxd/default:bookworm"
+}
+
 /// Options of a test daemon.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -318,6 +318,65 @@ impl Engine {
         }
     }
 
+    /// Reads one regular file of an image (at most `max` bytes), through a container
+    /// that is created, never started, and removed. `None` when the image has no
+    /// such file or it is larger.
+    pub async fn read_image_file(
+        &self,
+        image: &str,
+        path: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec!["/nonexistent".to_owned()]),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let id = self.docker.create_container(None, body).await?.id;
+        let options = bollard::query_parameters::DownloadFromContainerOptions {
+            path: path.to_owned(),
+        };
+        let mut archive = Vec::new();
+        let mut stream = self.docker.download_from_container(&id, Some(options));
+        let mut read = Ok(true);
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(EngineError::from) {
+                Ok(chunk) if archive.len() as u64 + chunk.len() as u64 <= max + 4096 => {
+                    archive.extend_from_slice(&chunk)
+                }
+                Ok(_) => {
+                    read = Ok(false);
+                    break;
+                }
+                Err(EngineError::NotFound(_)) => {
+                    read = Ok(false);
+                    break;
+                }
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        self.remove(&id).await?;
+        if !read? {
+            return Ok(None);
+        }
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let Some(Ok(mut entry)) = entries.entries().ok().and_then(|mut e| e.next()) else {
+            return Ok(None);
+        };
+        if !entry.header().entry_type().is_file() || entry.size() > max {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)
+            .map_err(|e| EngineError::Refused(format!("reading {path} of {image}: {e}")))?;
+        Ok(Some(bytes))
+    }
+
     /// Lists containers (running or not) carrying a label `key=value`.
     pub async fn list_labelled(
         &self,

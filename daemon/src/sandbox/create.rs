@@ -13,6 +13,7 @@ use sandbox_init::protocol::{ExecRequest, Frame, Reply};
 use tokio_util::sync::CancellationToken;
 
 use super::disk::{self, Disk};
+use super::hostca;
 use super::paths::{self, HOME};
 use super::{
     merged, mounts, new_id, Attachment, Sandbox, SandboxError, Sandboxes, State, Status,
@@ -162,7 +163,7 @@ impl Sandboxes {
         crate::image::ensure_image(
             &engine,
             &plan.image,
-            &self.settings.debian_mirror,
+            &self.settings.image_sources,
             &|l: &str| tracing::info!("image {}: {l}", plan.image),
         )
         .await
@@ -304,6 +305,14 @@ impl Sandboxes {
         }
 
         let image = self.image_for(engine, plan).await?;
+        let mut env = Vec::new();
+        if let Some(ca) = &self.settings.host_ca {
+            if ca.applies_to(engine, &image).await {
+                binds.push(ca.bind());
+                env.extend(hostca::HostCa::env());
+            }
+        }
+        env.extend(plan.envs.iter().map(|(k, v)| format!("{k}={v}")));
         check_cancelled(sb)?;
         // The network and the firewall on its bridge, as set up now (a recreated
         // network comes with its own firewall).
@@ -324,7 +333,7 @@ impl Sandboxes {
                 "--socket-dir".to_owned(),
                 mounts::RUN.to_owned(),
             ],
-            env: plan.envs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env,
             labels,
             binds,
             bound_volumes,

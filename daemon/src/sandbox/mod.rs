@@ -9,6 +9,7 @@ mod exec;
 mod files;
 mod git;
 mod health;
+pub mod hostca;
 mod instance;
 pub mod paths;
 mod quota;
@@ -190,8 +191,10 @@ pub struct Settings {
     pub exec_output_limit: u64,
     /// Default exec timeout.
     pub exec_timeout_ms: u64,
-    /// Debian mirror for building images offline.
-    pub debian_mirror: String,
+    /// Where the default image's ingredients come from.
+    pub image_sources: crate::image::Sources,
+    /// The host's CA bundle, when sandboxes may trust it.
+    pub host_ca: Option<Arc<hostca::HostCa>>,
     /// The Claude Code CLI on the host, mounted into every sandbox; `None` uses the
     /// image's own `claude`.
     pub claude_bin: Option<PathBuf>,
