@@ -1,8 +1,8 @@
 //! The codex runtime end to end: the real Codex CLI (0.171) in real sandboxes against
 //! the scripted model's Responses API, through the model proxy's OpenAI route. A shell
 //! command run in the sandbox, a resumed second turn, the key kept out of the sandbox,
-//! per-turn usage, cancel, background mode, a restart mid-turn, and what Codex cannot
-//! honour refused with 422.
+//! per-turn usage, cancel, background mode, a restart mid-turn, a session Codex never
+//! recorded, and what Codex cannot honour refused with 422.
 
 use std::time::{Duration, Instant};
 
@@ -273,9 +273,14 @@ async fn a_codex_turn_is_cancelled_mid_command_and_the_thread_goes_on_in_the_bac
             .expect("bytes");
         body.push_str(&String::from_utf8_lossy(&bytes));
     }
+    let asked = Instant::now();
     let (status, cancelled) = d
         .call("DELETE", &format!("/v1/chat/codex/{sandbox}/stream"), None)
         .await;
+    eprintln!(
+        "the codex turn stopped {:?} after the cancel",
+        asked.elapsed()
+    );
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
     while let Some(bytes) = stream.next().await {
@@ -396,6 +401,49 @@ async fn a_codex_turn_cut_by_a_restart_is_resumed_by_the_next_turn() {
     second.assert_no_leaks();
     drop(second);
     drop(first);
+}
+
+#[tokio::test]
+async fn a_codex_session_that_was_never_recorded_is_started_afresh() {
+    let model = ScriptedModel::start(&json!([
+        { "text": "first" },
+        { "text": "fresh again" },
+        { "text": "resumed the fresh one" }
+    ]));
+    let d = Daemon::start_with(options(&model)).await;
+    let sandbox = d.create_sandbox(json!({ "agent": "codex" })).await;
+    let (status, headers, chunks) = d
+        .chat(
+            "codex",
+            json!({ "sandboxId": sandbox, "messages": [user_message("one")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&chunks), "first");
+    let thread = headers["x-thread-id"].to_str().expect("thread").to_owned();
+    let old = metadata(&chunks)["sessionId"].clone();
+    let out = d
+        .exec(&sandbox, "rm -rf /home/user/.codex/sessions && echo gone")
+        .await;
+    assert_eq!(out["stdout"], "gone\n", "{out}");
+    let next = |text: &str| json!({ "sandboxId": sandbox, "threadId": thread, "messages": [user_message(text)] });
+    let (status, _, chunks) = d.chat("codex", next("two")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&chunks), "fresh again", "{chunks:?}");
+    let meta = metadata(&chunks);
+    assert_ne!(meta["sessionId"], old, "a new session");
+    // A new session counts its usage from zero.
+    let request = model.requests().last().cloned().expect("a request");
+    assert_eq!(meta["inputTokens"], input_tokens(&request), "{meta}");
+    // And the thread goes on in the new one.
+    let (status, _, chunks) = d.chat("codex", next("three")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&chunks), "resumed the fresh one");
+    assert_eq!(metadata(&chunks)["sessionId"], meta["sessionId"]);
+    let last = model.requests().last().cloned().expect("a request");
+    assert!(last["input"].to_string().contains("two"), "{last}");
+    d.delete_sandbox(&sandbox).await;
+    d.assert_no_leaks();
 }
 
 /// A codex turn's daemon overhead: the same plain text turn through the daemon (chat
