@@ -318,7 +318,7 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -
             frame = reader.recv() => match frame {
                 Ok(Some(Frame::Stdout(bytes))) => {
                     let mut urgent = false;
-                    let finished_before = translator.outcome().finished;
+                    let mut ended = false;
                     let session_before = translator.outcome().session_id.is_some();
                     for piece in lines.push(&bytes) {
                         let line = match piece {
@@ -336,10 +336,9 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -
                         let Ok(value) = serde_json::from_slice::<Value>(&line) else {
                             continue; // The CLI may print non-JSON diagnostics.
                         };
+                        ended |= translator.ends_turn(&value);
                         if limited {
-                            // The turn is being stopped: only its end matters.
-                            let _ = translator.line(&value);
-                            continue;
+                            continue; // The turn is being stopped: only its end matters.
                         }
                         if let Some(ask) = runtime.permission_request(&value) {
                             if spec.thread.always_allowed(&ask.tool) {
@@ -382,7 +381,7 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -
                     } else {
                         out.flush_paced(&spec.thread, &spec.turn);
                     }
-                    if !finished_before && translator.outcome().finished {
+                    if ended {
                         // The CLI exits when its stdin closes (or by itself); it flushes
                         // the session first.
                         if !spec.launch.close_stdin {

@@ -77,6 +77,9 @@ pub struct Ask {
 pub trait Translate: Send {
     /// Translates one JSON line of the CLI's stdout.
     fn line(&mut self, line: &Value) -> Vec<Value>;
+    /// Whether a line ends the turn (the CLI then exits). Looked at without
+    /// translating once the turn is being stopped.
+    fn ends_turn(&self, line: &Value) -> bool;
     /// Closes whatever the CLI left open (an interrupted stream) and the open step.
     fn close(&mut self) -> Vec<Value>;
     /// What the turn came to so far.

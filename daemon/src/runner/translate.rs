@@ -389,6 +389,10 @@ impl super::runtime::Translate for Translator {
         Translator::line(self, line)
     }
 
+    fn ends_turn(&self, line: &Value) -> bool {
+        line["type"] == "result"
+    }
+
     fn close(&mut self) -> Vec<Value> {
         let mut out = self.close_open_blocks();
         out.extend(self.close_step());

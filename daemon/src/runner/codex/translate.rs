@@ -295,6 +295,13 @@ impl crate::runner::runtime::Translate for Translator {
         Translator::line(self, line)
     }
 
+    fn ends_turn(&self, line: &Value) -> bool {
+        matches!(
+            line["type"].as_str(),
+            Some("turn.completed" | "turn.failed")
+        )
+    }
+
     fn close(&mut self) -> Vec<Value> {
         Translator::close(self)
     }
