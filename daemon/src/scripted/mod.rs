@@ -118,8 +118,9 @@ struct Player {
 pub struct Logs {
     /// Every request body, one JSON line each.
     pub bodies: Option<PathBuf>,
-    /// Every request's path and credentials (`x-api-key`, `authorization`), one JSON
-    /// line each: what the model upstream was given.
+    /// Every request's path and credentials (`x-api-key`, `authorization`,
+    /// `openai-organization`, `openai-project`), one JSON line each: what the model
+    /// upstream was given.
     pub headers: Option<PathBuf>,
 }
 
@@ -179,7 +180,9 @@ impl Player {
         let Some(log) = &self.headers_log else { return };
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let line = json!({ "path": path, "x-api-key": header("x-api-key"),
-                           "authorization": header("authorization") });
+                           "authorization": header("authorization"),
+                           "openai-organization": header("openai-organization"),
+                           "openai-project": header("openai-project") });
         use std::io::Write;
         let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(file, "{line}");
