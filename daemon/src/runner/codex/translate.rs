@@ -416,6 +416,44 @@ mod tests {
     }
 
     #[test]
+    fn file_changes_and_mcp_calls_are_tool_parts_too() {
+        let mut t = Translator::new(&Value::Null);
+        let chunks = run(
+            &mut t,
+            &[
+                r#"{"type":"item.completed","item":{"id":"f","type":"file_change","changes":[{"path":"a.txt","kind":"add"}],"status":"completed"}}"#,
+                r#"{"type":"item.started","item":{"id":"m","type":"mcp_tool_call","server":"docs","tool":"search","arguments":{"q":"x"},"status":"in_progress"}}"#,
+                r#"{"type":"item.completed","item":{"id":"m","type":"mcp_tool_call","server":"docs","tool":"search","arguments":{"q":"x"},"error":{"message":"offline"},"status":"failed"}}"#,
+                r#"{"type":"item.completed","item":{"id":"w","type":"web_search","query":"rust","status":"completed"}}"#,
+            ],
+        );
+        let names: Vec<&str> = chunks
+            .iter()
+            .filter(|c| c["type"] == "tool-input-available")
+            .filter_map(|c| c["toolName"].as_str())
+            .collect();
+        assert_eq!(names, ["file_change", "mcp__docs__search", "web_search"]);
+        let ends: Vec<&str> = chunks
+            .iter()
+            .filter(|c| {
+                c["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("tool-output"))
+            })
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                "tool-output-available",
+                "tool-output-error",
+                "tool-output-available"
+            ]
+        );
+        assert_eq!(chunks[3]["output"]["changes"][0]["path"], "a.txt");
+    }
+
+    #[test]
     fn only_a_failed_turn_is_an_error() {
         let mut t = Translator::new(&Value::Null);
         let chunks = run(
