@@ -133,6 +133,7 @@ ensure_codex() {
     local dir="${XDG_CACHE_HOME:-$HOME/.cache}/sandboxd/codex-$CODEX_VERSION-linux-$arch"
     local bin="$dir/codex"
     if [ ! -x "$bin" ]; then
+        command -v npm >/dev/null 2>&1 || apt_install npm
         say "downloading the Codex CLI (@openai/codex@$CODEX_VERSION-linux-$arch from npm, ~170 MB)"
         local tmp
         tmp=$(mktemp -d)
