@@ -135,3 +135,37 @@ PY
     export SANDBOXD_CLAUDE_BIN="$bin"
     say "claude: $bin ($("$bin" --version 2>/dev/null || echo 'version unknown'))"
 }
+
+# The OpenAI Codex CLI: the static musl binary of the npm package
+# @openai/codex@<version>-linux-x64, unpacked once into the cache. Exports
+# SANDBOXD_CODEX_BIN.
+CODEX_VERSION="${SANDBOXD_CODEX_VERSION:-0.171.0}"
+ensure_codex() {
+    if [ -n "${SANDBOXD_CODEX_BIN:-}" ] && [ -x "${SANDBOXD_CODEX_BIN}" ]; then
+        say "codex: $SANDBOXD_CODEX_BIN"
+        return
+    fi
+    local arch triple
+    case "$(uname -m)" in
+        x86_64) arch=x64 triple=x86_64-unknown-linux-musl ;;
+        aarch64) arch=arm64 triple=aarch64-unknown-linux-musl ;;
+        *) echo "codex: no package for $(uname -m)" >&2; return 1 ;;
+    esac
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/sandboxd/codex-$CODEX_VERSION-linux-$arch"
+    local bin="$dir/codex"
+    if [ ! -x "$bin" ]; then
+        command -v npm >/dev/null 2>&1 || apt_install npm
+        say "downloading the Codex CLI (@openai/codex@$CODEX_VERSION-linux-$arch from npm, ~170 MB)"
+        local tmp
+        tmp=$(mktemp -d)
+        (cd "$tmp" && npm pack --silent "@openai/codex@$CODEX_VERSION-linux-$arch" >/dev/null)
+        tar -xzf "$tmp"/*.tgz -C "$tmp" "package/vendor/$triple/bin/codex"
+        mkdir -p "$dir"
+        mv "$tmp/package/vendor/$triple/bin/codex" "$bin.part"
+        chmod 0755 "$bin.part"
+        mv "$bin.part" "$bin"
+        rm -rf "$tmp"
+    fi
+    export SANDBOXD_CODEX_BIN="$bin"
+    say "codex: $bin ($("$bin" --version 2>/dev/null || echo 'version unknown'))"
+}

@@ -16,7 +16,7 @@ pub struct AgentDef {
     /// Display name (defaults to the slug).
     #[serde(default)]
     pub name: Option<String>,
-    /// The agent runtime; only `claude-code` exists.
+    /// The agent runtime: `claude-code` (the default) or `codex`.
     #[serde(default)]
     pub runtime: Option<String>,
     /// Model id passed to the CLI.
@@ -142,9 +142,10 @@ impl AgentDef {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(runtime) = &self.runtime {
-            if runtime != "claude-code" {
+            if !crate::runner::runtime::NAMES.contains(&runtime.as_str()) {
                 return Err(format!(
-                    "runtime {runtime:?} is not supported (only \"claude-code\")"
+                    "runtime {runtime:?} is not supported (one of {})",
+                    crate::runner::runtime::NAMES.join(", ")
                 ));
             }
         }
@@ -496,8 +497,12 @@ mod tests {
         assert!(mode.contains("yolo"), "{mode}");
         let env = AgentDef::parse(r#"{"sandbox": {"envs": {"1X": "a"}}}"#).unwrap_err();
         assert!(env.contains("1X"), "{env}");
-        let runtime = AgentDef::parse(r#"{"runtime": "codex"}"#).unwrap_err();
-        assert!(runtime.contains("codex"), "{runtime}");
+        AgentDef::parse(r#"{"runtime": "codex"}"#).expect("codex is a runtime");
+        let runtime = AgentDef::parse(r#"{"runtime": "gemini"}"#).unwrap_err();
+        assert!(
+            runtime.contains("gemini") && runtime.contains("codex"),
+            "{runtime}"
+        );
         let apt = AgentDef::parse(r#"{"sandbox": {"apt": ["jq; rm -rf /"]}}"#).unwrap_err();
         assert!(apt.contains("package"), "{apt}");
     }

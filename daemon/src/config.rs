@@ -64,6 +64,15 @@ pub struct ServeArgs {
     )]
     pub model_upstream: String,
 
+    /// OpenAI-compatible API (the Responses API) the model proxy forwards the codex
+    /// runtime's calls to, with the key from OPENAI_API_KEY.
+    #[arg(
+        long,
+        env = "SANDBOXD_OPENAI_UPSTREAM",
+        default_value = "https://api.openai.com"
+    )]
+    pub openai_upstream: String,
+
     /// Most a sandbox may spend on the model, in USD at Anthropic's list prices, metered
     /// at the model proxy; past it, model calls are refused (0: no cap).
     #[arg(long, env = "SANDBOXD_MAX_SANDBOX_BUDGET_USD", default_value_t = 0.0)]
@@ -73,6 +82,11 @@ pub struct ServeArgs {
     /// the image's own).
     #[arg(long, env = "SANDBOXD_CLAUDE_BIN")]
     pub claude_bin: Option<PathBuf>,
+
+    /// The Codex CLI binary (a static musl build) to mount into sandboxes, for agents
+    /// with `"runtime": "codex"` (default: `codex` on PATH, else the image's own).
+    #[arg(long, env = "SANDBOXD_CODEX_BIN")]
+    pub codex_bin: Option<PathBuf>,
 
     /// The static `sandbox-init` binary (default: next to this executable, or in the
     /// cargo target directory).
@@ -252,6 +266,10 @@ pub struct ScriptedModelArgs {
     /// Append every request body to this file, one JSON line each.
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Append every request's path and credentials (`x-api-key`, `authorization`) to
+    /// this file, one JSON line each.
+    #[arg(long)]
+    pub headers_log: Option<PathBuf>,
 }
 
 /// Everything the daemon needs to run, resolved from flags and environment.
@@ -267,16 +285,22 @@ pub struct Config {
     pub image: String,
     /// Model upstream URL.
     pub model_upstream: String,
+    /// OpenAI upstream URL (the codex runtime).
+    pub openai_upstream: String,
     /// Spending cap per sandbox at the model proxy, in USD.
     pub max_sandbox_budget_usd: Option<f64>,
     /// Claude binary on the host, if configured.
     pub claude_bin: Option<PathBuf>,
+    /// Codex binary on the host, if configured.
+    pub codex_bin: Option<PathBuf>,
     /// sandbox-init binary on the host, if configured.
     pub init_bin: Option<PathBuf>,
     /// The API key from `SANDBOXD_API_KEY`, if set.
     pub api_key: Option<String>,
     /// The model upstream's key, from `ANTHROPIC_API_KEY` (never given to sandboxes).
     pub upstream_api_key: Option<String>,
+    /// The OpenAI upstream's key, from `OPENAI_API_KEY` (never given to sandboxes).
+    pub openai_api_key: Option<String>,
     /// The secret chat tokens are signed with, from `SANDBOXD_TOKEN_SECRET`.
     pub token_secret: Option<String>,
     /// Request body limit.
@@ -350,13 +374,18 @@ impl Config {
             agents_dir: args.agents_dir,
             image: args.image,
             model_upstream: args.model_upstream,
+            openai_upstream: args.openai_upstream,
             max_sandbox_budget_usd: Some(args.max_sandbox_budget_usd).filter(|b| *b > 0.0),
             claude_bin: args.claude_bin.or_else(|| find_on_path("claude")),
+            codex_bin: args.codex_bin.or_else(|| find_on_path("codex")),
             init_bin: args.init_bin,
             api_key: std::env::var("SANDBOXD_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
             upstream_api_key: std::env::var("ANTHROPIC_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            openai_api_key: std::env::var("OPENAI_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
             token_secret: std::env::var("SANDBOXD_TOKEN_SECRET")

@@ -39,7 +39,11 @@ fn main() -> anyhow::Result<()> {
                 println!("listening on http://{}", listener.local_addr()?);
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
-                sandboxd::scripted::serve(listener, replies, args.log, shutdown).await
+                let logs = sandboxd::scripted::Logs {
+                    bodies: args.log,
+                    headers: args.headers_log,
+                };
+                sandboxd::scripted::serve(listener, replies, logs, shutdown).await
             }
             Command::Prepare(args) => {
                 let config = Config::from_serve_args(args)?;

@@ -100,6 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )?
         .map(Arc::new),
         claude_bin: config.claude_bin.clone(),
+        codex_bin: config.codex_bin.clone(),
         default_memory_mb: config.default_memory_mb,
         default_cpus: config.default_cpus,
         disk_mb: config.disk_mb,
@@ -122,6 +123,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             path.display()
         );
     }
+    if let Some(path) = &config.codex_bin {
+        anyhow::ensure!(
+            path.is_file(),
+            "--codex-bin {} does not exist",
+            path.display()
+        );
+        tracing::info!(
+            "codex: {} (mounted read-only into sandboxes)",
+            path.display()
+        );
+    }
     match &config.claude_bin {
         Some(path) => tracing::info!(
             "claude: {} (mounted read-only into sandboxes)",
@@ -132,15 +144,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     }
     let proxy = ModelProxy::new(
-        &config.model_upstream,
-        config.upstream_api_key.clone(),
+        crate::proxy::Upstreams {
+            anthropic: (
+                config.model_upstream.clone(),
+                config.upstream_api_key.clone(),
+            ),
+            openai: (
+                config.openai_upstream.clone(),
+                config.openai_api_key.clone(),
+            ),
+        },
         config.max_sandbox_budget_usd,
     );
     if let Some(budget) = config.max_sandbox_budget_usd {
         tracing::info!("model budget: ${budget} per sandbox");
     }
     proxy.persist_to(store.clone());
-    tracing::info!("model upstream: {}", config.model_upstream);
+    tracing::info!(
+        "model upstream: {}; OpenAI upstream: {}",
+        config.model_upstream,
+        config.openai_upstream
+    );
     std::fs::create_dir_all(&settings.sandboxes_dir)?;
     // Each sandbox's socket lives at <state>/sandboxes/<id>/run/init.sock, and unix
     // socket paths are limited to 108 bytes.

@@ -17,6 +17,7 @@ use serde_json::Value;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_model_usage.sql"),
+    include_str!("../migrations/0003_thread_runtime_state.sql"),
 ];
 
 /// A store failure.
@@ -122,6 +123,8 @@ pub struct ThreadRow {
     pub updated_at: i64,
     /// Last turn's end.
     pub completed_at: Option<i64>,
+    /// What the agent runtime keeps between turns (JSON).
+    pub runtime_state: Option<String>,
 }
 
 /// One stored event.
@@ -319,11 +322,12 @@ impl Store {
     pub fn put_thread(&self, row: &ThreadRow) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO threads (id, sandbox_id, name, status, error, session_id,
-                 session_started, usage, settings, created_at, updated_at, completed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 session_started, usage, settings, created_at, updated_at, completed_at,
+                 runtime_state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (id) DO UPDATE SET name = ?3, status = ?4, error = ?5,
                  session_id = ?6, session_started = ?7, usage = ?8, settings = ?9,
-                 updated_at = ?11, completed_at = ?12",
+                 updated_at = ?11, completed_at = ?12, runtime_state = ?13",
             params![
                 row.id,
                 row.sandbox_id,
@@ -337,6 +341,7 @@ impl Store {
                 row.created_at,
                 row.updated_at,
                 row.completed_at,
+                row.runtime_state,
             ],
         )?;
         Ok(())
@@ -354,7 +359,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, sandbox_id, name, status, error, session_id, session_started, usage,
-                    settings, created_at, updated_at, completed_at
+                    settings, created_at, updated_at, completed_at, runtime_state
              FROM threads WHERE sandbox_id = ?1 ORDER BY created_at, rowid",
         )?;
         let rows = stmt.query_map([sandbox_id], |r| {
@@ -371,6 +376,7 @@ impl Store {
                 created_at: r.get(9)?,
                 updated_at: r.get(10)?,
                 completed_at: r.get(11)?,
+                runtime_state: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -534,6 +540,7 @@ mod tests {
             created_at: 2,
             updated_at: 2,
             completed_at: None,
+            runtime_state: None,
         }
     }
 

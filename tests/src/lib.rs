@@ -520,6 +520,18 @@ pub fn claude_bin() -> String {
     }
 }
 
+/// The Codex CLI the tests run (scripts/test exports it; see ensure_codex in
+/// scripts/lib.sh).
+pub fn codex_bin() -> String {
+    match std::env::var("SANDBOXD_CODEX_BIN") {
+        Ok(path) if Path::new(&path).is_file() => path,
+        _ => panic!(
+            "SANDBOXD_CODEX_BIN is not set to the codex binary: run the suite with \
+             scripts/test, which installs it"
+        ),
+    }
+}
+
 /// How long a helper process the tests start gets to say it is ready.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -552,6 +564,7 @@ pub struct ScriptedModel {
     /// Its base URL.
     pub url: String,
     log: PathBuf,
+    headers_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -562,11 +575,14 @@ impl ScriptedModel {
         let script_path = dir.path().join("script.json");
         std::fs::write(&script_path, script.to_string()).expect("script");
         let log = dir.path().join("requests.jsonl");
+        let headers_log = dir.path().join("headers.jsonl");
         let mut child = Command::new(daemon_bin("debug"))
             .args(["scripted-model", "--listen", "127.0.0.1:0", "--script"])
             .arg(&script_path)
             .arg("--log")
             .arg(&log)
+            .arg("--headers-log")
+            .arg(&headers_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -581,6 +597,7 @@ impl ScriptedModel {
             child,
             url,
             log,
+            headers_log,
             _dir: dir,
         }
     }
@@ -588,6 +605,17 @@ impl ScriptedModel {
     /// Every request body it received, in order.
     pub fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl ScriptedModel {
+    /// Every request's path and credentials (`x-api-key`, `authorization`), in order.
+    pub fn credentials(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.headers_log)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -611,6 +639,21 @@ impl Options {
             "--claude-bin".to_owned(),
             claude_bin(),
         ]);
+        self
+    }
+}
+
+impl Options {
+    /// Runs codex turns against `model` (as the OpenAI upstream) with the real codex
+    /// binary; the daemon's OpenAI key is `key`.
+    pub fn with_codex(mut self, model: &ScriptedModel, key: &str) -> Self {
+        self.args.extend([
+            "--openai-upstream".to_owned(),
+            model.url.clone(),
+            "--codex-bin".to_owned(),
+            codex_bin(),
+        ]);
+        self.env.push(("OPENAI_API_KEY".into(), key.into()));
         self
     }
 }

@@ -6,6 +6,36 @@ use std::process::Command;
 use sandboxd_e2e::{workspace, Daemon, Options, ScriptedModel};
 use serde_json::json;
 
+/// Runs one Node test file against a daemon and checks that `passes` tests passed and
+/// none failed.
+async fn node_tests(d: &Daemon, file: &'static str, passes: usize) {
+    let node_dir = workspace().join("tests/node");
+    assert!(
+        node_dir.join("node_modules/ai5").is_dir(),
+        "tests/node has no node_modules: run the suite with scripts/test (npm ci there)"
+    );
+    let url = d.url.clone();
+    let key = d.key.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["--test", "--test-concurrency=1", file])
+            .current_dir(node_dir)
+            .env("SANDBOXD_URL", url)
+            .env("SANDBOXD_API_KEY", key)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "node tests failed:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("# pass {passes}")) && stdout.contains("# fail 0"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn the_official_clients_work_unchanged() {
     let node_dir = workspace().join("tests/node");
@@ -26,25 +56,25 @@ async fn the_official_clients_work_unchanged() {
         { "text": "v6 asked" }
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
-    let url = d.url.clone();
-    let key = d.key.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "--test-concurrency=1", "clients.test.mjs"])
-            .current_dir(node_dir)
-            .env("SANDBOXD_URL", url)
-            .env("SANDBOXD_API_KEY", key)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("joined");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "node tests failed:\n{stdout}");
-    assert!(
-        stdout.contains("# pass 7") && stdout.contains("# fail 0"),
-        "{stdout}"
-    );
+    node_tests(&d, "clients.test.mjs", 7).await;
+    d.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn strict_clients_read_a_codex_agents_stream() {
+    let model = ScriptedModel::start(&json!([
+        { "toolUse": { "name": "exec_command", "input": { "cmd": "echo from-codex-v5" } } },
+        { "text": "v5 done" },
+        { "thinking": "weighing codex", "text": "v6 reply" }
+    ]));
+    // A model Codex has no metadata for: every turn carries a non-fatal warning.
+    let agent = json!({ "runtime": "codex", "model": "gpt-5-codex" });
+    let d = Daemon::start_with(
+        Options::default()
+            .agent("codex", agent)
+            .with_codex(&model, "sk-openai-test"),
+    )
+    .await;
+    node_tests(&d, "codex.test.mjs", 2).await;
     d.assert_no_leaks();
 }

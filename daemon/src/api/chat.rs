@@ -252,6 +252,11 @@ pub async fn post(
         return Err(crate::sandbox::SandboxError::AgentNotFound(slug).into());
     };
     let options = body.options.unwrap_or_default().into_options()?;
+    // What the agent's runtime cannot honour is refused before anything is created
+    // (the thread's settings are checked again when the turn starts).
+    crate::runner::runtime::of(&agent)
+        .check(&agent, &options)
+        .map_err(crate::sandbox::SandboxError::Invalid)?;
     let by_token = matches!(principal, Principal::Token(_));
     if by_token {
         // Before anything is created; a named thread's own mode is checked below.

@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn each_address_holds_a_bounded_number_of_connections() {
-        let proxy = ModelProxy::new("http://upstream", None, None);
+        let proxy = ModelProxy::new(crate::proxy::Upstreams::default(), None);
         let a: IpAddr = "10.0.0.2".parse().expect("ip");
         let b: IpAddr = "10.0.0.3".parse().expect("ip");
         let held: Vec<_> = (0..PER_SANDBOX_CONNECTIONS)

@@ -46,6 +46,10 @@ const DROPPED: &[&str] = &[
     // Answered by this server; the client side of the upstream call does not wait
     // for a 100 Continue.
     "expect",
+    // They would pick another organization or project of the daemon's OpenAI key.
+    "openai-organization",
+    "openai-project",
+    "chatgpt-account-id",
 ];
 
 /// Most of a refused request's body read (and dropped) before the refusal is sent.
@@ -145,9 +149,10 @@ async fn forward(
         route,
         in_flight,
     } = admitted;
+    let (base, key) = proxy.upstreams.of(route.api);
     let url = match parts.uri.query() {
-        Some(query) => format!("{}{}?{query}", proxy.upstream, route.path),
-        None => format!("{}{}", proxy.upstream, route.path),
+        Some(query) => format!("{base}{}?{query}", route.path),
+        None => format!("{base}{}", route.path),
     };
     let mut upstream = proxy.client.request(parts.method.clone(), &url);
     for (name, value) in &parts.headers {
@@ -155,8 +160,10 @@ async fn forward(
             upstream = upstream.header(name, value);
         }
     }
-    if let Some(key) = &proxy.api_key {
-        upstream = upstream.header("x-api-key", key);
+    match (route.api, key) {
+        (routes::Api::Anthropic, Some(key)) => upstream = upstream.header("x-api-key", key),
+        (routes::Api::OpenAi, Some(key)) => upstream = upstream.bearer_auth(key),
+        (_, None) => {}
     }
     let fault = Arc::new(Mutex::new(None));
     let body = reqwest::Body::wrap_stream(Bounded::new(Body::new(body), fault.clone()));

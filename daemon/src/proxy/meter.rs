@@ -159,6 +159,26 @@ impl Meter {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
             return;
         };
+        if let Some(response) = openai_response(&value) {
+            // The OpenAI Responses API: the final event (or a non-streamed body) carries
+            // the model and the whole usage, cached input included in `input_tokens`.
+            if let Some(model) = response.get("model").and_then(|m| m.as_str()) {
+                self.model = Some(model.to_owned());
+            }
+            let Some(u) = response.get("usage") else {
+                return;
+            };
+            let n = |p: &str| {
+                u.pointer(p)
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            let cached = n("/input_tokens_details/cached_tokens");
+            total.input += n("/input_tokens").saturating_sub(cached);
+            total.cache_read += cached;
+            total.output += n("/output_tokens");
+            return;
+        }
         // message_start carries the model and the input; message_delta the output so
         // far (cumulative); a non-streamed message carries everything.
         let (message, usage, input, output) = match value.get("type").and_then(|t| t.as_str()) {
@@ -190,6 +210,18 @@ impl Meter {
             total.output += seen.saturating_sub(self.output_seen);
             self.output_seen = self.output_seen.max(seen);
         }
+    }
+}
+
+/// The response object of an OpenAI Responses reply that ends it: the final SSE event
+/// (`response.completed`, `.incomplete` or `.failed`), or a non-streamed body.
+fn openai_response(value: &serde_json::Value) -> Option<&serde_json::Value> {
+    match value.get("type").and_then(|t| t.as_str()) {
+        Some("response.completed" | "response.incomplete" | "response.failed") => {
+            value.get("response")
+        }
+        None if value.get("object").and_then(|o| o.as_str()) == Some("response") => Some(value),
+        _ => None,
     }
 }
 
@@ -226,6 +258,19 @@ mod tests {
             let sum = feed_all(&mut meter, stream, piece);
             assert_eq!((sum.all_input(), sum.output), (15, 7), "pieces of {piece}");
             assert_eq!(meter.model(), Some("claude-sonnet-4-5"));
+        }
+    }
+
+    #[test]
+    fn openai_responses_are_metered_from_their_final_event() {
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-5-codex\",\"usage\":null}}\n\n\
+                      event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n\
+                      event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-5-codex\",\"usage\":{\"input_tokens\":120,\"input_tokens_details\":{\"cached_tokens\":20},\"output_tokens\":9}}}\n\n";
+        for piece in [1, 13, 4096] {
+            let mut meter = Meter::new("text/event-stream");
+            let sum = feed_all(&mut meter, stream, piece);
+            assert_eq!((sum.input, sum.cache_read, sum.output), (100, 20, 9));
+            assert_eq!(meter.model(), Some("gpt-5-codex"));
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Each sandbox gets a token of its own, valid only from the sandbox's own address on
 //! the sandbox network. The proxy forwards only the model calls the runtimes make
-//! ([`routes`]) to the upstream (the Anthropic API, or any compatible server such as
-//! the scripted model) with the daemon's real key, streams request bodies up and
+//! ([`routes`]) to their upstream (the Anthropic API for Claude Code, the OpenAI
+//! Responses API for Codex, or any compatible server such as the scripted model) with
+//! the daemon's real key for that upstream, streams request bodies up and
 //! replies back unbuffered, and meters each sandbox's tokens and their cost from the
 //! replies ([`meter`]), refusing further calls once a sandbox has spent its budget.
 //! Connections and requests are bounded per sandbox and in time ([`conn`],
@@ -139,11 +140,30 @@ impl ProxyError {
     }
 }
 
+/// Where the proxy forwards each API's calls, and the real key for each.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    /// The Anthropic Messages API's base URL and key (`x-api-key`).
+    pub anthropic: (String, Option<String>),
+    /// The OpenAI Responses API's base URL and key (`Authorization: Bearer`).
+    pub openai: (String, Option<String>),
+}
+
+impl Upstreams {
+    /// The base URL (without a trailing `/`) and key for `api`.
+    fn of(&self, api: routes::Api) -> (&str, Option<&str>) {
+        let (url, key) = match api {
+            routes::Api::Anthropic => &self.anthropic,
+            routes::Api::OpenAi => &self.openai,
+        };
+        (url.trim_end_matches('/'), key.as_deref())
+    }
+}
+
 /// The proxy's state.
 #[derive(Debug)]
 pub struct ModelProxy {
-    upstream: String,
-    api_key: Option<String>,
+    upstreams: Upstreams,
     client: reqwest::Client,
     /// token -> sandbox id
     tokens: Mutex<HashMap<String, String>>,
@@ -164,9 +184,9 @@ pub struct ModelProxy {
 }
 
 impl ModelProxy {
-    /// A proxy to `upstream`, authenticating with `api_key` when given; each sandbox may
-    /// spend `budget_usd` when given.
-    pub fn new(upstream: &str, api_key: Option<String>, budget_usd: Option<f64>) -> Arc<Self> {
+    /// A proxy to `upstreams`, authenticating with their keys when given; each sandbox
+    /// may spend `budget_usd` when given.
+    pub fn new(upstreams: Upstreams, budget_usd: Option<f64>) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
             .build()
@@ -175,8 +195,7 @@ impl ModelProxy {
                 reqwest::Client::new()
             });
         Arc::new(Self {
-            upstream: upstream.trim_end_matches('/').to_owned(),
-            api_key,
+            upstreams,
             client,
             tokens: Mutex::new(HashMap::new()),
             addresses: Mutex::new(HashMap::new()),
@@ -391,7 +410,7 @@ mod tests {
 
     #[test]
     fn tokens_work_from_their_sandbox_only_and_are_revoked() {
-        let proxy = ModelProxy::new("http://upstream", None, None);
+        let proxy = ModelProxy::new(Upstreams::default(), None);
         let own: IpAddr = "10.0.0.2".parse().expect("ip");
         let other: IpAddr = "10.0.0.3".parse().expect("ip");
         let token = proxy.register("sb_1");
@@ -422,7 +441,7 @@ mod tests {
 
     #[test]
     fn an_address_taken_over_by_a_new_sandbox_leaves_the_old_one() {
-        let proxy = ModelProxy::new("http://upstream", None, None);
+        let proxy = ModelProxy::new(Upstreams::default(), None);
         let ip: IpAddr = "10.0.0.2".parse().expect("ip");
         let old = proxy.register("sb_old");
         proxy.bind_address("sb_old", ip);
@@ -433,7 +452,7 @@ mod tests {
 
     #[test]
     fn requests_in_flight_and_spending_are_capped_per_sandbox() {
-        let proxy = ModelProxy::new("http://upstream", None, Some(1.0));
+        let proxy = ModelProxy::new(Upstreams::default(), Some(1.0));
         let held: Vec<_> = (0..PER_SANDBOX_IN_FLIGHT)
             .map(|_| proxy.start_request("sb_1").expect("under the cap"))
             .collect();

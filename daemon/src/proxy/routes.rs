@@ -4,9 +4,20 @@
 
 use axum::http::Method;
 
+/// The API a route belongs to: which upstream it goes to and how the key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// The Anthropic Messages API (`--model-upstream`, `x-api-key`).
+    Anthropic,
+    /// The OpenAI Responses API (`--openai-upstream`, `Authorization: Bearer`).
+    OpenAi,
+}
+
 /// One allowed call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// Its API.
+    pub api: Api,
     /// Its method.
     pub method: Method,
     /// Its path, matched exactly (no normalisation: `/v1/messages/../files` is not
@@ -18,17 +29,25 @@ pub struct Route {
 
 /// The whole allow-list. The Claude Code CLI (2.1.x) calls `POST /v1/messages?beta=true`
 /// for every model turn and `POST /v1/messages/count_tokens?beta=true` to size context;
-/// another runtime (the Codex CLI's `POST /v1/responses`) is one more entry here.
+/// the Codex CLI (0.171) calls `POST /v1/responses` (streamed) for every model turn.
 pub const ROUTES: &[Route] = &[
     Route {
+        api: Api::Anthropic,
         method: Method::POST,
         path: "/v1/messages",
         metered: true,
     },
     Route {
+        api: Api::Anthropic,
         method: Method::POST,
         path: "/v1/messages/count_tokens",
         metered: false,
+    },
+    Route {
+        api: Api::OpenAi,
+        method: Method::POST,
+        path: "/v1/responses",
+        metered: true,
     },
 ];
 
@@ -77,6 +96,7 @@ mod tests {
     fn only_the_listed_calls_match_and_paths_are_not_normalised() {
         assert!(find(&Method::POST, "/v1/messages").is_some_and(|r| r.metered));
         assert!(find(&Method::POST, "/v1/messages/count_tokens").is_some());
+        assert!(find(&Method::POST, "/v1/responses").is_some_and(|r| r.api == Api::OpenAi));
         for (method, path) in [
             (Method::GET, "/v1/messages"),
             (Method::DELETE, "/v1/messages"),
@@ -87,6 +107,10 @@ mod tests {
             (Method::POST, "/v1/messages/count_tokens/../../files"),
             (Method::POST, "/v1/%6Dessages"),
             (Method::POST, "/v1/organizations/me"),
+            (Method::GET, "/v1/responses"),
+            (Method::GET, "/v1/responses/resp_1"),
+            (Method::POST, "/v1/chat/completions"),
+            (Method::POST, "/v1/files"),
         ] {
             assert_eq!(find(&method, path), None, "{method} {path}");
         }

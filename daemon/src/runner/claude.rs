@@ -1,7 +1,16 @@
-//! How the Claude Code CLI is started for a turn: its arguments and environment, from
-//! the agent's definition and the request's overrides.
+//! The Claude Code runtime: how its CLI is started for a turn (its arguments and
+//! environment, from the agent's definition and the request's overrides), its
+//! control channel (permission questions, interrupts) and where it records sessions.
+//! Its `stream-json` output is translated by [`super::translate`].
 
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+
+use super::runtime::{Ask, Interrupt, Launch, Runtime, Translate, TurnInput};
 use crate::agents::{AgentDef, SystemPrompt};
+use crate::init_client::{InitClient, InitError};
+use crate::threads::PermissionReply;
+use sandbox_init::protocol::ErrorKind;
 
 /// Per-request overrides of the agent (`options` of a chat call).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -118,6 +127,112 @@ pub fn env(base_url: &str, token: &str) -> Vec<(String, String)> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The Claude Code runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claude;
+
+impl Runtime for Claude {
+    fn name(&self) -> &'static str {
+        "claude-code"
+    }
+
+    fn cli(&self) -> &'static str {
+        "the Claude Code CLI"
+    }
+
+    fn missing_hint(&self) -> &'static str {
+        "start the daemon with --claude-bin, or use an image that has `claude`"
+    }
+
+    fn check(&self, _agent: &AgentDef, _options: &TurnOptions) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn launch(&self, input: &TurnInput<'_>) -> Result<Launch, String> {
+        let mut argv = vec![input.program.to_owned()];
+        argv.extend(args(input.agent, input.options, input.session));
+        let user_line = json!({
+            "type": "user",
+            "message": { "role": "user", "content": input.prompt },
+            "parent_tool_use_id": null,
+            "session_id": "",
+        });
+        Ok(Launch {
+            argv,
+            env: env(input.base_url, input.token),
+            stdin: format!("{user_line}\n").into_bytes(),
+            // Kept open for the control channel; the CLI exits when it closes.
+            close_stdin: false,
+            files: Vec::new(),
+        })
+    }
+
+    fn translator(&self, _state: &Value) -> Box<dyn Translate> {
+        Box::new(super::translate::Translator::default())
+    }
+
+    /// Claude Code records session `id` as `~/.claude/projects/<cwd>/<id>.jsonl`.
+    fn session_recorded<'a>(&'a self, init: &'a InitClient, id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let file = format!("{id}.jsonl");
+            match init
+                .list("/home/user/.claude/projects", 2, crate::sandbox::USER)
+                .await
+            {
+                Ok(entries) => entries.iter().any(|e| e.name == file),
+                Err(InitError::Remote {
+                    kind: ErrorKind::NotFound,
+                    ..
+                }) => false,
+                Err(_) => true,
+            }
+        })
+    }
+
+    fn interrupt(&self, message_id: &str) -> Interrupt {
+        let line = json!({
+            "type": "control_request",
+            "request_id": format!("interrupt_{message_id}"),
+            "request": { "subtype": "interrupt" }
+        });
+        Interrupt::Stdin(format!("{line}\n").into_bytes())
+    }
+
+    fn permission_request(&self, line: &Value) -> Option<Ask> {
+        if line["type"] != "control_request" || line["request"]["subtype"] != "can_use_tool" {
+            return None;
+        }
+        let request = &line["request"];
+        Some(Ask {
+            request_id: line["request_id"].as_str().unwrap_or_default().to_owned(),
+            tool_call_id: request["tool_use_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            tool: request["tool_name"].as_str().unwrap_or_default().to_owned(),
+            input: request["input"].clone(),
+        })
+    }
+
+    fn permission_response(&self, ask: &Ask, reply: PermissionReply) -> Option<Vec<u8>> {
+        let decision = match reply {
+            PermissionReply::Once | PermissionReply::Always => {
+                json!({ "behavior": "allow", "updatedInput": ask.input })
+            }
+            PermissionReply::Reject => json!({
+                "behavior": "deny",
+                "message": "The user rejected this tool call.",
+            }),
+        };
+        let line = json!({
+            "type": "control_response",
+            "response": { "subtype": "success", "request_id": ask.request_id,
+                          "response": decision },
+        });
+        Some(format!("{line}\n").into_bytes())
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
-//! The runner: one turn of a thread is one run of the Claude Code CLI inside the
-//! sandbox, through sandbox-init with stdin and stdout streaming. Its stream-json
-//! output is translated into UI message chunks as it arrives, appended to the turn's
-//! log (which clients subscribe to) and folded into the thread's assistant message.
+//! The runner: one turn of a thread is one run of the agent runtime's CLI (Claude Code
+//! or Codex, behind [`runtime::Runtime`]) inside the sandbox, through sandbox-init with
+//! stdin and stdout streaming. Its JSON lines are translated into UI message chunks as
+//! they arrive, appended to the turn's log (which clients subscribe to) and folded into
+//! the thread's assistant message.
 //!
 //! The turn runs in its own task, whatever happens to the clients watching it; it ends
-//! when the CLI reports its result and exits, fails, or is cancelled (the CLI's
-//! interrupt control request first, then SIGTERM, then SIGKILL).
+//! when the CLI reports its result and exits, fails, or is cancelled (the runtime's
+//! interrupt first, then SIGTERM, then SIGKILL).
 
 pub mod claude;
+pub mod codex;
 pub mod fold;
 pub mod lines;
 pub mod out;
+pub mod runtime;
 pub mod translate;
 
 use std::collections::HashMap;
@@ -21,11 +24,11 @@ use sandbox_init::protocol::{ErrorKind, ExecRequest, Frame, Reply, Request};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::init_client::{InitClient, InitError};
-use crate::threads::{PermissionReply, Thread, ThreadStatus, Turn};
+use crate::init_client::InitError;
+use crate::threads::{Thread, ThreadStatus, Turn};
 use lines::{Lines, Piece};
 use out::Out;
-use translate::Translator;
+use runtime::{Ask, Interrupt, Launch, Runtime, Translate};
 
 /// How long the CLI may take to stop after an interrupt before it is signalled.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -42,23 +45,19 @@ pub struct TurnSpec {
     /// Working directory.
     pub cwd: String,
     /// The sandbox's init client.
-    pub init: InitClient,
+    pub init: crate::init_client::InitClient,
     /// The thread.
     pub thread: Arc<Thread>,
     /// The turn's stream.
     pub turn: Arc<Turn>,
-    /// The CLI's path inside the sandbox.
-    pub program: String,
-    /// Its arguments.
-    pub args: Vec<String>,
-    /// For a turn that resumes Claude's session: its id, and the arguments that start
-    /// it afresh, used when the session was never written (a turn cut off before the
-    /// CLI recorded anything, e.g. by a daemon restart).
-    pub resume: Option<(String, Vec<String>)>,
-    /// Its environment.
-    pub env: Vec<(String, String)>,
-    /// The user message content (a string or Anthropic content blocks).
-    pub prompt: Value,
+    /// The agent's runtime.
+    pub runtime: Arc<dyn Runtime>,
+    /// How the CLI is started.
+    pub launch: Launch,
+    /// For a turn that resumes a session: its id, and how to start it afresh instead,
+    /// used when the session was never recorded (a turn cut off before the CLI
+    /// recorded anything, e.g. by a daemon restart).
+    pub resume: Option<(String, Launch)>,
     /// Keeps the sandbox from expiring while the turn runs.
     pub busy: Option<crate::sandbox::BusyGuard>,
     /// Holds the turn's budget at the model proxy while the turn runs.
@@ -77,24 +76,23 @@ struct Ending {
 pub async fn run(mut spec: TurnSpec) {
     let started = std::time::Instant::now();
     let mut out = Out::new(&spec.turn.message_id);
-    let mut translator = Translator::default();
+    let previous = spec.thread.state().runtime_state.clone();
+    let mut translator = spec.runtime.translator(&previous);
     out.emit(json!({ "type": "start", "messageId": spec.turn.message_id,
                 "messageMetadata": { "sandboxId": spec.sandbox_id, "threadId": spec.thread.id } }));
     out.flush(&spec.thread, &spec.turn);
     if let Some((session, fresh)) = spec.resume.take() {
-        if !session_recorded(&spec.init, &session).await {
+        if !spec.runtime.session_recorded(&spec.init, &session).await {
             tracing::info!(thread = %spec.thread.id, "session {session} was never recorded; starting it");
-            spec.args = fresh;
+            spec.launch = fresh;
         }
     }
-    let ending = drive(&spec, &mut out, &mut translator).await;
+    let ending = drive(&spec, &mut out, translator.as_mut()).await;
 
-    let mut closing = translator.close_open_blocks();
-    closing.extend(translator.close_step());
-    for chunk in closing {
+    for chunk in translator.close() {
         out.emit(chunk);
     }
-    let outcome = translator.outcome.clone();
+    let outcome = translator.outcome().clone();
     let stopped = spec.turn.stop_reason();
     let cancelled = spec.turn.cancel.is_cancelled() && stopped.is_none();
     let error = if cancelled {
@@ -106,7 +104,7 @@ pub async fn run(mut spec: TurnSpec) {
             .error
             .clone()
             .or(ending.failure.clone())
-            .or_else(|| (!outcome.finished).then(|| crashed(&ending)))
+            .or_else(|| (!outcome.finished).then(|| crashed(spec.runtime.cli(), &ending)))
     };
     let duration_ms = outcome
         .duration_ms
@@ -137,7 +135,13 @@ pub async fn run(mut spec: TurnSpec) {
         usage.total_tokens = usage.input_tokens + usage.output_tokens;
         usage.total_cost_usd += outcome.total_cost_usd.unwrap_or(0.0);
         usage.duration_ms += duration_ms;
-        if outcome.session_id.is_some() {
+        if let Some(kept) = translator.runtime_state() {
+            state.runtime_state = kept;
+        }
+        if let Some(id) = &outcome.session_id {
+            if plausible_session_id(id) {
+                state.session_id = id.clone();
+            }
             state.session_started = true;
         }
         state.status = if cancelled {
@@ -175,49 +179,15 @@ pub async fn run(mut spec: TurnSpec) {
     );
 }
 
-/// Whether Claude Code recorded session `id` in the sandbox
-/// (`~/.claude/projects/<cwd>/<id>.jsonl`). When the answer is unknown, assume it did.
-async fn session_recorded(init: &InitClient, id: &str) -> bool {
-    let file = format!("{id}.jsonl");
-    match init
-        .list("/home/user/.claude/projects", 2, crate::sandbox::USER)
-        .await
-    {
-        Ok(entries) => entries.iter().any(|e| e.name == file),
-        Err(InitError::Remote {
-            kind: ErrorKind::NotFound,
-            ..
-        }) => false,
-        Err(_) => true,
-    }
-}
-
-/// The CLI's answer line to a `can_use_tool` control request.
-fn permission_response(request_id: &str, reply: PermissionReply, input: &Value) -> Value {
-    let decision = match reply {
-        PermissionReply::Once | PermissionReply::Always => {
-            json!({ "behavior": "allow", "updatedInput": input })
-        }
-        PermissionReply::Reject => json!({
-            "behavior": "deny",
-            "message": "The user rejected this tool call.",
-        }),
-    };
-    json!({
-        "type": "control_response",
-        "response": { "subtype": "success", "request_id": request_id, "response": decision },
-    })
-}
-
 /// The note a client gets when the CLI printed a line too long to keep.
-fn line_dropped_notice() -> Value {
+fn line_dropped_notice(cli: &str) -> Value {
     json!({
         "type": "data-notice",
         "id": "line-too-long",
         "data": {
             "notice": "line-too-long",
             "message": format!(
-                "the Claude Code CLI printed a line over the limits of one line ({} MiB, \
+                "{cli} printed a line over the limits of one line ({} MiB, \
                  {} JSON values); it was dropped and the turn went on without it",
                 lines::MAX_LINE >> 20,
                 lines::MAX_VALUES
@@ -226,7 +196,7 @@ fn line_dropped_notice() -> Value {
     })
 }
 
-fn crashed(ending: &Ending) -> String {
+fn crashed(cli: &str, ending: &Ending) -> String {
     let how = match &ending.exit {
         Some(exit) => match (exit.code, exit.signal) {
             (Some(code), _) => format!("exited with code {code}"),
@@ -238,20 +208,65 @@ fn crashed(ending: &Ending) -> String {
     let tail = String::from_utf8_lossy(&ending.stderr_tail);
     let tail = tail.trim();
     if tail.is_empty() {
-        format!("the Claude Code CLI {how} before finishing the turn")
+        format!("{cli} {how} before finishing the turn")
     } else {
-        format!("the Claude Code CLI {how} before finishing the turn: {tail}")
+        format!("{cli} {how} before finishing the turn: {tail}")
     }
 }
 
-/// Starts the CLI, feeds it the prompt, and pumps its output until it ends.
-async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> Ending {
+/// Whether a session id the CLI reported may be kept: it goes back on a later turn's
+/// command line, and the CLI's stdout is hostile input.
+fn plausible_session_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !id.starts_with('-')
+}
+
+/// Keeps the session id the CLI reported as soon as it does, so a turn cut off by a
+/// daemon restart is resumed by the next one.
+fn adopt_session(thread: &Thread, outcome: &translate::Outcome) {
+    let Some(id) = outcome
+        .session_id
+        .as_deref()
+        .filter(|id| plausible_session_id(id))
+    else {
+        return;
+    };
+    let changed = {
+        let mut state = thread.state();
+        let changed = state.session_id != id;
+        if changed {
+            state.session_id = id.to_owned();
+        }
+        changed
+    };
+    if changed {
+        thread.save();
+    }
+}
+
+/// Starts the CLI, feeds it its stdin, and pumps its output until it ends.
+async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -> Ending {
     let mut ending = Ending::default();
-    let mut argv = vec![spec.program.clone()];
-    argv.extend(spec.args.iter().cloned());
+    let runtime = spec.runtime.as_ref();
+    let cli = runtime.cli();
+    if !spec.launch.files.is_empty() {
+        let files: Vec<_> = spec
+            .launch
+            .files
+            .iter()
+            .map(|(path, content)| (path.clone(), content.clone(), Some(0o600)))
+            .collect();
+        if let Err(e) = spec.init.write_files(&files, crate::sandbox::USER).await {
+            ending.failure = Some(format!("could not prepare {cli}'s files: {e}"));
+            return ending;
+        }
+    }
     let request = ExecRequest {
-        argv,
-        env: spec.env.clone(),
+        argv: spec.launch.argv.clone(),
+        env: spec.launch.env.clone(),
         cwd: Some(spec.cwd.clone()),
         user: crate::sandbox::USER.into(),
         timeout_ms: None,
@@ -265,29 +280,25 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
             message,
         }) => {
             ending.failure = Some(format!(
-                "the Claude Code CLI is not available in the sandbox ({message}); \
-                 start the daemon with --claude-bin, or use an image that has `claude`"
+                "{cli} is not available in the sandbox ({message}); {}",
+                runtime.missing_hint()
             ));
             return ending;
         }
         Err(e) => {
-            ending.failure = Some(format!("could not start the Claude Code CLI: {e}"));
+            ending.failure = Some(format!("could not start {cli}: {e}"));
             return ending;
         }
     };
     let (mut reader, mut writer) = conn.split();
-    let user_line = json!({
-        "type": "user",
-        "message": { "role": "user", "content": spec.prompt },
-        "parent_tool_use_id": null,
-        "session_id": "",
-    });
-    if let Err(e) = writer
-        .send(&Frame::Stdin(format!("{user_line}\n").into_bytes()))
-        .await
-    {
-        ending.failure = Some(format!("could not send the prompt to the CLI: {e}"));
-        return ending;
+    if !spec.launch.stdin.is_empty() {
+        if let Err(e) = writer.send(&Frame::Stdin(spec.launch.stdin.clone())).await {
+            ending.failure = Some(format!("could not send the prompt to {cli}: {e}"));
+            return ending;
+        }
+    }
+    if spec.launch.close_stdin {
+        let _ = writer.send(&Frame::Message(Request::CloseStdin)).await;
     }
 
     let mut lines = Lines::default();
@@ -295,8 +306,8 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
     let mut dropped_line = false;
     // Whether the turn was stopped for passing its output limit.
     let mut limited = false;
-    // Permission requests waiting for a client: request id to (tool call, tool, input).
-    let mut asking: HashMap<String, (String, String, Value)> = HashMap::new();
+    // Permission requests waiting for a client, by request id.
+    let mut asking: HashMap<String, Ask> = HashMap::new();
     let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     let mut deadline: Option<Instant> = None;
     let mut escalation = 0u8;
@@ -306,8 +317,9 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
         tokio::select! {
             frame = reader.recv() => match frame {
                 Ok(Some(Frame::Stdout(bytes))) => {
-                    let mut result_seen = false;
                     let mut urgent = false;
+                    let mut ended = false;
+                    let session_before = translator.outcome().session_id.is_some();
                     for piece in lines.push(&bytes) {
                         let line = match piece {
                             Piece::Line(line) => line,
@@ -315,7 +327,7 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                                 if !std::mem::replace(&mut dropped_line, true) {
                                     tracing::warn!(thread = %spec.thread.id,
                                         "the CLI printed a line over the limits of one line; dropped");
-                                    out.emit(line_dropped_notice());
+                                    out.emit(line_dropped_notice(cli));
                                     urgent = true;
                                 }
                                 continue;
@@ -324,38 +336,28 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                         let Ok(value) = serde_json::from_slice::<Value>(&line) else {
                             continue; // The CLI may print non-JSON diagnostics.
                         };
-                        if value["type"] == "result" {
-                            result_seen = true;
-                        }
+                        ended |= translator.ends_turn(&value);
                         if limited {
                             continue; // The turn is being stopped: only its end matters.
                         }
-                        if value["type"] == "control_request"
-                            && value["request"]["subtype"] == "can_use_tool"
-                        {
-                            let request_id = value["request_id"].as_str().unwrap_or_default();
-                            let request = &value["request"];
-                            let tool = request["tool_name"].as_str().unwrap_or_default();
-                            if spec.thread.always_allowed(tool) {
-                                let line = permission_response(
-                                    request_id, PermissionReply::Always, &request["input"]);
-                                let _ = writer.send(&Frame::Stdin(format!("{line}\n").into_bytes())).await;
+                        if let Some(ask) = runtime.permission_request(&value) {
+                            if spec.thread.always_allowed(&ask.tool) {
+                                let reply = crate::threads::PermissionReply::Always;
+                                if let Some(line) = runtime.permission_response(&ask, reply) {
+                                    let _ = writer.send(&Frame::Stdin(line)).await;
+                                }
                                 continue;
                             }
-                            let call = request["tool_use_id"].as_str().unwrap_or_default();
-                            asking.insert(
-                                request_id.to_owned(),
-                                (call.to_owned(), tool.to_owned(), request["input"].clone()),
-                            );
-                            spec.thread.ask_permission(request_id, tool, answers_tx.clone());
+                            spec.thread.ask_permission(&ask.request_id, &ask.tool, answers_tx.clone());
                             urgent = true;
                             out.emit(json!({
                                 "type": "data-permission-request",
-                                "id": request_id,
-                                "data": { "requestId": request_id, "toolCallId": call,
-                                          "toolName": tool, "input": request["input"],
+                                "id": ask.request_id,
+                                "data": { "requestId": ask.request_id, "toolCallId": ask.tool_call_id,
+                                          "toolName": ask.tool, "input": ask.input,
                                           "status": "pending" },
                             }));
+                            asking.insert(ask.request_id.clone(), ask);
                             continue;
                         }
                         for chunk in translator.line(&value) {
@@ -365,20 +367,26 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                             limited = true;
                             tracing::warn!(thread = %spec.thread.id, "the turn passed its output limit");
                             spec.turn.stop(&format!(
-                                "the turn reached its output limit ({} MiB streamed); the Claude \
-                                 Code CLI was stopped and the rest of its output dropped",
+                                "the turn reached its output limit ({} MiB streamed); {cli} was \
+                                 stopped and the rest of its output dropped",
                                 out::OUTPUT_LIMIT >> 20
                             ));
                         }
+                    }
+                    if !session_before && translator.outcome().session_id.is_some() {
+                        adopt_session(&spec.thread, translator.outcome());
                     }
                     if urgent {
                         out.flush(&spec.thread, &spec.turn);
                     } else {
                         out.flush_paced(&spec.thread, &spec.turn);
                     }
-                    if result_seen {
-                        // The CLI exits when its stdin closes; it flushes the session first.
-                        let _ = writer.send(&Frame::Message(Request::CloseStdin)).await;
+                    if ended {
+                        // The CLI exits when its stdin closes (or by itself); it flushes
+                        // the session first.
+                        if !spec.launch.close_stdin {
+                            let _ = writer.send(&Frame::Message(Request::CloseStdin)).await;
+                        }
                         deadline.get_or_insert(Instant::now() + EXIT_GRACE);
                     }
                 }
@@ -394,19 +402,21 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    ending.failure.get_or_insert(format!("lost the CLI's output: {e}"));
+                    ending.failure.get_or_insert(format!("lost the output of {cli}: {e}"));
                     break;
                 }
             },
             Some((request_id, reply)) = answers.recv() => {
-                let Some((call, tool, input)) = asking.remove(&request_id) else { continue };
-                let line = permission_response(&request_id, reply, &input);
-                let _ = writer.send(&Frame::Stdin(format!("{line}\n").into_bytes())).await;
+                let Some(ask) = asking.remove(&request_id) else { continue };
+                if let Some(line) = runtime.permission_response(&ask, reply) {
+                    let _ = writer.send(&Frame::Stdin(line)).await;
+                }
                 out.emit(json!({
                     "type": "data-permission-request",
                     "id": request_id,
-                    "data": { "requestId": request_id, "toolCallId": call, "toolName": tool,
-                              "input": input, "status": "resolved", "reply": reply },
+                    "data": { "requestId": request_id, "toolCallId": ask.tool_call_id,
+                              "toolName": ask.tool, "input": ask.input, "status": "resolved",
+                              "reply": reply },
                 }));
                 out.flush(&spec.thread, &spec.turn);
             }
@@ -415,12 +425,15 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
             }
             () = spec.turn.cancel.cancelled(), if !interrupted => {
                 interrupted = true;
-                let interrupt = json!({
-                    "type": "control_request",
-                    "request_id": format!("interrupt_{}", spec.turn.message_id),
-                    "request": { "subtype": "interrupt" }
-                });
-                let _ = writer.send(&Frame::Stdin(format!("{interrupt}\n").into_bytes())).await;
+                let sent = match runtime.interrupt(&spec.turn.message_id) {
+                    Interrupt::Stdin(line) => writer.send(&Frame::Stdin(line)).await,
+                    Interrupt::Signal(signal) => {
+                        writer.send(&Frame::Message(Request::Signal { signal })).await
+                    }
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(thread = %spec.thread.id, "interrupt not delivered: {e}");
+                }
                 deadline = Some(Instant::now() + INTERRUPT_GRACE);
             }
             () = tokio::time::sleep_until(wake), if deadline.is_some() => {
@@ -433,4 +446,17 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
         }
     }
     ending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_session_ids_are_kept() {
+        assert!(plausible_session_id("01a2285b-4d99-7d40-8180-f3b52160087d"));
+        for id in ["", "-x", "a b", "../x", "a;b", &"a".repeat(129)] {
+            assert!(!plausible_session_id(id), "{id:?}");
+        }
+    }
 }

@@ -68,7 +68,8 @@ pub struct Translator {
     pub outcome: Outcome,
 }
 
-fn chunk(kind: &str, fields: Value) -> Value {
+/// A chunk of type `kind` with `fields`.
+pub fn chunk(kind: &str, fields: Value) -> Value {
     let mut map = Map::new();
     map.insert("type".into(), Value::String(kind.into()));
     if let Value::Object(extra) = fields {
@@ -383,14 +384,36 @@ impl Translator {
     }
 }
 
-fn tool_input_start(id: &str, name: &str) -> Value {
+impl super::runtime::Translate for Translator {
+    fn line(&mut self, line: &Value) -> Vec<Value> {
+        Translator::line(self, line)
+    }
+
+    fn ends_turn(&self, line: &Value) -> bool {
+        line["type"] == "result"
+    }
+
+    fn close(&mut self) -> Vec<Value> {
+        let mut out = self.close_open_blocks();
+        out.extend(self.close_step());
+        out
+    }
+
+    fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+}
+
+/// A `tool-input-start` chunk of a tool run in the sandbox.
+pub fn tool_input_start(id: &str, name: &str) -> Value {
     chunk(
         "tool-input-start",
         json!({ "toolCallId": id, "toolName": name, "providerExecuted": true, "dynamic": true }),
     )
 }
 
-fn tool_input_available(id: &str, name: &str, input: Value) -> Value {
+/// A `tool-input-available` chunk of a tool run in the sandbox.
+pub fn tool_input_available(id: &str, name: &str, input: Value) -> Value {
     chunk(
         "tool-input-available",
         json!({ "toolCallId": id, "toolName": name, "input": input,

@@ -286,6 +286,9 @@ impl Sandboxes {
         if let Some(claude) = &self.settings.claude_bin {
             binds.push(format!("{}:{}:ro", claude.display(), mounts::CLAUDE));
         }
+        if let Some(codex) = &self.settings.codex_bin {
+            binds.push(format!("{}:{}:ro", codex.display(), mounts::CODEX));
+        }
         let mut bound_volumes = Vec::new();
         if self.settings.disk_mb > 0 {
             let disk = Disk::new(&sb.dir);

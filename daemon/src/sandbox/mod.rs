@@ -52,6 +52,8 @@ pub mod mounts {
     pub const INIT: &str = "/.sandboxd/init";
     /// The host's Claude Code CLI, when it is mounted (read-only).
     pub const CLAUDE: &str = "/.sandboxd/bin/claude";
+    /// The host's Codex CLI, when it is mounted (read-only).
+    pub const CODEX: &str = "/.sandboxd/bin/codex";
     /// The directory of sandbox-init's socket.
     pub const RUN: &str = "/.sandboxd/run";
 }
@@ -198,6 +200,9 @@ pub struct Settings {
     /// The Claude Code CLI on the host, mounted into every sandbox; `None` uses the
     /// image's own `claude`.
     pub claude_bin: Option<PathBuf>,
+    /// The Codex CLI binary mounted read-only into every sandbox; `None` uses the
+    /// image's own `codex`.
+    pub codex_bin: Option<PathBuf>,
     /// Default memory limit in MiB (0: none).
     pub default_memory_mb: u64,
     /// Default CPU limit (0: none).

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{new_id, Sandbox, SandboxError, Sandboxes};
-use crate::runner::claude::{self, Session, TurnOptions};
+use crate::runner::claude::{Session, TurnOptions};
+use crate::runner::runtime::{self, TurnInput};
 use crate::threads::{events, Thread, ThreadSettings, ThreadStatus, Turn};
 
 /// Levels of `thinking` (the CLI's `--effort`).
@@ -142,16 +143,18 @@ impl Sandboxes {
             .agents
             .get(&sandbox.agent_slug)
             .unwrap_or_else(|| sandbox.agent.clone());
+        let runtime = runtime::of(&agent);
+        let program = match runtime.name() {
+            "codex" if self.settings.codex_bin.is_some() => super::mounts::CODEX.to_owned(),
+            "codex" => "codex".to_owned(),
+            _ => sandbox.claude_program.clone(),
+        };
         let turn = Turn::new(&thread.id, &new_id("msg_"));
-        let session = {
+        let (session, launch, resume) = {
             let mut state = thread.state();
             if state.active.is_some() {
                 return Err(SandboxError::ThreadBusy(thread.id.clone()));
             }
-            state.active = Some(turn.clone());
-            state.status = ThreadStatus::Streaming;
-            state.error = None;
-            state.updated_at = std::time::SystemTime::now();
             // The call's options win; the thread's settings come next, then the agent.
             let settings = &state.settings;
             options.model = options.model.take().or_else(|| settings.model.clone());
@@ -160,11 +163,42 @@ impl Sandboxes {
                 .take()
                 .or_else(|| settings.permission_mode.clone());
             options.effort = options.effort.take().or_else(|| settings.thinking.clone());
-            if state.session_started {
+            let session = if state.session_started {
                 Session::Resume(state.session_id.clone())
             } else {
                 Session::Start(state.session_id.clone())
-            }
+            };
+            runtime
+                .check(&agent, &options)
+                .map_err(SandboxError::Invalid)?;
+            let input = TurnInput {
+                agent: &agent,
+                options: &options,
+                session: &session,
+                base_url: &base_url,
+                token: &sandbox.model_token,
+                prompt: &prompt,
+                program: &program,
+            };
+            let launch = runtime.launch(&input).map_err(SandboxError::Invalid)?;
+            let resume = match &session {
+                Session::Resume(id) => {
+                    let fresh = Session::Start(id.clone());
+                    let fresh = runtime
+                        .launch(&TurnInput {
+                            session: &fresh,
+                            ..input
+                        })
+                        .map_err(SandboxError::Invalid)?;
+                    Some((id.clone(), fresh))
+                }
+                Session::Start(_) => None,
+            };
+            state.active = Some(turn.clone());
+            state.status = ThreadStatus::Streaming;
+            state.error = None;
+            state.updated_at = std::time::SystemTime::now();
+            (session, launch, resume)
         };
         thread.save();
         for update in events::user_message(&user_message) {
@@ -182,24 +216,16 @@ impl Sandboxes {
             init: sandbox.init.clone(),
             thread: thread.clone(),
             turn: turn.clone(),
-            program: sandbox.claude_program.clone(),
-            args: claude::args(&agent, &options, &session),
-            resume: match &session {
-                Session::Resume(id) => Some((
-                    id.clone(),
-                    claude::args(&agent, &options, &Session::Start(id.clone())),
-                )),
-                Session::Start(_) => None,
-            },
-            env: claude::env(&base_url, &sandbox.model_token),
-            prompt,
+            runtime,
+            launch,
+            resume,
             busy: Some(sandbox.busy()),
             budget: Some(
                 self.proxy
                     .open_turn(&sandbox.id, options.max_budget_usd.or(agent.max_budget_usd)),
             ),
         };
-        tracing::info!(sandbox = %sandbox.id, thread = %thread.id, "turn started");
+        tracing::info!(sandbox = %sandbox.id, thread = %thread.id, resume = matches!(session, Session::Resume(_)), "turn started");
         tokio::spawn(crate::runner::run(spec));
         Ok(turn)
     }

@@ -110,6 +110,8 @@ pub struct ThreadState {
     pub session_id: String,
     /// Whether the session exists yet (a turn got as far as Claude's init).
     pub session_started: bool,
+    /// What the agent runtime keeps between turns (`null`: nothing).
+    pub runtime_state: Value,
     /// Settings for the next turns.
     pub settings: ThreadSettings,
     /// The running turn.
@@ -183,6 +185,7 @@ impl Thread {
                 completed_at: None,
                 session_id: new_uuid(),
                 session_started: false,
+                runtime_state: Value::Null,
                 settings,
                 active: None,
             }),
@@ -215,6 +218,11 @@ impl Thread {
                 completed_at: row.completed_at.map(crate::store::time),
                 session_id: row.session_id.clone(),
                 session_started: row.session_started,
+                runtime_state: row
+                    .runtime_state
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or(Value::Null),
                 settings: serde_json::from_str(&row.settings).unwrap_or_default(),
                 active: None,
             }),
@@ -253,6 +261,8 @@ impl Thread {
             error: state.error.clone(),
             session_id: state.session_id.clone(),
             session_started: state.session_started,
+            runtime_state: (!state.runtime_state.is_null())
+                .then(|| state.runtime_state.to_string()),
             usage: serde_json::to_string(&state.usage).unwrap_or_else(|_| "{}".into()),
             settings: serde_json::to_string(&state.settings).unwrap_or_else(|_| "{}".into()),
             created_at: crate::store::millis(self.created_at),

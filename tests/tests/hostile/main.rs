@@ -3,6 +3,7 @@
 //! security model promises, and asserts the attack fails while the daemon keeps serving
 //! everyone else. One module per surface under attack.
 
+mod codex;
 mod disk;
 mod exec_kill;
 mod files;

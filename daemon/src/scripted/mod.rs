@@ -1,9 +1,13 @@
-//! `sandboxd scripted-model`: an Anthropic-compatible Messages API that plays a script
-//! of replies, for hermetic agent runs. Point the daemon's `--model-upstream` at it and
-//! the real Claude Code CLI runs its real loop against replies you wrote.
+//! `sandboxd scripted-model`: an Anthropic-compatible Messages API and an
+//! OpenAI-compatible Responses API ([`openai`]) that play a script of replies, for
+//! hermetic agent runs. Point the daemon's `--model-upstream` (Claude Code) or
+//! `--openai-upstream` (Codex) at it and the real CLI runs its real loop against
+//! replies you wrote.
 //!
 //! A script is a JSON array of replies (or `{"replies": [...]}`); each request to
-//! `POST /v1/messages` takes the next one:
+//! `POST /v1/messages` or `POST /v1/responses` takes the next one (a `toolUse` is a
+//! `function_call` on the Responses API: `{"name": "exec_command", "input": {"cmd":
+//! "ls"}}` is Codex's shell):
 //!
 //! ```json
 //! [
@@ -32,6 +36,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
+
+mod openai;
 use serde_json::{json, Value};
 
 /// One scripted reply.
@@ -104,37 +110,53 @@ struct Player {
     /// The next reply, and which reply each conversation seen so far got.
     next: Mutex<(usize, std::collections::HashMap<String, usize>)>,
     log: Option<Mutex<std::fs::File>>,
+    headers_log: Option<Mutex<std::fs::File>>,
+}
+
+/// Where the scripted model logs what it receives.
+#[derive(Debug, Clone, Default)]
+pub struct Logs {
+    /// Every request body, one JSON line each.
+    pub bodies: Option<PathBuf>,
+    /// Every request's path and credentials (`x-api-key`, `authorization`,
+    /// `openai-organization`, `openai-project`), one JSON line each: what the model
+    /// upstream was given.
+    pub headers: Option<PathBuf>,
+}
+
+fn append(path: Option<PathBuf>) -> std::io::Result<Option<Mutex<std::fs::File>>> {
+    path.map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map(Mutex::new)
+    })
+    .transpose()
 }
 
 /// Serves `script` on `listener` until cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     replies: Vec<Reply>,
-    log: Option<PathBuf>,
+    logs: Logs,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let log = log
-        .map(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map(Mutex::new)
-        })
-        .transpose()?;
     let player = Arc::new(Player {
         replies,
         next: Mutex::new((0, std::collections::HashMap::new())),
-        log,
+        log: append(logs.bodies)?,
+        headers_log: append(logs.headers)?,
     });
     let app = Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/responses", post(openai::responses))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
                 Json(json!({"type": "error", "error": {"type": "not_found_error",
-                    "message": "scripted-model serves POST /v1/messages only"}})),
+                    "message": "scripted-model serves POST /v1/messages and /v1/responses only"}})),
             )
         })
         .with_state(player);
@@ -148,29 +170,68 @@ async fn count_tokens(Json(body): Json<Value>) -> Json<Value> {
     Json(json!({ "input_tokens": estimate_tokens(&body.to_string()) }))
 }
 
-fn estimate_tokens(text: &str) -> u64 {
+pub(crate) fn estimate_tokens(text: &str) -> u64 {
     (text.len() as u64 / 4).max(1)
 }
 
-async fn messages(State(player): State<Arc<Player>>, Json(body): Json<Value>) -> Response {
-    if let Some(log) = &player.log {
+impl Player {
+    /// Logs a request's path and credentials.
+    fn log_headers(&self, path: &str, headers: &axum::http::HeaderMap) {
+        let Some(log) = &self.headers_log else { return };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let line = json!({ "path": path, "x-api-key": header("x-api-key"),
+                           "authorization": header("authorization"),
+                           "openai-organization": header("openai-organization"),
+                           "openai-project": header("openai-project") });
         use std::io::Write;
         let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(file, "{body}");
+        let _ = writeln!(file, "{line}");
     }
-    let reply = {
-        let mut guard = player.next.lock().unwrap_or_else(|p| p.into_inner());
+
+    /// Logs a request body and picks its reply: the next one, or the one a request
+    /// with the same `conversation` got before (a retry).
+    fn reply_for(&self, body: &Value, conversation: String) -> Reply {
+        if let Some(log) = &self.log {
+            use std::io::Write;
+            let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(file, "{body}");
+        }
+        let mut guard = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let (next, seen) = &mut *guard;
-        let key = body["messages"].to_string();
-        let index = *seen.entry(key).or_insert_with(|| {
+        let index = *seen.entry(conversation).or_insert_with(|| {
             *next += 1;
             *next - 1
         });
-        player.replies.get(index).cloned().unwrap_or_else(|| Reply {
+        self.replies.get(index).cloned().unwrap_or_else(|| Reply {
             text: Some("[scripted-model: script exhausted]".into()),
             ..Reply::default()
         })
-    };
+    }
+}
+
+/// Plays `events` as an SSE body, `delay` before each.
+fn sse_body(events: Vec<String>, delay: Duration) -> Response {
+    let stream = futures_util::stream::unfold(events.into_iter(), move |mut it| async move {
+        let event = it.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(event)), it))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn messages(
+    State(player): State<Arc<Player>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    player.log_headers("/v1/messages", &headers);
+    let reply = player.reply_for(&body, body["messages"].to_string());
     if let Some(e) = &reply.error {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"type": "error", "error": {"type": e.kind, "message": e.message}});
@@ -205,19 +266,10 @@ async fn messages(State(player): State<Arc<Player>>, Json(body): Json<Value>) ->
         input_tokens,
         output_tokens,
     );
-    let delay = Duration::from_millis(reply.chunk_delay_ms.unwrap_or(0));
-    let stream = futures_util::stream::unfold(events.into_iter(), move |mut it| async move {
-        let event = it.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(event)), it))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    sse_body(
+        events,
+        Duration::from_millis(reply.chunk_delay_ms.unwrap_or(0)),
+    )
 }
 
 /// The message content of a reply.
@@ -309,7 +361,7 @@ fn stream_events(
 }
 
 /// Splits text after each space, keeping every character.
-fn pieces(text: &str) -> Vec<String> {
+pub(crate) fn pieces(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for c in text.chars() {
