@@ -107,6 +107,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             total: config.max_sandboxes,
             per_owner: config.max_sandboxes_per_user,
         },
+        pool: config.pool.clone(),
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.
@@ -175,6 +176,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let expiry = tokio::spawn(expire_idle(sandboxes.clone(), shutdown.child_token()));
+    // Ends at shutdown, after removing every warm container.
+    let pool = tokio::spawn(sandboxes.clone().run_pool(shutdown.child_token()));
 
     let sandboxes_for_shutdown = sandboxes.clone();
     let state = AppState {
@@ -220,6 +223,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (served, ()) = tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
+    if let Err(e) = pool.await {
+        tracing::warn!("warm pool: {e}");
+    }
+    sandboxes_for_shutdown.close_pool().await;
     if let Some(firewall) = sandboxes_for_shutdown.firewall() {
         firewall.close().await;
     }

@@ -3,6 +3,7 @@
 //! [`Sandboxes`] is the one door into this domain: create (in `create.rs`), look up,
 //! list, exec (in `exec.rs`) and delete. It knows nothing of HTTP.
 
+mod boot;
 mod create;
 pub mod disk;
 mod exec;
@@ -11,6 +12,7 @@ mod git;
 mod health;
 mod instance;
 pub mod paths;
+mod pool;
 mod quota;
 mod restore;
 mod template;
@@ -25,6 +27,7 @@ pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 use instance::State;
 pub use instance::{BusyGuard, Sandbox, SandboxView};
+pub use pool::{PoolSizes, LABEL_POOL};
 pub use quota::Limits as QuotaLimits;
 pub use restore::Adopted;
 
@@ -216,6 +219,8 @@ pub struct Settings {
     pub network: String,
     /// Live sandbox limits (`--max-sandboxes`, `--max-sandboxes-per-user`).
     pub quota: QuotaLimits,
+    /// Warm pool sizes (`--pool-size`, `--pool-agent`).
+    pub pool: PoolSizes,
 }
 
 /// The sandbox network as last set up, and the firewall installed for its bridge.
@@ -246,6 +251,8 @@ pub struct Sandboxes {
     store: Arc<Store>,
     /// Live sandbox limits and the slots reserved by creates under way.
     quota: quota::Quota,
+    /// Warm containers, made ahead of creates.
+    pool: pool::Pool,
 }
 
 impl Sandboxes {
@@ -261,6 +268,7 @@ impl Sandboxes {
             store,
             proxy,
             quota: quota::Quota::new(settings.quota),
+            pool: pool::Pool::new(settings.pool.clone()),
             settings,
             agents,
             readiness,
