@@ -108,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             per_owner: config.max_sandboxes_per_user,
         },
         pool: config.pool.clone(),
+        pause_after: Some(Duration::from_secs(config.pause_after_secs)).filter(|d| !d.is_zero()),
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.
@@ -355,7 +356,8 @@ async fn prepare_once(
     Ok(())
 }
 
-/// Expires idle sandboxes, checking every second.
+/// Expires idle sandboxes, and pauses those idle for `--pause-after-secs`, checking
+/// every second.
 async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -363,6 +365,7 @@ async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         sandboxes.expire_idle().await;
+        sandboxes.pause_idle().await;
     }
 }
 

@@ -27,6 +27,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for (name, status) in [
         ("creating", Status::Creating),
         ("active", Status::Active),
+        ("paused", Status::Paused),
         ("error", Status::Error),
         ("expired", Status::Expired),
     ] {

@@ -195,6 +195,7 @@ impl Sandboxes {
                 .map(std::time::Duration::from_millis),
             activity: Mutex::new(std::time::Instant::now()),
             busy: std::sync::atomic::AtomicUsize::new(0),
+            power: Default::default(),
             policy: plan.policy.clone(),
             store: self.store.clone(),
             state: Mutex::new(State {

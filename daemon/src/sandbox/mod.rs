@@ -12,6 +12,7 @@ mod git;
 mod health;
 mod instance;
 pub mod paths;
+mod pause;
 mod pool;
 mod quota;
 mod restore;
@@ -27,6 +28,7 @@ pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 use instance::State;
 pub use instance::{BusyGuard, Sandbox, SandboxView};
+pub use pause::Awake;
 pub use pool::{PoolSizes, LABEL_POOL};
 pub use quota::Limits as QuotaLimits;
 pub use restore::Adopted;
@@ -66,6 +68,8 @@ pub enum Status {
     Creating,
     /// Ready for exec, files and chat.
     Active,
+    /// Idle and frozen; its next use resumes it.
+    Paused,
     /// Provisioning failed or the container died; see the error.
     Error,
     /// It went unused for longer than its timeout and was stopped.
@@ -78,6 +82,7 @@ impl Status {
         match self {
             Status::Creating => "creating",
             Status::Active => "active",
+            Status::Paused => "paused",
             Status::Error => "error",
             Status::Expired => "expired",
         }
@@ -87,6 +92,7 @@ impl Status {
         [
             Status::Creating,
             Status::Active,
+            Status::Paused,
             Status::Error,
             Status::Expired,
         ]
@@ -221,6 +227,8 @@ pub struct Settings {
     pub quota: QuotaLimits,
     /// Warm pool sizes (`--pool-size`, `--pool-agent`).
     pub pool: PoolSizes,
+    /// Idle time after which a sandbox is paused (`--pause-after-secs`; `None`: never).
+    pub pause_after: Option<std::time::Duration>,
 }
 
 /// The sandbox network as last set up, and the firewall installed for its bridge.
@@ -373,7 +381,8 @@ impl Sandboxes {
         let due: Vec<Arc<Sandbox>> = self
             .list_arcs()
             .into_iter()
-            .filter(|sb| sb.status() == Status::Active && sb.idle_expired())
+            .filter(|sb| matches!(sb.status(), Status::Active | Status::Paused))
+            .filter(|sb| sb.idle_expired())
             .collect();
         for sandbox in &due {
             let ttl = sandbox.ttl.map(|t| t.as_millis()).unwrap_or(0);

@@ -39,7 +39,7 @@ impl Sandboxes {
     fn sandbox_from_row(&self, row: SandboxRow) -> Result<Sandbox, SandboxError> {
         let dir = self.settings.sandboxes_dir.join(&row.id);
         let status = Status::parse(&row.status).unwrap_or(Status::Error);
-        if matches!(status, Status::Active | Status::Creating) {
+        if matches!(status, Status::Active | Status::Paused | Status::Creating) {
             self.proxy.register_token(&row.id, &row.model_token);
         }
         if let Some(usage) = row
@@ -74,6 +74,7 @@ impl Sandboxes {
             ttl: row.ttl_ms.map(std::time::Duration::from_millis),
             activity: Mutex::new(std::time::Instant::now()),
             busy: std::sync::atomic::AtomicUsize::new(0),
+            power: Default::default(),
             store: self.store.clone(),
             state: Mutex::new(State {
                 status,
@@ -99,7 +100,8 @@ impl Sandboxes {
                 Status::Creating => {
                     Err("interrupted by a daemon restart while being created".to_owned())
                 }
-                Status::Active => {
+                // A paused one stays paused (its next use resumes it).
+                Status::Active | Status::Paused => {
                     let container = containers
                         .iter()
                         .find(|c| {
@@ -182,7 +184,7 @@ impl Sandboxes {
             return;
         };
         for sandbox in self.list_arcs() {
-            if sandbox.status() != Status::Active {
+            if !matches!(sandbox.status(), Status::Active | Status::Paused) {
                 continue;
             }
             let Some(container) = sandbox.container_id() else {
