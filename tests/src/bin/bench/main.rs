@@ -1,51 +1,84 @@
-//! Benchmarks that print figures (no assertions on time): exec round trip through the
-//! HTTP API next to `docker exec` on the same container, and sandbox creation time.
+//! Benchmarks that print one table (no assertions on time): exec through the API
+//! next to `docker exec`; create cold, from the warm pool, and `docker run -d`;
+//! resume from pause; a 1 MiB write and read; a chat turn's daemon overhead; 20
+//! concurrent creates; the daemon's RSS at 0, 10 and 100 sandboxes; what an idle
+//! sandbox costs.
 //!
 //! Run with `cargo run --release -p sandboxd-e2e --bin bench` after building the
-//! release binaries (scripts/test does both).
+//! release binaries (`. scripts/lib.sh && build_binaries release`).
+
+mod chat;
+mod report;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use report::{cgroup_memory, container, mib, stats, Table};
 use sandboxd_e2e::{claude_bin, Daemon, Options};
-use serde_json::json;
+use serde_json::{json, Value};
 
-/// Percentiles of a set of durations.
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    n: usize,
+/// Warm containers kept for the `pooled` agent.
+const POOL: usize = 20;
+
+async fn timed_creates(daemon: &Daemon, agent: &str, n: usize) -> (Vec<Duration>, Vec<String>) {
+    let mut times = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        ids.push(daemon.create_sandbox(json!({ "agent": agent })).await);
+        times.push(started.elapsed());
+    }
+    (times, ids)
 }
 
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    Stats {
-        p50: at(0.50),
-        p99: at(0.99),
-        n: samples.len(),
+async fn pool_ready(daemon: &Daemon) -> usize {
+    let text = daemon
+        .request("GET", "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("sandboxd_pool_ready "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_pool(daemon: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while pool_ready(daemon).await < n {
+        assert!(Instant::now() < deadline, "the pool did not reach {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-fn row(what: &str, s: &Stats, target: &str) {
-    println!(
-        "{what:<48} p50 {:>9.2} ms   p99 {:>9.2} ms   (n={:<4}) {target}",
-        s.p50.as_secs_f64() * 1e3,
-        s.p99.as_secs_f64() * 1e3,
-        s.n
-    );
+async fn status(daemon: &Daemon, id: &str) -> String {
+    let (_, list) = daemon.call("GET", "/v1/sandboxes", None).await;
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["id"] == id)
+        .and_then(|s| s["status"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn name(id: &str) -> String {
+    id.replacen("sb_", "sbx-", 1)
 }
 
 #[tokio::main]
 async fn main() {
-    // A scripted model on the Docker bridge address, so the CLI run directly in a
-    // container can reach it too (the daemon reaches it the same way).
-    let gateway = docker_bridge_gateway();
+    let machine = report::machine();
+    let gateway = chat::docker_bridge_gateway();
     let script = std::env::temp_dir().join(format!("sandboxd-bench-{}.json", std::process::id()));
     let replies: Vec<_> = (0..64)
         .map(|i| json!({ "text": format!("ok {i}") }))
         .collect();
     std::fs::write(&script, serde_json::to_string(&replies).expect("json")).expect("script");
+    // A scripted model on the Docker bridge address, so the CLI run directly in a
+    // container can reach it too (the daemon reaches it the same way).
     let mut model = Command::new(sandboxd_e2e::daemon_bin("release"))
         .args([
             "scripted-model",
@@ -61,39 +94,72 @@ async fn main() {
     let model_url = line.trim().trim_start_matches("listening on ").to_owned();
     let model_port = model_url.rsplit(':').next().expect("port").to_owned();
 
-    let daemon = Daemon::start_with(Options {
-        profile: "release".into(),
-        env: vec![("SANDBOXD_LOG".into(), "warn".into())],
-        args: vec![
-            "--model-upstream".into(),
-            model_url.clone(),
-            "--claude-bin".into(),
-            claude_bin(),
-        ],
-        ..Options::default()
-    })
+    // `test` is created cold, `pooled` (the same shape) from the warm pool. No pause
+    // here: the `docker exec` references go around the daemon.
+    let daemon = Daemon::start_with(
+        Options {
+            profile: "release".into(),
+            env: vec![("SANDBOXD_LOG".into(), "warn".into())],
+            args: [
+                "--model-upstream",
+                &model_url,
+                "--claude-bin",
+                &claude_bin(),
+                "--max-sandboxes",
+                "0",
+                "--pause-after-secs",
+                "0",
+                "--pool-size",
+                "0",
+                "--pool-agent",
+                &format!("pooled={POOL}"),
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Options::default()
+        }
+        .agent("pooled", json!({"name": "Pooled"})),
+    )
     .await;
-    println!(
-        "sandboxd benchmarks (release build, this machine: {} cores)",
-        cores()
-    );
+    eprintln!("bench: {machine}");
+    let mut table = Table::default();
+    let rss = || sandboxd_e2e::rss_kib(daemon.pid()) as f64 / 1024.0;
 
-    // Sandbox creation, default image, no setup.
-    let mut create = Vec::new();
-    let mut ids = Vec::new();
+    wait_pool(&daemon, POOL).await;
+    let rss_0 = rss();
+
+    eprintln!("bench: creates");
+    let (cold, cold_ids) = timed_creates(&daemon, "test", 10).await;
+    let rss_10 = rss();
+    let mut pooled = Vec::new();
+    let mut ids = cold_ids.clone();
+    for _ in 0..2 {
+        wait_pool(&daemon, POOL).await;
+        let (times, more) = timed_creates(&daemon, "pooled", 10).await;
+        pooled.extend(times);
+        ids.extend(more);
+    }
+    let mut run_d = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
-        let id = daemon.create_sandbox(json!({ "agent": "test" })).await;
-        create.push(started.elapsed());
-        ids.push(id);
+        let out = Command::new("docker")
+            .args(["run", "-d", "--label", "sandboxd-bench=1"])
+            .args(["--entrypoint", "sleep", "sandboxd/default:bookworm", "600"])
+            .output()
+            .expect("docker run");
+        run_d.push(started.elapsed());
+        assert!(out.status.success(), "{out:?}");
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
     }
-    let sandbox = ids[0].clone();
-    let (_, detail) = daemon
-        .call("GET", &format!("/v1/sandboxes/{sandbox}"), None)
-        .await;
-    let container = detail["sandboxId"].as_str().expect("sandboxId").to_owned();
+    wait_pool(&daemon, POOL).await;
+    let started = Instant::now();
+    let creates = (0..20).map(|_| daemon.create_sandbox(json!({ "agent": "pooled" })));
+    ids.extend(futures_util::future::join_all(creates).await);
+    let concurrent = started.elapsed();
 
-    // Exec `true` through the API (warm up first).
+    eprintln!("bench: exec, files, chat");
+    let sandbox = cold_ids[0].clone();
     for _ in 0..20 {
         daemon.exec(&sandbox, "true").await;
     }
@@ -104,9 +170,17 @@ async fn main() {
         api.push(started.elapsed());
         assert_eq!(out["exitCode"], 0, "{out}");
     }
-
-    // Write a 1 MiB file and read it back.
-    let mib = "a".repeat(1024 * 1024);
+    let mut docker = Vec::new();
+    for _ in 0..30 {
+        let started = Instant::now();
+        let status = Command::new("docker")
+            .args(["exec", "-u", "1000", &name(&sandbox), "bash", "-lc", "true"])
+            .status()
+            .expect("docker exec");
+        docker.push(started.elapsed());
+        assert!(status.success());
+    }
+    let mebibyte = "a".repeat(1024 * 1024);
     let mut files = Vec::new();
     for i in 0..40 {
         let path = format!("/home/user/bench-{i}.txt");
@@ -115,7 +189,7 @@ async fn main() {
             .call(
                 "POST",
                 &format!("/v1/sandboxes/{sandbox}/files"),
-                Some(json!({ "files": { path.clone(): mib.clone() } })),
+                Some(json!({ "files": { path.clone(): mebibyte.clone() } })),
             )
             .await;
         assert!(status.is_success(), "write: {status}");
@@ -128,41 +202,8 @@ async fn main() {
             .await;
         files.push(started.elapsed());
         assert!(status.is_success(), "read: {status}");
-        assert_eq!(read["content"].as_str().map(str::len), Some(mib.len()));
+        assert_eq!(read["content"].as_str().map(str::len), Some(mebibyte.len()));
     }
-
-    // The same through the docker CLI.
-    let mut docker: Vec<Duration> = Vec::new();
-    for _ in 0..30 {
-        let started = Instant::now();
-        let status = Command::new("docker")
-            .args(["exec", "-u", "1000", &container, "bash", "-lc", "true"])
-            .status()
-            .expect("docker exec");
-        docker.push(started.elapsed());
-        assert!(status.success());
-    }
-
-    // `docker run --rm true` as the reference for creation.
-    let mut run = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let status = Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--entrypoint",
-                "true",
-                "sandboxd/default:bookworm",
-            ])
-            .status()
-            .expect("docker run");
-        run.push(started.elapsed());
-        assert!(status.success());
-    }
-
-    // A chat turn through the daemon (new thread each time) against the CLI run
-    // directly in the same container with `docker exec`, same scripted model.
     let mut turns = Vec::new();
     for i in 0..8 {
         let started = Instant::now();
@@ -175,198 +216,161 @@ async fn main() {
         turns.push(started.elapsed());
         assert!(status.is_success() && chunks.iter().any(|c| c["type"] == "finish"));
     }
-    // Sandboxes reach no host service but the daemon's model proxy: let the direct
-    // runs reach the scripted model for the time of the measurement.
-    let opening = [
-        "-p",
-        "tcp",
-        "-d",
-        &gateway,
-        "--dport",
-        &model_port,
-        "-m",
-        "comment",
-        "--comment",
-        "sandboxd-bench",
-        "-j",
-        "ACCEPT",
-    ];
-    let iptables = |op: &[&str]| {
-        Command::new("iptables")
-            .arg("-w")
-            .args(op)
-            .args(opening)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    assert!(
-        iptables(&["-I", "SANDBOXD-INPUT", "1"]),
-        "could not open the scripted model to sandboxes"
-    );
-    let mut direct = Vec::new();
-    for i in 0..8 {
-        let line =
-            json!({"type": "user", "message": {"role": "user", "content": format!("direct {i}")},
-                          "parent_tool_use_id": null, "session_id": ""})
-            .to_string();
-        let started = Instant::now();
-        let mut child = Command::new("docker")
-            .args([
-                "exec",
-                "-i",
-                "-u",
-                "1000",
-                "-w",
-                "/home/user",
-                "-e",
-                "HOME=/home/user",
-            ])
-            .args([
-                "-e",
-                &format!("ANTHROPIC_BASE_URL={model_url}"),
-                "-e",
-                "ANTHROPIC_API_KEY=bench",
-            ])
-            .args([
-                "-e",
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
-                "-e",
-                "DISABLE_AUTOUPDATER=1",
-            ])
-            .args([
-                &container,
-                "/.sandboxd/bin/claude",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-            ])
-            .args([
-                "--input-format",
-                "stream-json",
-                "--include-partial-messages",
-            ])
-            .args(["--permission-mode", "bypassPermissions"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("docker exec claude");
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().expect("stdin");
-            writeln!(stdin, "{line}").expect("prompt");
-        }
-        let out = child.wait_with_output().expect("claude output");
-        direct.push(started.elapsed());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\":\"result\""));
-    }
-    iptables(&["-D", "SANDBOXD-INPUT"]);
-    let docker_exec_p50 = stats(docker.clone()).p50;
-    let turn_p50 = stats(turns.clone()).p50;
-    let direct_p50 = stats(direct.clone()).p50;
+    let direct = chat::direct_turns(&name(&sandbox), &gateway, &model_url, &model_port, 8);
 
-    println!();
-    row(
-        "exec `true` via HTTP API (bash -lc)",
-        &stats(api),
-        "target p50 <= 5 ms",
-    );
-    row(
-        "exec `true` via `docker exec` CLI (bash -lc)",
+    eprintln!("bench: 100 sandboxes");
+    while ids.len() < 100 {
+        let batch = (100 - ids.len()).min(10);
+        let creates = (0..batch).map(|_| daemon.create_sandbox(json!({ "agent": "pooled" })));
+        ids.extend(futures_util::future::join_all(creates).await);
+    }
+    let rss_100 = rss();
+    let idle: Vec<(u64, u64, u64)> = ids
+        .iter()
+        .filter_map(|id| {
+            let (full, pid) = container(&name(id))?;
+            let (usage, rss) = cgroup_memory(&full)?;
+            Some((usage, rss, sandboxd_e2e::rss_kib(pid) * 1024))
+        })
+        .collect();
+    let mean =
+        |f: fn(&(u64, u64, u64)) -> u64| idle.iter().map(f).sum::<u64>() / idle.len().max(1) as u64;
+    let init_max = idle.iter().map(|i| i.2).max().unwrap_or(0);
+    let deletes = ids.iter().map(|id| daemon.delete_sandbox(id));
+    futures_util::future::join_all(deletes).await;
+
+    eprintln!("bench: pause and resume");
+    let (resume, paused_usage) = pause_resume(&model_url).await;
+
+    let exec_p50 = stats(api.clone()).p50;
+    let docker_p50 = stats(docker.clone()).p50;
+    let overhead = stats(turns.clone()).p50.as_secs_f64()
+        - (stats(direct.clone()).p50.as_secs_f64() - docker_p50.as_secs_f64());
+    table.timed("exec `true` via the HTTP API", &stats(api), "p50 <= 5 ms");
+    table.timed(
+        "exec `true` via `docker exec` (reference)",
         &stats(docker),
-        "reference",
+        "~60 ms",
     );
-    row(
-        "sandbox create to active (no setup)",
-        &stats(create),
-        "target p50 <= 300 ms",
+    table.timed(
+        "create to `active`, cold (no setup)",
+        &stats(cold),
+        "p50 <= 300 ms",
     );
-    row(
-        "`docker run --rm true` (reference)",
-        &stats(run),
-        "reference",
+    table.timed(
+        "create to `active`, from the warm pool",
+        &stats(pooled),
+        "p50 <= 50 ms; <= 0.15x `docker run -d`",
     );
-    row(
-        "write + read back a 1 MiB file",
-        &stats(files),
-        "target p50 <= 10 ms",
+    table.timed("`docker run -d` (reference)", &stats(run_d), "");
+    table.figure(
+        "20 concurrent creates (warm pool), wall",
+        format!("{:.2} s", concurrent.as_secs_f64()),
+        20,
+        "< 3 s",
     );
-    row("chat turn via the daemon (to [DONE])", &stats(turns), "");
-    row(
+    table.timed(
+        "exec `true` on a paused sandbox (resume + exec)",
+        &stats(resume.clone()),
+        &format!(
+            "resume ~ {:.1} ms over a plain exec",
+            (stats(resume).p50.as_secs_f64() - exec_p50.as_secs_f64()) * 1e3
+        ),
+    );
+    table.timed("write + read back 1 MiB", &stats(files), "p50 <= 10 ms");
+    table.timed("chat turn via the daemon (to `[DONE]`)", &stats(turns), "");
+    table.timed(
         "same CLI via `docker exec` (to exit)",
         &stats(direct),
         "reference",
     );
-    println!(
-        "daemon overhead on a turn: {:+.1} ms (daemon p50 - (direct p50 - docker exec p50)); target <= 50 ms",
-        (turn_p50.as_secs_f64() - (direct_p50.as_secs_f64() - docker_exec_p50.as_secs_f64())) * 1e3
+    table.figure(
+        "daemon overhead on a chat turn",
+        format!("{:+.1} ms", overhead * 1e3),
+        8,
+        "<= 50 ms (daemon p50 − (direct p50 − docker exec p50))",
     );
-    println!(
-        "daemon RSS with {} sandboxes: {} KiB",
-        ids.len(),
-        sandboxd_e2e::rss_kib(daemon.pid())
+    table.figure(
+        "daemon RSS at 0 / 10 / 100 sandboxes",
+        format!("{rss_0:.1} / {rss_10:.1} / {rss_100:.1} MiB"),
+        100,
+        &format!("<= 100 MB (with {POOL} warm containers, not counted)"),
     );
-    // sandbox-init is each container's PID 1.
-    let init_rss: Vec<u64> = ids
-        .iter()
-        .filter_map(|id| {
-            let name = id.replacen("sb_", "sbx-", 1);
-            sandboxd_e2e::docker_inspect(&name, "{{.State.Pid}}")?
-                .trim()
-                .parse::<u32>()
-                .ok()
-        })
-        .map(sandboxd_e2e::rss_kib)
-        .collect();
-    println!(
-        "sandbox-init RSS: max {} KiB, mean {} KiB over {} sandboxes; target <= 2048 KiB",
-        init_rss.iter().max().copied().unwrap_or(0),
-        init_rss.iter().sum::<u64>() / init_rss.len().max(1) as u64,
-        init_rss.len()
+    table.figure(
+        "idle sandbox: cgroup memory (rss) / sandbox-init RSS, mean",
+        format!(
+            "{} ({}) / {}",
+            mib(mean(|i| i.0)),
+            mib(mean(|i| i.1)),
+            mib(mean(|i| i.2))
+        ),
+        idle.len(),
+        &format!("init <= 2 MB (max {})", mib(init_max)),
+    );
+    table.figure(
+        "paused sandbox: cgroup memory, mean",
+        mib(paused_usage),
+        5,
+        "frozen: no CPU; memory kept",
     );
 
-    for id in &ids {
-        daemon.delete_sandbox(id).await;
-    }
-    daemon.assert_no_leaks();
+    println!("\nsandboxd bench, release build, on: {machine}\n");
+    table.print();
+
+    drop(daemon);
     let _ = model.kill();
     let _ = model.wait();
     let _ = std::fs::remove_file(&script);
 }
 
-/// The host's address on Docker's default bridge. A fresh engine (20.10) lists no
-/// gateway in that network's IPAM config, so the bridge interface is asked.
-fn docker_bridge_gateway() -> String {
-    let output = |program: &str, args: &[&str]| {
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {program}: {e}"));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let bridge = output(
-        "docker",
-        &[
-            "network",
-            "inspect",
-            "bridge",
-            "-f",
-            r#"{{index .Options "com.docker.network.bridge.name"}}"#,
-        ],
-    );
-    let bridge = if bridge.is_empty() {
-        "docker0".to_owned()
-    } else {
-        bridge
-    };
-    let addr = output("ip", &["-4", "-o", "addr", "show", "dev", &bridge]);
-    addr.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .unwrap_or_else(|| panic!("{bridge} has no IPv4 address: {addr:?}"))
-        .to_owned()
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// A daemon that pauses after 1 s: exec on paused sandboxes (each resumed first), and
+/// the memory of paused ones.
+async fn pause_resume(model_url: &str) -> (Vec<Duration>, u64) {
+    let mut daemon = Daemon::start_with(Options {
+        profile: "release".into(),
+        env: vec![("SANDBOXD_LOG".into(), "warn".into())],
+        args: [
+            "--model-upstream",
+            model_url,
+            "--pause-after-secs",
+            "1",
+            "--pool-size",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(daemon.create_sandbox(json!({ "agent": "test" })).await);
+    }
+    let mut resume = Vec::new();
+    let mut usage = Vec::new();
+    for round in 0..4 {
+        for id in &ids {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while status(&daemon, id).await != "paused" {
+                assert!(Instant::now() < deadline, "{id} was never paused");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if round == 0 {
+                if let Some((full, _)) = container(&name(id)) {
+                    usage.extend(cgroup_memory(&full).map(|m| m.0));
+                }
+            }
+            let started = Instant::now();
+            let out: Value = daemon.exec(id, "true").await;
+            resume.push(started.elapsed());
+            assert_eq!(out["exitCode"], 0, "{out}");
+        }
+    }
+    for id in &ids {
+        daemon.delete_sandbox(id).await;
+    }
+    assert!(daemon.terminate().success());
+    daemon.assert_no_leaks();
+    let mean = usage.iter().sum::<u64>() / usage.len().max(1) as u64;
+    (resume, mean)
 }
