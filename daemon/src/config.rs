@@ -428,3 +428,18 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("neither --state-dir, XDG_DATA_HOME nor HOME is set"))?;
     Ok(PathBuf::from(home).join(".local/share/sandboxd"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_agents_are_slug_equals_size() {
+        assert_eq!(
+            parse_pool_agent(" demo=3 ").expect("valid"),
+            ("demo".to_owned(), 3)
+        );
+        assert!(parse_pool_agent("demo").is_err());
+        assert!(parse_pool_agent("demo=x").is_err());
+    }
+}

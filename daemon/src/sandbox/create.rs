@@ -145,14 +145,6 @@ impl Sandboxes {
             .map_err(SandboxError::Invalid)?;
         let engine = self.ready_engine()?.clone();
         disk::check_reserve(&self.settings.state_dir, self.settings.reserve_disk_mb)?;
-        crate::image::ensure_image(
-            &engine,
-            &plan.image,
-            &self.settings.debian_mirror,
-            &|l: &str| tracing::info!("image {}: {l}", plan.image),
-        )
-        .await
-        .map_err(|e| SandboxError::Invalid(e.to_string()))?;
 
         // A warm container of the plan's shape, when the pool has one (its id, name
         // and directory become the sandbox's). Pinned host names are fixed when a
@@ -161,6 +153,17 @@ impl Sandboxes {
             Some(shape) => self.claim_warm(&shape).await,
             None => None,
         };
+        if warm.is_none() {
+            // (A warm container's image exists: it runs.)
+            crate::image::ensure_image(
+                &engine,
+                &plan.image,
+                &self.settings.debian_mirror,
+                &|l: &str| tracing::info!("image {}: {l}", plan.image),
+            )
+            .await
+            .map_err(|e| SandboxError::Invalid(e.to_string()))?;
+        }
         let id = warm
             .as_ref()
             .map_or_else(|| new_id("sb_"), |w| w.id.clone());
@@ -314,11 +317,15 @@ impl Sandboxes {
         sb.init.set_init_pid(booted.init_pid);
         check_cancelled(&sb.deleted)?;
 
-        // Nothing runs in the container but sandbox-init until the rules are in.
-        firewall
-            .apply(&sb.id, booted.address, booted.init_pid.into(), &plan.policy)
-            .await
-            .map_err(|e| StepError(e.to_string()))?;
+        // Nothing runs in the container but sandbox-init until the rules are in. (A
+        // warm container's address was cleared of stale rules when it was made, so
+        // an open policy has nothing to apply.)
+        if cold || !plan.policy.is_open() {
+            firewall
+                .apply(&sb.id, booted.address, booted.init_pid.into(), &plan.policy)
+                .await
+                .map_err(|e| StepError(e.to_string()))?;
+        }
         // Its model token works from this address only.
         self.proxy.bind_address(&sb.id, booted.address.into());
 

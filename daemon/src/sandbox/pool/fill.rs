@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{key, Warm, BACKOFF, CHECK_EVERY, FILLS_AT_ONCE, LABEL_POOL};
 use crate::docker::Engine;
-use crate::firewall::Target;
+use crate::firewall::{Policy, Target};
 use crate::init_client::InitClient;
 use crate::readiness::Phase;
 use crate::sandbox::boot::{Extras, Identity, Provision, Shape, INIT_DEADLINE};
@@ -175,7 +175,7 @@ impl Sandboxes {
             return Err("the pool is closed".into());
         }
         let engine = self.ready_engine().map_err(|e| e.to_string())?.clone();
-        let Attachment { network, .. } = self
+        let Attachment { network, firewall } = self
             .attachment()
             .ok_or("the sandbox network is not set up")?;
         let id = new_id("sb_");
@@ -205,10 +205,25 @@ impl Sandboxes {
             Ok(booted) => {
                 let init = InitClient::new(dir.join("run"));
                 init.set_init_pid(booted.init_pid);
-                init.wait_ready(INIT_DEADLINE)
+                let ready = init
+                    .wait_ready(INIT_DEADLINE)
                     .await
-                    .map(|()| booted)
-                    .map_err(|e| format!("sandbox-init did not come up: {e}"))
+                    .map_err(|e| format!("sandbox-init did not come up: {e}"));
+                // Rules left naming its address (by a container gone unnoticed) go
+                // now, so a claim with an open policy has nothing to do.
+                match ready {
+                    Ok(()) => firewall
+                        .apply(
+                            &id,
+                            booted.address,
+                            booted.init_pid.into(),
+                            &Policy::default(),
+                        )
+                        .await
+                        .map(|()| booted)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                }
             }
             Err(Provision::Engine(e)) => Err(e.to_string()),
             Err(Provision::Step(e)) => Err(e.0),

@@ -152,3 +152,49 @@ impl Pool {
         self.inner().ready.values().map(VecDeque::len).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::Limits;
+
+    fn shape(image: &str, memory: Option<i64>) -> Shape {
+        Shape {
+            image: image.into(),
+            limits: Limits {
+                memory_bytes: memory,
+                cpus: Some(1.0),
+                pids: Some(1024),
+            },
+        }
+    }
+
+    #[test]
+    fn shapes_that_differ_in_anything_fixed_have_other_keys() {
+        assert_eq!(key(&shape("a", Some(1))), key(&shape("a", Some(1))));
+        assert_ne!(key(&shape("a", Some(1))), key(&shape("b", Some(1))));
+        assert_ne!(key(&shape("a", Some(1))), key(&shape("a", None)));
+    }
+
+    #[test]
+    fn an_agent_size_overrides_the_default_and_zero_is_off() {
+        let sizes = PoolSizes {
+            default: 2,
+            per_agent: HashMap::from([("cold".to_owned(), 0), ("hot".to_owned(), 5)]),
+        };
+        assert_eq!(
+            (sizes.of("x"), sizes.of("cold"), sizes.of("hot")),
+            (2, 0, 5)
+        );
+        assert!(!sizes.is_off());
+        assert!(PoolSizes::default().is_off());
+    }
+
+    #[test]
+    fn taking_from_an_empty_pool_gives_nothing() {
+        let pool = Pool::new(PoolSizes::default());
+        assert!(pool.take(&shape("a", None)).is_none());
+        assert_eq!(pool.ready_count(), 0);
+        assert!(!pool.owns("sb_x"));
+    }
+}
