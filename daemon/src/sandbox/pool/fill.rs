@@ -38,7 +38,7 @@ impl Sandboxes {
                 continue;
             };
             let wanted = self.wanted_shapes(&engine).await;
-            self.prune(&engine, &wanted).await;
+            self.prune(&wanted).await;
             for (key, (shape, size)) in wanted {
                 let missing = {
                     let mut inner = self.pool.inner();
@@ -143,7 +143,7 @@ impl Sandboxes {
 
     /// Removes warm containers nobody wants any more: of a shape no agent has now,
     /// beyond their shape's size, or on a network that was replaced.
-    async fn prune(&self, _engine: &Engine, wanted: &HashMap<String, (Shape, usize)>) {
+    async fn prune(&self, wanted: &HashMap<String, (Shape, usize)>) {
         let network = self.attachment().map(|a| a.network.id);
         let surplus: Vec<Warm> = {
             let mut inner = self.pool.inner();
