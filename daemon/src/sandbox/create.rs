@@ -216,6 +216,9 @@ impl Sandboxes {
             return Err(e.into());
         }
         slot.commit(|| self.insert(sandbox.clone()));
+        if warm.is_some() {
+            self.pool.handed_over(&sandbox.id);
+        }
         tracing::info!(sandbox = %sandbox.id, agent = %call.agent, warm = warm.is_some(), "creating");
 
         let this = self.clone();

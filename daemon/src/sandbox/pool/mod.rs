@@ -137,14 +137,18 @@ impl Pool {
         self.inner().ids.contains(id)
     }
 
-    /// Takes the oldest ready container of `shape`, if any.
+    /// Takes the oldest ready container of `shape`, if any. Its id stays in
+    /// [`Pool::owns`] until the sandbox it becomes is in the map (then
+    /// [`Pool::handed_over`]) or it is removed, so `adopt` never takes it for a stray.
     pub(super) fn take(&self, shape: &Shape) -> Option<Warm> {
-        let mut inner = self.inner();
-        let warm = inner.ready.get_mut(&key(shape))?.pop_front()?;
-        inner.ids.remove(&warm.id);
-        drop(inner);
+        let warm = self.inner().ready.get_mut(&key(shape))?.pop_front()?;
         self.wake.notify_one();
         Some(warm)
+    }
+
+    /// The claimed container of sandbox `id` now belongs to that sandbox.
+    pub(super) fn handed_over(&self, id: &str) {
+        self.inner().ids.remove(id);
     }
 
     /// Ready containers, all shapes.
