@@ -1,5 +1,5 @@
 //! Idle sandboxes are paused (`docker pause`) and resumed by their next use: exec,
-//! files and chat work on a paused sandbox with no error, its status says `paused`
+//! files, chat and git work on a paused sandbox with no error, its status says `paused`
 //! meanwhile, a sandbox with a running exec or an open stream is never paused, calls
 //! racing a pause all succeed, and a restart keeps a paused sandbox usable.
 
@@ -114,6 +114,22 @@ async fn an_idle_sandbox_is_paused_and_its_next_use_resumes_it() {
         .await;
     assert_eq!(status, StatusCode::OK, "{chunks:?}");
     assert_eq!(text_of(&chunks), "still here", "{chunks:?}");
+
+    // git: the sandbox is resumed before anything else (here the URL is refused).
+    wait_paused(&d, &id).await;
+    let (status, body) = d
+        .call(
+            "POST",
+            &format!("/v1/sandboxes/{id}/git/clone"),
+            Some(json!({"url": "ftp://example.invalid/repo.git"})),
+        )
+        .await;
+    assert!(
+        status.is_client_error() && status != StatusCode::CONFLICT,
+        "{status} {body}"
+    );
+    assert!(!body.to_string().contains("paused"), "{body}");
+    assert_eq!(listed_status(&d, &id).await, "active");
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
 }
