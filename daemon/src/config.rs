@@ -154,6 +154,25 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_MAX_SANDBOXES_PER_USER", default_value_t = 5)]
     pub max_sandboxes_per_user: usize,
 
+    /// Warm containers kept ready per agent shape (image, memory, CPUs), so a create
+    /// claims one instead of starting a container (0: no warm pool).
+    #[arg(long, env = "SANDBOXD_POOL_SIZE", default_value_t = 2)]
+    pub pool_size: usize,
+
+    /// The warm pool size of particular agents, `slug=N` (repeatable, or
+    /// comma-separated in the environment); `slug=0` keeps an agent out of the pool.
+    #[arg(
+        long = "pool-agent",
+        env = "SANDBOXD_POOL_AGENTS",
+        value_delimiter = ','
+    )]
+    pub pool_agents: Vec<String>,
+
+    /// Pause (freeze) a sandbox after this many seconds without an API call, exec,
+    /// turn or open stream; its next use resumes it (0: never pause).
+    #[arg(long, env = "SANDBOXD_PAUSE_AFTER_SECS", default_value_t = 300)]
+    pub pause_after_secs: u64,
+
     /// Origins whose pages may call the API from a browser (CORS), comma-separated;
     /// `*` lets any origin send a bearer token (no cookies are used, so a page gains
     /// nothing without one).
@@ -339,6 +358,10 @@ pub struct Config {
     pub max_sandboxes: usize,
     /// Most live sandboxes per token owner (0: none).
     pub max_sandboxes_per_user: usize,
+    /// Warm pool sizes.
+    pub pool: crate::sandbox::PoolSizes,
+    /// Idle time before a sandbox is paused (0: never).
+    pub pause_after_secs: u64,
     /// Extra container labels.
     pub labels: Vec<(String, String)>,
     /// This executable's path, to find `sandbox-init` beside it.
@@ -409,10 +432,32 @@ impl Config {
             cors_origins: args.cors_origins,
             max_sandboxes: args.max_sandboxes,
             max_sandboxes_per_user: args.max_sandboxes_per_user,
+            pool: crate::sandbox::PoolSizes {
+                default: args.pool_size,
+                per_agent: args
+                    .pool_agents
+                    .iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| parse_pool_agent(s))
+                    .collect::<anyhow::Result<_>>()?,
+            },
+            pause_after_secs: args.pause_after_secs,
             labels,
             current_exe: std::env::current_exe().ok(),
         })
     }
+}
+
+/// Parses `--pool-agent slug=N`.
+fn parse_pool_agent(text: &str) -> anyhow::Result<(String, usize)> {
+    let (slug, size) = text
+        .trim()
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--pool-agent {text:?}: expected slug=N"))?;
+    let size = size
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--pool-agent {text:?}: {e}"))?;
+    Ok((slug.to_owned(), size))
 }
 
 /// The smallest sandbox disk, in MiB.
@@ -457,4 +502,19 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
         .filter(|v| !v.is_empty())
         .ok_or_else(|| anyhow::anyhow!("neither --state-dir, XDG_DATA_HOME nor HOME is set"))?;
     Ok(PathBuf::from(home).join(".local/share/sandboxd"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_agents_are_slug_equals_size() {
+        assert_eq!(
+            parse_pool_agent(" demo=3 ").expect("valid"),
+            ("demo".to_owned(), 3)
+        );
+        assert!(parse_pool_agent("demo").is_err());
+        assert!(parse_pool_agent("demo=x").is_err());
+    }
 }

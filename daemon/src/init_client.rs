@@ -420,7 +420,16 @@ impl InitClient {
         }
     }
 
-    /// Gives a tree to `owner`.
+    /// Sets the sandbox's environment for every process started afterwards (see
+    /// `Request::SetEnv`).
+    pub async fn set_env(&self, env: Vec<(String, String)>) -> Result<(), InitError> {
+        match self.call(Request::SetEnv { env }).await? {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Gives a whole tree to `owner` (as root), symlinks not followed.
     pub async fn chown(&self, path: &str, owner: &str) -> Result<(), InitError> {
         match self
             .call(Request::Chown {

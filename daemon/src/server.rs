@@ -114,6 +114,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             total: config.max_sandboxes,
             per_owner: config.max_sandboxes_per_user,
         },
+        pool: config.pool.clone(),
+        pause_after: Some(Duration::from_secs(config.pause_after_secs)).filter(|d| !d.is_zero()),
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.
@@ -211,6 +213,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let expiry = tokio::spawn(expire_idle(sandboxes.clone(), shutdown.child_token()));
+    // Ends at shutdown, after removing every warm container.
+    let pool = tokio::spawn(sandboxes.clone().run_pool(shutdown.child_token()));
 
     let sandboxes_for_shutdown = sandboxes.clone();
     let state = AppState {
@@ -257,6 +261,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (served, ()) = tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
+    if let Err(e) = pool.await {
+        tracing::warn!("warm pool: {e}");
+    }
+    sandboxes_for_shutdown.close_pool().await;
     if let Some(firewall) = sandboxes_for_shutdown.firewall() {
         firewall.close().await;
     }
@@ -385,7 +393,8 @@ async fn prepare_once(
     Ok(())
 }
 
-/// Expires idle sandboxes, checking every second.
+/// Expires idle sandboxes, and pauses those idle for `--pause-after-secs`, checking
+/// every second.
 async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -393,6 +402,7 @@ async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         sandboxes.expire_idle().await;
+        sandboxes.pause_idle().await;
     }
 }
 

@@ -176,13 +176,18 @@ fn prepare(request: &ExecRequest) -> Result<Command, (ErrorKind, String)> {
         Err(e) => return Err(crate::files::classify(&cwd, &e)),
     }
     let mut command = Command::new(program);
+    // The sandbox's envs stand where the container's environment does: under the
+    // account's variables and the request's own.
+    let sandbox_env = crate::env::current();
     command
         .args(&request.argv[1..])
+        .envs(sandbox_env.iter().cloned());
+    command
         .env("HOME", &account.home)
         .env("USER", &account.name)
         .env("LOGNAME", &account.name)
         .env("SHELL", &account.shell);
-    if std::env::var_os("PATH").is_none() {
+    if std::env::var_os("PATH").is_none() && !sandbox_env.iter().any(|(k, _)| k == "PATH") {
         command.env("PATH", DEFAULT_PATH);
     }
     for (key, value) in &request.env {

@@ -6,6 +6,7 @@
 //! thread, and runs the reaper loop on the main thread until a termination signal.
 
 mod accounts;
+mod env;
 mod exec;
 mod files;
 mod kill;
@@ -64,6 +65,7 @@ fn main() {
         eprintln!("sandbox-init: cannot set up the account {}: {e}", args.user);
         std::process::exit(1);
     }
+    env::init(&args.socket_dir);
     let listener = match server::bind(&args.socket_dir) {
         Ok(listener) => listener,
         Err(e) => {

@@ -301,6 +301,15 @@ pub enum Request {
         #[serde(rename = "as")]
         as_user: UserName,
     },
+    /// Set the sandbox's environment: every process started afterwards gets these
+    /// variables as if they were the container's (under the account's and the exec
+    /// request's own). Replaces what an earlier `SetEnv` set; kept across a restart of
+    /// the container. Sent only to containers this daemon version started (warm-pool
+    /// containers being claimed), so older servers never see it. Reply: [`Reply::Ok`].
+    SetEnv {
+        /// `(name, value)` pairs.
+        env: Vec<(String, String)>,
+    },
     /// Give a whole tree to a user (recursively, symlinks not followed), e.g. after
     /// setup commands ran as root. Performed as root. Reply: [`Reply::Ok`].
     Chown {

@@ -71,6 +71,15 @@ fn handle(mut stream: UnixStream, registry: &Registry) {
             );
         }
         Request::Exec(exec) => crate::exec::run(stream, exec, registry),
+        Request::SetEnv { env } => match crate::env::set(env) {
+            Ok(()) => {
+                let _ = reply(&mut stream, Reply::Ok);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                reply_error(&mut stream, ErrorKind::InvalidInput, e.to_string())
+            }
+            Err(e) => reply_error(&mut stream, ErrorKind::Io, format!("keeping the env: {e}")),
+        },
         Request::CloseStdin | Request::Signal { .. } => reply_error(
             &mut stream,
             ErrorKind::Protocol,

@@ -227,6 +227,13 @@ impl Daemon {
             .args(&options.args)
             .env("SANDBOXD_API_KEY", &key)
             .env("SANDBOXD_LOG", "info,sandboxd=debug")
+            // No warm pool unless a test asks for one (`--pool-size`), or the whole
+            // run does: warm containers would count as leaks in tests that check
+            // the engine while their daemon runs.
+            .env(
+                "SANDBOXD_POOL_SIZE",
+                std::env::var("SANDBOXD_TEST_POOL_SIZE").unwrap_or_else(|_| "0".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log fd"))
             .stderr(log_file);

@@ -268,7 +268,7 @@ pub async fn post(
         Some(id) => {
             let sandbox = sandboxes.get(id)?;
             check_owner(&principal, &sandbox)?;
-            sandbox.ensure_active()?;
+            sandbox.ensure_live()?;
             check_agent(&sandbox, &slug)?;
             sandbox
         }
@@ -289,6 +289,8 @@ pub async fn post(
             created
         }
     };
+    // Resumed when paused, and not paused again before the turn holds it busy.
+    let _awake = sandboxes.awake(&sandbox).await?;
     let thread = match &body.thread_id {
         Some(id) => {
             let thread = sandboxes.thread(&sandbox, id)?;

@@ -108,12 +108,15 @@ pub async fn stream(
     let after = last_event_id.or(query.offset).unwrap_or(0);
 
     struct Cursor {
+        /// An open stream keeps its sandbox from being paused.
+        _held: crate::sandbox::Awake,
         store: std::sync::Arc<crate::store::Store>,
         thread_id: String,
         after: u64,
         watch: tokio::sync::watch::Receiver<u64>,
     }
     let cursor = Cursor {
+        _held: sandbox.hold(),
         store: thread.store().clone(),
         thread_id: thread.id.clone(),
         after,

@@ -27,6 +27,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for (name, status) in [
         ("creating", Status::Creating),
         ("active", Status::Active),
+        ("paused", Status::Paused),
         ("error", Status::Error),
         ("expired", Status::Expired),
     ] {
@@ -36,6 +37,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             count(status)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP sandboxd_pool_ready Warm containers ready to be claimed (not sandboxes).\n\
+         # TYPE sandboxd_pool_ready gauge\nsandboxd_pool_ready {}",
+        state.sandboxes.pool_ready()
+    );
     let _ = writeln!(out, "# HELP sandboxd_turns_streaming Turns running now.");
     let _ = writeln!(
         out,

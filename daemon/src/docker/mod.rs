@@ -269,6 +269,25 @@ impl Engine {
         Ok(())
     }
 
+    /// Freezes every process of a container (the cgroup freezer, `docker pause`): it
+    /// keeps its memory and costs no CPU until [`Engine::unpause`].
+    pub async fn pause(&self, id: &str) -> Result<(), EngineError> {
+        Ok(self.docker.pause_container(id).await?)
+    }
+
+    /// Thaws a paused container. One that is not paused is not an error.
+    pub async fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .unpause_container(id)
+            .await
+            .map_err(EngineError::from)
+        {
+            Err(EngineError::Refused(m)) if m.contains("is not paused") => Ok(()),
+            other => other,
+        }
+    }
+
     /// The host pid of a running container's init process (`State.Pid`).
     pub async fn init_pid(&self, id: &str) -> Result<u32, EngineError> {
         let info = self.docker.inspect_container(id, None).await?;

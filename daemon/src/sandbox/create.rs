@@ -4,28 +4,23 @@
 //! Provisioning runs in its own task: a client that hangs up mid-way does not leave a
 //! half-made container behind, and a delete during creation cancels it cleanly.
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::PermissionsExt;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use sandbox_init::protocol::{ExecRequest, Frame, Reply};
 use tokio_util::sync::CancellationToken;
 
-use super::disk::{self, Disk};
-use super::hostca;
+use super::boot::{check_cancelled, Extras, Identity, Provision, Shape, StepError, INIT_DEADLINE};
+use super::disk;
 use super::paths::{self, HOME};
-use super::{
-    merged, mounts, new_id, Attachment, Sandbox, SandboxError, Sandboxes, State, Status,
-    LABEL_INSTANCE, LABEL_SANDBOX, ROOT, USER,
-};
+use super::pool::Warm;
+use super::{merged, mounts, new_id, Attachment, Sandbox, SandboxError, Sandboxes, State, Status};
+use super::{ROOT, USER};
 use crate::agents::{check_env_name, AgentDef};
-use crate::docker::{ContainerSpec, Engine};
+use crate::docker::Engine;
 use crate::firewall::{Policy, Target};
 use crate::init_client::{InitClient, InitError};
-
-/// How long a new container has to answer on its socket.
-const INIT_DEADLINE: Duration = Duration::from_secs(15);
 
 /// How much of a failing step's output the error keeps.
 const ERROR_TAIL_BYTES: usize = 2000;
@@ -125,16 +120,6 @@ impl Plan {
     }
 }
 
-/// A provisioning step that failed, for the sandbox's `error`.
-#[derive(Debug)]
-struct StepError(String);
-
-impl From<InitError> for StepError {
-    fn from(e: InitError) -> Self {
-        Self(e.to_string())
-    }
-}
-
 impl Sandboxes {
     /// Creates a sandbox and returns once it is `active` or `error`.
     ///
@@ -160,16 +145,28 @@ impl Sandboxes {
             .map_err(SandboxError::Invalid)?;
         let engine = self.ready_engine()?.clone();
         disk::check_reserve(&self.settings.state_dir, self.settings.reserve_disk_mb)?;
-        crate::image::ensure_image(
-            &engine,
-            &plan.image,
-            &self.settings.image_sources,
-            &|l: &str| tracing::info!("image {}: {l}", plan.image),
-        )
-        .await
-        .map_err(|e| SandboxError::Invalid(e.to_string()))?;
 
-        let id = new_id("sb_");
+        // A warm container of the plan's shape, when the pool has one (its id, name
+        // and directory become the sandbox's). Pinned host names are fixed when a
+        // container is made, so such a plan is always created cold.
+        let warm = match self.warm_shape(&engine, &call.agent, &plan).await {
+            Some(shape) => self.claim_warm(&shape).await,
+            None => None,
+        };
+        if warm.is_none() {
+            // (A warm container's image exists: it runs.)
+            crate::image::ensure_image(
+                &engine,
+                &plan.image,
+                &self.settings.image_sources,
+                &|l: &str| tracing::info!("image {}: {l}", plan.image),
+            )
+            .await
+            .map_err(|e| SandboxError::Invalid(e.to_string()))?;
+        }
+        let id = warm
+            .as_ref()
+            .map_or_else(|| new_id("sb_"), |w| w.id.clone());
         let model_token = self.proxy.register(&id);
         let sandbox_id = format!("sbx-{}", &id[3..]);
         let dir = self.settings.sandboxes_dir.join(&id);
@@ -201,6 +198,7 @@ impl Sandboxes {
                 .map(std::time::Duration::from_millis),
             activity: Mutex::new(std::time::Instant::now()),
             busy: std::sync::atomic::AtomicUsize::new(0),
+            power: Default::default(),
             policy: plan.policy.clone(),
             store: self.store.clone(),
             state: Mutex::new(State {
@@ -212,16 +210,22 @@ impl Sandboxes {
         });
         if let Err(e) = self.store.put_sandbox(&sandbox.row()) {
             self.proxy.unregister(&sandbox.id);
+            if let Some(warm) = warm {
+                self.discard(warm).await;
+            }
             return Err(e.into());
         }
         slot.commit(|| self.insert(sandbox.clone()));
-        tracing::info!(sandbox = %sandbox.id, agent = %call.agent, "creating");
+        if warm.is_some() {
+            self.pool.handed_over(&sandbox.id);
+        }
+        tracing::info!(sandbox = %sandbox.id, agent = %call.agent, warm = warm.is_some(), "creating");
 
         let this = self.clone();
         let task_sandbox = sandbox.clone();
         let task = tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let outcome = this.provision(&engine, &task_sandbox, &plan).await;
+            let outcome = this.provision(&engine, &task_sandbox, &plan, warm).await;
             if task_sandbox.deleted.is_cancelled() {
                 // Deleted while being created: make sure the container goes too.
                 if let Some(container) = task_sandbox.container_id() {
@@ -271,128 +275,86 @@ impl Sandboxes {
         }
     }
 
-    async fn provision(&self, engine: &Engine, sb: &Sandbox, plan: &Plan) -> Result<(), Provision> {
-        let run_dir = sb.dir.join("run");
-        std::fs::create_dir_all(&run_dir)
-            .and_then(|()| {
-                std::fs::set_permissions(&sb.dir, std::fs::Permissions::from_mode(0o700))
-            })
-            .map_err(|e| StepError(format!("creating {}: {e}", run_dir.display())))?;
-
-        let mut binds = vec![
-            format!("{}:{}:ro", self.settings.init_bin.display(), mounts::INIT),
-            format!("{}:{}", run_dir.display(), mounts::RUN),
-        ];
-        if let Some(claude) = &self.settings.claude_bin {
-            binds.push(format!("{}:{}:ro", claude.display(), mounts::CLAUDE));
-        }
-        if let Some(codex) = &self.settings.codex_bin {
-            binds.push(format!("{}:{}:ro", codex.display(), mounts::CODEX));
-        }
-        let mut bound_volumes = Vec::new();
-        if self.settings.disk_mb > 0 {
-            let disk = Disk::new(&sb.dir);
-            let started = std::time::Instant::now();
-            disk.create(self.settings.disk_mb)
-                .await
-                .map_err(|e| StepError(e.to_string()))?;
-            tracing::debug!(sandbox = %sb.id, ms = started.elapsed().as_millis() as u64, "disk ready");
-            let (home, rest) = disk::DIRS.split_first().expect("DIRS is not empty");
-            bound_volumes.push((
-                disk.host_dir(home.0).display().to_string(),
-                home.1.to_owned(),
-            ));
-            for (name, target) in rest {
-                binds.push(format!("{}:{target}", disk.host_dir(name).display()));
-            }
-        }
-
-        let image = self.image_for(engine, plan).await?;
-        let mut env = Vec::new();
-        if let Some(ca) = &self.settings.host_ca {
-            if ca.applies_to(engine, &image).await {
-                binds.push(ca.bind());
-                env.extend(hostca::HostCa::env());
-            }
-        }
-        env.extend(plan.envs.iter().map(|(k, v)| format!("{k}={v}")));
-        check_cancelled(sb)?;
+    async fn provision(
+        &self,
+        engine: &Engine,
+        sb: &Sandbox,
+        plan: &Plan,
+        warm: Option<Warm>,
+    ) -> Result<(), Provision> {
         // The network and the firewall on its bridge, as set up now (a recreated
-        // network comes with its own firewall).
+        // network comes with its own firewall; a warm container on another network
+        // was not claimed).
         let Attachment { network, firewall } = self
             .attachment()
             .ok_or_else(|| StepError("the sandbox network is not set up".into()))?;
-
-        let mut labels = HashMap::from([
-            (LABEL_SANDBOX.to_owned(), sb.id.clone()),
-            (LABEL_INSTANCE.to_owned(), self.settings.instance.clone()),
-        ]);
-        labels.extend(self.settings.labels.iter().cloned());
-        let spec = ContainerSpec {
-            name: sb.sandbox_id.clone(),
-            image,
-            entrypoint: vec![
-                mounts::INIT.to_owned(),
-                "--socket-dir".to_owned(),
-                mounts::RUN.to_owned(),
-            ],
-            env,
-            labels,
-            binds,
-            bound_volumes,
-            hostname: sb.sandbox_id.clone(),
-            working_dir: "/".to_owned(),
-            network: network.id.clone(),
-            runtime: self.settings.runtime.clone(),
-            extra_hosts: plan.policy.hosts.clone(),
-            limits: crate::docker::Limits {
-                memory_bytes: plan
-                    .memory_mb
-                    .or(Some(self.settings.default_memory_mb))
-                    .filter(|mb| *mb > 0)
-                    .map(|mb| (mb * 1024 * 1024) as i64),
-                cpus: plan
-                    .cpus
-                    .or(Some(self.settings.default_cpus))
-                    .filter(|c| *c > 0.0),
-                pids: Some(self.settings.pids_limit).filter(|p| *p > 0),
-            },
+        let cold = warm.is_none();
+        let booted = match warm {
+            Some(warm) => {
+                sb.set_container(warm.booted.container.clone());
+                warm.booted
+            }
+            None => {
+                let shape = Shape {
+                    image: self.image_for(engine, plan).await?,
+                    limits: self.limits(plan.memory_mb, plan.cpus),
+                };
+                check_cancelled(&sb.deleted)?;
+                let extras = Extras {
+                    env: plan.envs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                    extra_hosts: plan.policy.hosts.clone(),
+                    labels: Vec::new(),
+                };
+                let who = Identity {
+                    id: &sb.id,
+                    name: &sb.sandbox_id,
+                    dir: &sb.dir,
+                    network: &network,
+                };
+                self.boot(engine, who, &shape, extras, &sb.deleted, |c| {
+                    sb.set_container(c.to_owned())
+                })
+                .await?
+            }
         };
-        let container = engine.run(spec).await.map_err(Provision::Engine)?;
-        sb.set_container(container.clone());
-        // The only process whose socket the daemon will talk to.
-        let init_pid = engine
-            .init_pid(&container)
-            .await
-            .map_err(Provision::Engine)?;
-        sb.init.set_init_pid(init_pid);
-        check_cancelled(sb)?;
+        sb.init.set_init_pid(booted.init_pid);
+        check_cancelled(&sb.deleted)?;
 
-        // Nothing runs in the container but sandbox-init until the rules are in.
-        let (address, pid) = engine
-            .container_address(&container, &network.name)
-            .await
-            .map_err(Provision::Engine)?;
-        firewall
-            .apply(&sb.id, address, pid, &plan.policy)
-            .await
-            .map_err(|e| StepError(e.to_string()))?;
+        // Nothing runs in the container but sandbox-init until the rules are in. (A
+        // warm container's address was cleared of stale rules when it was made, so
+        // an open policy has nothing to apply.)
+        if cold || !plan.policy.is_open() {
+            firewall
+                .apply(&sb.id, booted.address, booted.init_pid.into(), &plan.policy)
+                .await
+                .map_err(|e| StepError(e.to_string()))?;
+        }
         // Its model token works from this address only.
-        self.proxy.bind_address(&sb.id, address.into());
+        self.proxy.bind_address(&sb.id, booted.address.into());
 
-        sb.init
-            .wait_ready(INIT_DEADLINE)
-            .await
-            .map_err(|e| StepError(format!("sandbox-init did not come up: {e}")))?;
-        check_cancelled(sb)?;
+        if cold {
+            sb.init
+                .wait_ready(INIT_DEADLINE)
+                .await
+                .map_err(|e| StepError(format!("sandbox-init did not come up: {e}")))?;
+        } else if !plan.envs.is_empty() {
+            // A cold container has them from its creation; a warm one gets them now,
+            // before anything else runs in it.
+            let env = plan.envs.iter().map(|(k, v)| (k.clone(), v.clone()));
+            sb.init
+                .set_env(env.collect())
+                .await
+                .map_err(|e| StepError(format!("setting the sandbox's envs: {e}")))?;
+        }
+        check_cancelled(&sb.deleted)?;
 
         make_cwd(&sb.init, &plan.cwd).await?;
         write_files(&sb.init, &plan.files).await?;
-        check_cancelled(sb)?;
+        check_cancelled(&sb.deleted)?;
 
         for (index, command) in plan.setup.iter().enumerate() {
             run_setup(&sb.init, &plan.cwd, command, index, plan.setup.len()).await?;
-            check_cancelled(sb)?;
+            check_cancelled(&sb.deleted)?;
         }
         if !plan.setup.is_empty() {
             // Setup ran as root; everything in the sandbox user's home is the user's.
@@ -402,6 +364,25 @@ impl Sandboxes {
                 .map_err(|e| StepError(format!("giving {HOME} to {USER}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The shape a warm container must have to serve `plan`, or `None` when the plan
+    /// pins host names, its template is not built yet, or the agent's pool is off
+    /// (then it is created cold).
+    async fn warm_shape(&self, engine: &Engine, agent: &str, plan: &Plan) -> Option<Shape> {
+        if !plan.policy.hosts.is_empty() || self.pool.sizes().of(agent) == 0 {
+            return None;
+        }
+        let image = if plan.apt.is_empty() && plan.build.is_empty() {
+            plan.image.clone()
+        } else {
+            self.built_template(engine, &plan.image, &plan.apt, &plan.build)
+                .await?
+        };
+        Some(Shape {
+            image,
+            limits: self.limits(plan.memory_mb, plan.cpus),
+        })
     }
 }
 
@@ -415,29 +396,6 @@ impl Sandboxes {
         self.template_image(engine, &plan.image, &plan.apt, &plan.build)
             .await
             .map_err(|e| Provision::Step(StepError(e)))
-    }
-}
-
-/// Why provisioning stopped.
-#[derive(Debug)]
-enum Provision {
-    /// The engine failed before anything existed: the create call fails.
-    Engine(crate::docker::EngineError),
-    /// A step failed: the sandbox goes to `error`.
-    Step(StepError),
-}
-
-impl From<StepError> for Provision {
-    fn from(e: StepError) -> Self {
-        Self::Step(e)
-    }
-}
-
-fn check_cancelled(sb: &Sandbox) -> Result<(), StepError> {
-    if sb.deleted.is_cancelled() {
-        Err(StepError("deleted while being created".into()))
-    } else {
-        Ok(())
     }
 }
 

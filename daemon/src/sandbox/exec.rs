@@ -53,7 +53,7 @@ impl Sandboxes {
         sandbox: &std::sync::Arc<Sandbox>,
         params: ExecParams,
     ) -> Result<ExecResult, SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         // A running command is activity: the sandbox does not expire under it.
         let _busy = sandbox.busy();
         let timeout_ms = match params.timeout_ms {

@@ -17,7 +17,7 @@ impl Sandboxes {
         sandbox: &Sandbox,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<FileEntry>, SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         if files.is_empty() {
             return Err(SandboxError::Invalid("files: nothing to write".into()));
         }
@@ -50,7 +50,7 @@ impl Sandboxes {
         path: &str,
         max_size: u64,
     ) -> Result<(String, Vec<u8>), SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         let path = paths::resolve(path)?;
         let content = sandbox.init.read_file(&path, max_size, USER).await?;
         Ok((path, content))
@@ -63,7 +63,7 @@ impl Sandboxes {
         path: &str,
         depth: u32,
     ) -> Result<Vec<FileEntry>, SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         if depth == 0 || depth > MAX_LIST_DEPTH {
             return Err(SandboxError::Invalid(format!(
                 "depth must be between 1 and {MAX_LIST_DEPTH}"
@@ -79,7 +79,7 @@ impl Sandboxes {
         sandbox: &Sandbox,
         path: &str,
     ) -> Result<FileEntry, SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         let path = paths::resolve(path)?;
         Ok(sandbox.init.stat(&path, USER).await?)
     }
@@ -98,7 +98,7 @@ impl Sandboxes {
 
     /// Creates a directory and its parents; false when it already existed.
     pub async fn make_dir(&self, sandbox: &Sandbox, path: &str) -> Result<bool, SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         let path = paths::resolve(path)?;
         Ok(sandbox.init.mkdir(&path, USER).await?)
     }
@@ -110,7 +110,7 @@ impl Sandboxes {
         from: &str,
         to: &str,
     ) -> Result<FileEntry, SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         let from = paths::resolve(from)?;
         let to = paths::resolve(to)?;
         Ok(sandbox.init.rename(&from, &to, USER).await?)
@@ -118,7 +118,7 @@ impl Sandboxes {
 
     /// Removes a file or a directory tree.
     pub async fn remove_file(&self, sandbox: &Sandbox, path: &str) -> Result<(), SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         let path = paths::resolve(path)?;
         if path == "/" || path == paths::HOME {
             return Err(SandboxError::Invalid(format!("refusing to remove {path}")));

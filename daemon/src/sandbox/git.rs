@@ -264,7 +264,7 @@ impl Sandboxes {
         sandbox: &Sandbox,
         params: CloneParams,
     ) -> Result<Cloned, SandboxError> {
-        sandbox.ensure_active()?;
+        let _awake = self.awake(sandbox).await?;
         if params.depth == Some(0) {
             return Err(SandboxError::Invalid("depth must be at least 1".into()));
         }

@@ -61,6 +61,8 @@ pub struct Sandbox {
     pub(super) activity: Mutex<std::time::Instant>,
     /// Execs and turns in progress: a busy sandbox never expires.
     pub(super) busy: std::sync::atomic::AtomicUsize,
+    /// Pausing and resuming (see `pause`).
+    pub(super) power: Arc<super::pause::Power>,
     /// Its egress policy, resolved at creation.
     pub policy: Policy,
     /// Where it is persisted.
@@ -213,6 +215,20 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Fails unless the sandbox is active or paused (for what needs its record only).
+    pub fn ensure_live(&self) -> Result<(), SandboxError> {
+        let state = self.state();
+        if matches!(state.status, Status::Active | Status::Paused) {
+            Ok(())
+        } else {
+            Err(SandboxError::NotActive {
+                id: self.id.clone(),
+                status: state.status,
+                error: state.error.clone(),
+            })
+        }
     }
 
     /// Fails unless the sandbox is active.

@@ -3,6 +3,7 @@
 //! [`Sandboxes`] is the one door into this domain: create (in `create.rs`), look up,
 //! list, exec (in `exec.rs`) and delete. It knows nothing of HTTP.
 
+mod boot;
 mod create;
 pub mod disk;
 mod exec;
@@ -12,6 +13,8 @@ mod health;
 pub mod hostca;
 mod instance;
 pub mod paths;
+mod pause;
+mod pool;
 mod quota;
 mod restore;
 mod template;
@@ -26,6 +29,8 @@ pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 use instance::State;
 pub use instance::{BusyGuard, Sandbox, SandboxView};
+pub use pause::Awake;
+pub use pool::{PoolSizes, LABEL_POOL};
 pub use quota::Limits as QuotaLimits;
 pub use restore::Adopted;
 
@@ -66,6 +71,8 @@ pub enum Status {
     Creating,
     /// Ready for exec, files and chat.
     Active,
+    /// Idle and frozen; its next use resumes it.
+    Paused,
     /// Provisioning failed or the container died; see the error.
     Error,
     /// It went unused for longer than its timeout and was stopped.
@@ -78,6 +85,7 @@ impl Status {
         match self {
             Status::Creating => "creating",
             Status::Active => "active",
+            Status::Paused => "paused",
             Status::Error => "error",
             Status::Expired => "expired",
         }
@@ -87,6 +95,7 @@ impl Status {
         [
             Status::Creating,
             Status::Active,
+            Status::Paused,
             Status::Error,
             Status::Expired,
         ]
@@ -224,6 +233,10 @@ pub struct Settings {
     pub network: String,
     /// Live sandbox limits (`--max-sandboxes`, `--max-sandboxes-per-user`).
     pub quota: QuotaLimits,
+    /// Warm pool sizes (`--pool-size`, `--pool-agent`).
+    pub pool: PoolSizes,
+    /// Idle time after which a sandbox is paused (`--pause-after-secs`; `None`: never).
+    pub pause_after: Option<std::time::Duration>,
 }
 
 /// The sandbox network as last set up, and the firewall installed for its bridge.
@@ -254,6 +267,8 @@ pub struct Sandboxes {
     store: Arc<Store>,
     /// Live sandbox limits and the slots reserved by creates under way.
     quota: quota::Quota,
+    /// Warm containers, made ahead of creates.
+    pool: pool::Pool,
 }
 
 impl Sandboxes {
@@ -269,6 +284,7 @@ impl Sandboxes {
             store,
             proxy,
             quota: quota::Quota::new(settings.quota),
+            pool: pool::Pool::new(settings.pool.clone()),
             settings,
             agents,
             readiness,
@@ -373,7 +389,8 @@ impl Sandboxes {
         let due: Vec<Arc<Sandbox>> = self
             .list_arcs()
             .into_iter()
-            .filter(|sb| sb.status() == Status::Active && sb.idle_expired())
+            .filter(|sb| matches!(sb.status(), Status::Active | Status::Paused))
+            .filter(|sb| sb.idle_expired())
             .collect();
         for sandbox in &due {
             let ttl = sandbox.ttl.map(|t| t.as_millis()).unwrap_or(0);

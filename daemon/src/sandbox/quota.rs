@@ -51,7 +51,10 @@ fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 
 /// Whether a sandbox holds a slot.
 fn is_live(sandbox: &Sandbox) -> bool {
-    matches!(sandbox.status(), Status::Creating | Status::Active)
+    matches!(
+        sandbox.status(),
+        Status::Creating | Status::Active | Status::Paused
+    )
 }
 
 /// How the owner reads in a message.

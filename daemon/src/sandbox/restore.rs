@@ -39,7 +39,7 @@ impl Sandboxes {
     fn sandbox_from_row(&self, row: SandboxRow) -> Result<Sandbox, SandboxError> {
         let dir = self.settings.sandboxes_dir.join(&row.id);
         let status = Status::parse(&row.status).unwrap_or(Status::Error);
-        if matches!(status, Status::Active | Status::Creating) {
+        if matches!(status, Status::Active | Status::Paused | Status::Creating) {
             self.proxy.register_token(&row.id, &row.model_token);
         }
         if let Some(usage) = row
@@ -74,6 +74,7 @@ impl Sandboxes {
             ttl: row.ttl_ms.map(std::time::Duration::from_millis),
             activity: Mutex::new(std::time::Instant::now()),
             busy: std::sync::atomic::AtomicUsize::new(0),
+            power: Default::default(),
             store: self.store.clone(),
             state: Mutex::new(State {
                 status,
@@ -99,7 +100,8 @@ impl Sandboxes {
                 Status::Creating => {
                     Err("interrupted by a daemon restart while being created".to_owned())
                 }
-                Status::Active => {
+                // A paused one stays paused (its next use resumes it).
+                Status::Active | Status::Paused => {
                     let container = containers
                         .iter()
                         .find(|c| {
@@ -133,12 +135,46 @@ impl Sandboxes {
         }
         for container in containers {
             let Some(id) = container.id else { continue };
-            if !claimed.contains(&id) {
-                engine.remove(&id).await?;
-                outcome.removed += 1;
+            let sandbox = container
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SANDBOX))
+                .cloned()
+                .unwrap_or_default();
+            // The warm pool's own (this runs again while the daemon is up when its
+            // network is replaced).
+            if claimed.contains(&id) || self.pool.owns(&sandbox) {
+                continue;
             }
+            engine.remove(&id).await?;
+            outcome.removed += 1;
         }
+        self.sweep_orphan_dirs().await;
         Ok(outcome)
+    }
+
+    /// Removes the host directories (and unmounts the disks) that belong to no
+    /// stored sandbox and no warm container: those of warm containers of an earlier
+    /// run, and of creates that a crash cut short before their sandbox was stored.
+    async fn sweep_orphan_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.settings.sandboxes_dir) else {
+            return;
+        };
+        let known: std::collections::HashSet<String> =
+            self.list_arcs().iter().map(|sb| sb.id.clone()).collect();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_sandbox_id(&name) || known.contains(&name) || self.pool.owns(&name) {
+                continue;
+            }
+            let dir = entry.path();
+            if let Err(e) = super::disk::Disk::new(&dir).unmount().await {
+                tracing::warn!(dir = %dir.display(), "{e}");
+                continue;
+            }
+            super::remove_dir(&dir);
+            tracing::info!(dir = %dir.display(), "removed a directory no sandbox owns");
+        }
     }
 
     /// Applies every active sandbox's egress policy again (its address may have
@@ -148,7 +184,7 @@ impl Sandboxes {
             return;
         };
         for sandbox in self.list_arcs() {
-            if sandbox.status() != Status::Active {
+            if !matches!(sandbox.status(), Status::Active | Status::Paused) {
                 continue;
             }
             let Some(container) = sandbox.container_id() else {
@@ -200,4 +236,27 @@ async fn revive(
         .map_err(|e| format!("its container's init is unknown: {e}"))?;
     sandbox.init.set_init_pid(pid);
     Ok(container)
+}
+
+/// Whether `name` has the shape of a sandbox id (`sb_` and 16 base-32 characters).
+fn is_sandbox_id(name: &str) -> bool {
+    name.strip_prefix("sb_").is_some_and(|rest| {
+        rest.len() == 16
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sandbox_ids_are_swept() {
+        assert!(is_sandbox_id(&crate::sandbox::new_id("sb_")));
+        assert!(!is_sandbox_id("sb_short"));
+        assert!(!is_sandbox_id("sb_../../etc/passwd1"));
+        assert!(!is_sandbox_id("state.db"));
+    }
 }

@@ -65,6 +65,23 @@ pub fn recipe(base: &str, base_id: &str, apt: &[String], build: &[String]) -> Re
 }
 
 impl Sandboxes {
+    /// The template image for `apt`/`build` on `base` when it is built already.
+    pub(super) async fn built_template(
+        &self,
+        engine: &Engine,
+        base: &str,
+        apt: &[String],
+        build: &[String],
+    ) -> Option<String> {
+        let base_id = engine.image_info(base).await.ok()??.id;
+        let recipe = recipe(base, &base_id, apt, build);
+        engine
+            .image_labels(&recipe.tag)
+            .await
+            .ok()?
+            .map(|_| recipe.tag)
+    }
+
     /// The template image for `apt`/`build` on `base`, built if missing.
     pub(super) async fn template_image(
         &self,

@@ -45,7 +45,8 @@ impl Sandboxes {
         name: Option<String>,
         settings: ThreadSettings,
     ) -> Result<Arc<Thread>, SandboxError> {
-        sandbox.ensure_active()?;
+        // A thread is a record: a paused sandbox stays paused.
+        sandbox.ensure_live()?;
         check_settings(&settings)?;
         let mut threads = sandbox.threads.lock().unwrap_or_else(|p| p.into_inner());
         let name = name
@@ -122,7 +123,8 @@ impl Sandboxes {
     }
 
     /// Starts a turn: records the user message and runs the CLI in the background.
-    /// Fails with `ThreadBusy` while another turn of the thread runs.
+    /// Fails with `ThreadBusy` while another turn of the thread runs. The caller
+    /// holds the sandbox [`Sandboxes::awake`] (the turn then keeps it busy).
     pub fn start_turn(
         &self,
         sandbox: &Arc<Sandbox>,

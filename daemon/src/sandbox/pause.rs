@@ -1,0 +1,125 @@
+//! Pausing idle sandboxes: a sandbox with no API call, exec, turn or open stream for
+//! `--pause-after-secs` is frozen (`docker pause`, the cgroup freezer): it keeps its
+//! memory and processes but costs no CPU. Its next use resumes it first, so the caller
+//! never sees the difference except in `status` (`paused` meanwhile).
+//!
+//! The race between a pause and a new call is settled per sandbox by [`Power`]: a
+//! caller first counts itself in `users`, then looks at `pausing`; the pauser first
+//! sets `pausing`, then looks at `users` (both sequentially consistent). So either the
+//! pauser sees the caller and gives up, or the caller sees the pause and waits for it
+//! on the sandbox's lock, then resumes. No call ever reaches a frozen sandbox-init.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Sandbox, SandboxError, Sandboxes, Status};
+
+/// The pause state of one sandbox.
+#[derive(Debug, Default)]
+pub struct Power {
+    /// Held while pausing or resuming.
+    lock: tokio::sync::Mutex<()>,
+    /// Calls and streams using the sandbox now.
+    users: AtomicUsize,
+    /// Set while a pause is being decided or done.
+    pausing: AtomicBool,
+}
+
+/// Keeps a sandbox from being paused while alive (see [`Sandboxes::awake`]).
+#[derive(Debug)]
+pub struct Awake(Arc<Power>);
+
+impl Drop for Awake {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Sandbox {
+    /// Keeps the sandbox from being paused until the guard drops, without resuming
+    /// it: for streams that read only the store.
+    pub fn hold(&self) -> Awake {
+        self.power.users.fetch_add(1, SeqCst);
+        self.touch();
+        Awake(self.power.clone())
+    }
+
+    /// Whether nothing has used it for `idle`.
+    fn idle_for(&self, idle: Duration) -> bool {
+        self.power.users.load(SeqCst) == 0
+            && self.busy.load(SeqCst) == 0
+            && self
+                .activity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                > idle
+    }
+}
+
+impl Sandboxes {
+    /// Makes sure a sandbox is running (resuming it when it is paused) and keeps it
+    /// from being paused until the guard drops. Fails unless it is active or paused.
+    pub async fn awake(&self, sandbox: &Sandbox) -> Result<Awake, SandboxError> {
+        let guard = sandbox.hold();
+        if sandbox.power.pausing.load(SeqCst) || sandbox.status() == Status::Paused {
+            let _power = sandbox.power.lock.lock().await;
+            if sandbox.status() == Status::Paused {
+                self.resume(sandbox).await?;
+            }
+        }
+        sandbox.ensure_active()?;
+        Ok(guard)
+    }
+
+    /// Thaws a paused sandbox (called with its power lock held).
+    async fn resume(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let engine = self.engine()?;
+        let started = Instant::now();
+        if let Some(container) = sandbox.container_id() {
+            engine.unpause(&container).await?;
+        }
+        sandbox.set_status(Status::Active, None);
+        tracing::info!(
+            sandbox = %sandbox.id,
+            ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "resumed"
+        );
+        Ok(())
+    }
+
+    /// Pauses every active sandbox idle for longer than `--pause-after-secs`.
+    /// Returns how many were paused.
+    pub async fn pause_idle(&self) -> usize {
+        let (Some(after), Some(engine)) = (self.settings.pause_after, self.readiness.engine())
+        else {
+            return 0;
+        };
+        let mut paused = 0;
+        for sandbox in self.list_arcs() {
+            if sandbox.status() != Status::Active || !sandbox.idle_for(after) {
+                continue;
+            }
+            let Some(container) = sandbox.container_id() else {
+                continue;
+            };
+            let _power = sandbox.power.lock.lock().await;
+            sandbox.power.pausing.store(true, SeqCst);
+            // Checked again after `pausing` is visible: a call that counted itself
+            // before is seen here; one that comes later waits for the lock.
+            if sandbox.status() == Status::Active && sandbox.idle_for(after) {
+                match engine.pause(&container).await {
+                    Ok(()) => {
+                        sandbox.set_status(Status::Paused, None);
+                        tracing::info!(sandbox = %sandbox.id, "paused (idle)");
+                        paused += 1;
+                    }
+                    Err(e) => tracing::warn!(sandbox = %sandbox.id, "could not pause: {e}"),
+                }
+            }
+            sandbox.power.pausing.store(false, SeqCst);
+        }
+        paused
+    }
+}
