@@ -14,10 +14,11 @@
 //! ]
 //! ```
 //!
-//! A retried request (the same conversation again, as the CLI sends after an error)
-//! gets the same reply as the first time, so scripts stay deterministic. When the
-//! script runs out, every further request gets the text
-//! `[scripted-model: script exhausted]`. Streaming and non-streaming requests are both
+//! The script is played per conversation (see [`conversation`]): every conversation
+//! starts at the first reply, so parallel and repeated chats get the same replies, and a
+//! retried request gets the same reply as the first time. When a conversation runs
+//! past the script, it gets the text `[scripted-model: script exhausted]`. A tool call
+//! may name a custom tool by its short name. Streaming and non-streaming requests are both
 //! served; `--log FILE` appends every request body as one JSON line.
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+mod conversation;
 
 /// One scripted reply.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,6 +56,10 @@ pub struct Reply {
     /// Pause between streamed chunks, in milliseconds.
     #[serde(default)]
     pub chunk_delay_ms: Option<u64>,
+    /// Play this reply only in conversations whose first user message contains this
+    /// text (see [`conversation`]).
+    #[serde(default)]
+    pub prompt: Option<String>,
 }
 
 /// A scripted tool call.
@@ -101,8 +108,6 @@ pub fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
 #[derive(Debug)]
 struct Player {
     replies: Vec<Reply>,
-    /// The next reply, and which reply each conversation seen so far got.
-    next: Mutex<(usize, std::collections::HashMap<String, usize>)>,
     log: Option<Mutex<std::fs::File>>,
 }
 
@@ -122,11 +127,7 @@ pub async fn serve(
                 .map(Mutex::new)
         })
         .transpose()?;
-    let player = Arc::new(Player {
-        replies,
-        next: Mutex::new((0, std::collections::HashMap::new())),
-        log,
-    });
+    let player = Arc::new(Player { replies, log });
     let app = Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
@@ -158,19 +159,15 @@ async fn messages(State(player): State<Arc<Player>>, Json(body): Json<Value>) ->
         let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(file, "{body}");
     }
-    let reply = {
-        let mut guard = player.next.lock().unwrap_or_else(|p| p.into_inner());
-        let (next, seen) = &mut *guard;
-        let key = body["messages"].to_string();
-        let index = *seen.entry(key).or_insert_with(|| {
-            *next += 1;
-            *next - 1
-        });
-        player.replies.get(index).cloned().unwrap_or_else(|| Reply {
+    let mut reply = conversation::pick(&player.replies, &body)
+        .cloned()
+        .unwrap_or_else(|| Reply {
             text: Some("[scripted-model: script exhausted]".into()),
             ..Reply::default()
-        })
-    };
+        });
+    if let Some(tool) = &mut reply.tool_use {
+        tool.name = conversation::tool_name(&body, &tool.name);
+    }
     if let Some(e) = &reply.error {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"type": "error", "error": {"type": e.kind, "message": e.message}});
