@@ -41,6 +41,14 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(cancel_on_signal(shutdown.clone()));
                 sandboxd::scripted::serve(listener, replies, args.log, shutdown).await
             }
+            Command::Env(args) => {
+                let key = args.daemon.api_key()?;
+                std::process::exit(sandboxd::cli::admin::env(args, key).await?);
+            }
+            Command::Reload(args) => {
+                let key = args.api_key()?;
+                std::process::exit(sandboxd::cli::admin::reload(args, key).await?);
+            }
             Command::Prepare(args) => {
                 let config = Config::from_serve_args(args)?;
                 sandboxd::server::prepare_image(&config).await

@@ -17,7 +17,10 @@ use serde_json::Value;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_model_usage.sql"),
+    include_str!("../migrations/0003_agent_env.sql"),
 ];
+
+mod agent_env;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]

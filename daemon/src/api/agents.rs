@@ -93,3 +93,80 @@ pub async fn delete(
     state.sandboxes.agents().remove(&slug)?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A file of the agents directory that did not load.
+#[derive(Debug, Serialize)]
+pub struct ProblemView {
+    path: String,
+    message: String,
+}
+
+fn problems(state: &AppState) -> Vec<ProblemView> {
+    state
+        .sandboxes
+        .agents()
+        .problems()
+        .into_iter()
+        .map(|p| ProblemView {
+            path: p.path.display().to_string(),
+            message: p.message,
+        })
+        .collect()
+}
+
+/// `GET /v1/agents/problems`: files of the agents directory that did not load.
+pub async fn list_problems(State(state): State<AppState>) -> Json<Vec<ProblemView>> {
+    Json(problems(&state))
+}
+
+/// `POST /v1/agents/reload`: loads the agents directory again now.
+pub async fn reload(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let agents = state.sandboxes.agents();
+    if !agents.reload(std::time::Duration::from_secs(300)).await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_pending",
+            "the agents directory was not reloaded in time (is the daemon ready?)",
+        ));
+    }
+    Ok(Json(serde_json::json!({
+        "agents": agents.list().len(),
+        "problems": problems(&state),
+    })))
+}
+
+/// `GET /v1/agents/:slug/env`: the names of the agent's variables (never values).
+pub async fn env_list(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let names = state.sandboxes.agents().env_names(&slug)?;
+    Ok(Json(serde_json::json!({ "names": names })))
+}
+
+/// The body of `PUT /v1/agents/:slug/env`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetEnv {
+    vars: std::collections::BTreeMap<String, String>,
+}
+
+/// `PUT /v1/agents/:slug/env`: sets variables (`{"vars": {"NAME": "value"}}`).
+pub async fn env_set(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<SetEnv>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let vars: Vec<(String, String)> = body.vars.into_iter().collect();
+    let names = state.sandboxes.agents().set_env(&slug, &vars)?;
+    Ok(Json(serde_json::json!({ "names": names })))
+}
+
+/// `DELETE /v1/agents/:slug/env/:name`.
+pub async fn env_remove(
+    State(state): State<AppState>,
+    Path((slug, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.sandboxes.agents().remove_env(&slug, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -90,6 +90,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/tokens", post(tokens::create))
         .route("/agents", get(agents::list))
+        .route("/agents/problems", get(agents::list_problems))
+        .route("/agents/reload", post(agents::reload))
+        .route(
+            "/agents/{slug}/env",
+            get(agents::env_list).put(agents::env_set),
+        )
+        .route(
+            "/agents/{slug}/env/{name}",
+            axum::routing::delete(agents::env_remove),
+        )
         .route(
             "/agents/{slug}",
             get(agents::get).put(agents::put).delete(agents::delete),

@@ -358,6 +358,9 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut Translator) -> E
                             }));
                             continue;
                         }
+                        if let Some(event) = crate::agents::turn::hook_event(&value) {
+                            spec.thread.record(event);
+                        }
                         for chunk in translator.line(&value) {
                             out.emit(chunk);
                         }

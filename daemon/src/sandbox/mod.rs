@@ -219,6 +219,8 @@ pub struct Settings {
     pub network: String,
     /// Live sandbox limits (`--max-sandboxes`, `--max-sandboxes-per-user`).
     pub quota: QuotaLimits,
+    /// How long a custom tool of an agent defined in code may run.
+    pub agent_tool_timeout_ms: u64,
 }
 
 /// The sandbox network as last set up, and the firewall installed for its bridge.

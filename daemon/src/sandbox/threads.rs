@@ -138,10 +138,19 @@ impl Sandboxes {
                 SandboxError::ProxyUnavailable("it starts with the Docker engine".into())
             })?
             .to_owned();
-        let agent = self
+        let mut agent = self
             .agents
             .get(&sandbox.agent_slug)
             .unwrap_or_else(|| sandbox.agent.clone());
+        // Tools, hooks and variables of the agent (see `agents::turn`).
+        let vars = self.store.agent_env(&sandbox.agent_slug)?;
+        let code = crate::agents::turn::prepare(
+            &mut agent,
+            &self.settings.state_dir,
+            vars,
+            self.settings.agent_tool_timeout_ms,
+        )
+        .map_err(SandboxError::Invalid)?;
         let turn = Turn::new(&thread.id, &new_id("msg_"));
         let session = {
             let mut state = thread.state();
@@ -183,15 +192,19 @@ impl Sandboxes {
             thread: thread.clone(),
             turn: turn.clone(),
             program: sandbox.claude_program.clone(),
-            args: claude::args(&agent, &options, &session),
+            args: [claude::args(&agent, &options, &session), code.args.clone()].concat(),
             resume: match &session {
                 Session::Resume(id) => Some((
                     id.clone(),
-                    claude::args(&agent, &options, &Session::Start(id.clone())),
+                    [
+                        claude::args(&agent, &options, &Session::Start(id.clone())),
+                        code.args.clone(),
+                    ]
+                    .concat(),
                 )),
                 Session::Start(_) => None,
             },
-            env: claude::env(&base_url, &sandbox.model_token),
+            env: [claude::env(&base_url, &sandbox.model_token), code.env].concat(),
             prompt,
             busy: Some(sandbox.busy()),
             budget: Some(
@@ -200,7 +213,16 @@ impl Sandboxes {
             ),
         };
         tracing::info!(sandbox = %sandbox.id, thread = %thread.id, "turn started");
-        tokio::spawn(crate::runner::run(spec));
+        let init = sandbox.init.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::agents::turn::install(&init, &code.files).await {
+                // The CLI then reports the tools' server as failed; the turn goes on.
+                tracing::warn!(thread = %spec.thread.id, "{e}");
+                spec.thread
+                    .record(json!({ "sessionUpdate": "agent_hook_error", "message": e }));
+            }
+            crate::runner::run(spec).await;
+        });
         Ok(turn)
     }
 }
