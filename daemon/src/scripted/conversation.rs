@@ -6,11 +6,12 @@
 //! So the same chat gives the same stream every time, in any order and in parallel,
 //! and a retried request gets the same reply again.
 //!
-//! One script can hold the replies of several conversations: a reply with
-//! `"prompt": "…"` belongs to the conversations whose prompt (the last text of their
-//! first user message: the user's words, after any context the CLI puts before them)
-//! contains that text; the replies without one are the script of every other
-//! conversation.
+//! One script can hold the replies of many conversations: a reply with `"prompt": "…"`
+//! answers the turns whose prompt (the user's words: the last text of the latest user
+//! message that is not a tool result) contains that text, the first such reply the
+//! turn's first request, the next one the request after it (a tool result), and so on.
+//! The replies without a prompt are the script of every other conversation, by the
+//! count above.
 //!
 //! A scripted tool call may name a tool by its short name (`save_note`): when the
 //! request offers no tool of that name but exactly one MCP tool `mcp__<server>__save_note`,
@@ -22,29 +23,48 @@ use super::Reply;
 
 /// The reply for a Messages API request body, if the script has one.
 pub fn pick<'a>(replies: &'a [Reply], body: &Value) -> Option<&'a Reply> {
-    let first = prompt_of(body);
-    let mine = |r: &&Reply| {
-        r.prompt
-            .as_ref()
-            .is_some_and(|p| first.contains(p.as_str()))
-    };
-    let index = reply_index(body);
-    if replies.iter().any(|r| mine(&r)) {
-        replies.iter().filter(mine).nth(index)
-    } else {
-        replies.iter().filter(|r| r.prompt.is_none()).nth(index)
+    let messages = body["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    // The turn: from the latest user prompt on.
+    let start = messages.iter().rposition(is_prompt);
+    if let Some(start) = start {
+        let prompt = last_text(&messages[start]);
+        let mine = |r: &&Reply| {
+            r.prompt
+                .as_ref()
+                .is_some_and(|p| prompt.contains(p.as_str()))
+        };
+        if replies.iter().any(|r| mine(&r)) {
+            let index = messages[start..]
+                .iter()
+                .filter(|m| m["role"] == "assistant")
+                .count();
+            return replies.iter().filter(mine).nth(index);
+        }
+    }
+    replies
+        .iter()
+        .filter(|r| r.prompt.is_none())
+        .nth(reply_index(body))
+}
+
+/// Whether a message is a user's prompt (not a tool result).
+fn is_prompt(message: &Value) -> bool {
+    if message["role"] != "user" {
+        return false;
+    }
+    match &message["content"] {
+        Value::String(_) => true,
+        Value::Array(blocks) => !blocks.iter().any(|b| b["type"] == "tool_result"),
+        _ => false,
     }
 }
 
-/// The last text of the conversation's first user message.
-fn prompt_of(body: &Value) -> String {
-    let Some(first) = body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
-    else {
-        return String::new();
-    };
-    match &first["content"] {
+/// The last text of a message.
+fn last_text(message: &Value) -> String {
+    match &message["content"] {
         Value::String(text) => text.clone(),
         Value::Array(blocks) => blocks
             .iter()
@@ -125,6 +145,14 @@ mod tests {
         let later = json!({"messages": [{"role": "user", "content": "beta"},
             {"role": "assistant", "content": "default"}, {"role": "user", "content": "more"}]});
         assert!(pick(&script, &later).is_none(), "past the script");
+        let next_turn = json!({"messages": [{"role": "user", "content": "beta"},
+            {"role": "assistant", "content": "default"}, {"role": "user", "content": "now alpha"},
+            {"role": "assistant", "content": [{"type": "tool_use"}]},
+            {"role": "user", "content": [{"type": "tool_result"}, {"type": "text", "text": "x"}]}]});
+        assert_eq!(
+            pick(&script, &next_turn).and_then(|r| r.text.as_deref()),
+            Some("a2")
+        );
     }
 
     #[test]
