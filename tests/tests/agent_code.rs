@@ -354,3 +354,34 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
          {tool_ms} ms"
     );
 }
+
+#[test]
+fn the_example_projects_own_test_passes() {
+    let project = workspace().join("examples/ts-agent");
+    assert!(
+        project.join("node_modules/@21st-sdk/agent").is_dir(),
+        "run `npm ci` in {} first (scripts/test does)",
+        project.display()
+    );
+    let label = format!("sandboxd.test=example-{}", std::process::id());
+    let out = std::process::Command::new("node")
+        .args(["--test", "test/"])
+        .current_dir(&project)
+        .env("SANDBOXD_BIN", sandboxd_e2e::daemon_bin("debug"))
+        .env("SANDBOXD_CLAUDE_BIN", sandboxd_e2e::claude_bin())
+        .env("SANDBOXD_TEST_LABEL", &label)
+        .output()
+        .expect("node --test");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("# pass 1"), "{report}");
+    let left = sandboxd_e2e::containers_labelled(&label);
+    assert!(
+        left.is_empty(),
+        "the example's test left containers: {left:?}"
+    );
+}
