@@ -55,9 +55,12 @@ export default agent({
       }),
     }),
   },
+  onStart: async ({ sessionId }) => writeFileSync("/home/user/started.txt", sessionId),
   onToolCall: async ({ toolName }) => {
     if (toolName.endsWith("__blocked_tool")) return false
+    if (toolName.endsWith("__hang")) return new Promise(() => {})
   },
+  onFinish: async ({ result }) => writeFileSync("/home/user/finished.txt", result.text),
   onToolResult: async ({ toolName }) => {
     if (toolName.endsWith("__boom")) throw new Error("hook broke")
   },
@@ -199,7 +202,10 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
         code["tools"][0]["inputSchema"]["type"], "object",
         "zod became JSON Schema: {code}"
     );
-    assert_eq!(code["hooks"], json!(["onToolCall", "onToolResult"]));
+    assert_eq!(
+        code["hooks"],
+        json!(["onStart", "onToolCall", "onToolResult", "onFinish"])
+    );
     // The package's defaults: a string prompt is appended to the Claude Code preset.
     assert_eq!(
         tools["definition"]["systemPrompt"],
@@ -275,6 +281,19 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
         let cat = d.exec(sandbox, "cat /home/user/out/hello.txt").await;
         assert_eq!(cat["stdout"], "hi from the tool", "{cat}");
     }
+    // onStart and onFinish ran in the sandbox with their payloads.
+    let hooks = d
+        .exec(
+            &first.0,
+            "cat /home/user/started.txt; echo; cat /home/user/finished.txt",
+        )
+        .await;
+    let out = hooks["stdout"].as_str().unwrap_or_default();
+    assert!(out.ends_with("\nThe file is written."), "{hooks}");
+    assert!(
+        out.len() > "\nThe file is written.".len() + 8,
+        "no session id: {hooks}"
+    );
     let (text, is_error) = tool_result(&model, "write-file");
     assert!(text.contains("wrote out/hello.txt") && !is_error, "{text}");
 
@@ -310,8 +329,22 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
         "{events}"
     );
 
-    // A hanging tool is stopped after its bound; invalid input is an error result.
-    chat(&d, "tools", "hang").await;
+    // A hanging tool is stopped after its bound; its hanging onToolCall hook too (the
+    // call then goes on), recorded in the events; invalid input is an error result.
+    let (sandbox, thread, _) = chat(&d, "tools", "hang").await;
+    let (_, events) = d
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/threads/{thread}/events?offset=0&limit=1000"),
+            None,
+        )
+        .await;
+    assert!(
+        events
+            .to_string()
+            .contains("onToolCall failed: the onToolCall hook did not finish within 10000 ms"),
+        "{events}"
+    );
     let (text, is_error) = tool_result(&model, "hang");
     assert!(
         is_error && text.contains("did not finish within 3000 ms"),
