@@ -45,11 +45,16 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// The daemon's URL.
-    #[arg(long, env = "SANDBOXD_URL", default_value = "http://127.0.0.1:7878")]
+    #[arg(
+        long,
+        global = true,
+        env = "SANDBOXD_URL",
+        default_value = "http://127.0.0.1:7878"
+    )]
     pub url: String,
     /// The daemon's state directory, where its API key is kept (when
     /// SANDBOXD_API_KEY is not set).
-    #[arg(long, env = "SANDBOXD_STATE_DIR")]
+    #[arg(long, global = true, env = "SANDBOXD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 }
 

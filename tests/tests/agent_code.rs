@@ -249,6 +249,25 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     assert_eq!(status, StatusCode::OK, "{set}");
     let (_, listed) = d.call("GET", "/v1/agents/tools/env", None).await;
     assert_eq!(listed, json!({ "names": ["API_TOKEN"] }));
+    // And through the CLI, which prints names only.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(sandboxd_e2e::daemon_bin("debug"))
+            .args(args)
+            .args(["--url", &d.url])
+            .env("SANDBOXD_API_KEY", &d.key)
+            .output()
+            .expect("sandboxd env");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let set = cli(&["env", "set", "tools", "OTHER", "cli-SECRET-456"]);
+    assert!(
+        set.contains("OTHER") && !set.contains("cli-SECRET"),
+        "{set}"
+    );
+    assert_eq!(cli(&["env", "list", "tools"]), "API_TOKEN\nOTHER\n");
+    cli(&["env", "remove", "tools", "OTHER"]);
+    assert_eq!(cli(&["env", "list", "tools"]), "API_TOKEN\n");
 
     // A tool that writes a file: it runs in the sandbox as `user`, its text reaches the
     // model and the stream. The same chat three times in parallel plays the same script.
@@ -417,4 +436,66 @@ fn the_example_projects_own_test_passes() {
         left.is_empty(),
         "the example's test left containers: {left:?}"
     );
+}
+
+/// A remote MCP server (streamable HTTP, JSON replies) with one tool, `echo`.
+const MCP_SERVER: &str = r#"
+import http from "node:http"
+http.createServer(async (req, res) => {
+  let body = ""
+  for await (const chunk of req) body += chunk
+  if (req.method !== "POST") return res.writeHead(405).end()
+  const msg = JSON.parse(body || "{}")
+  if (msg.id === undefined) return res.writeHead(202).end()
+  const result = msg.method === "initialize"
+    ? { protocolVersion: msg.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: "local", version: "1" } }
+    : msg.method === "tools/list"
+    ? { tools: [{ name: "echo", description: "Echo", inputSchema: { type: "object", properties: { text: { type: "string" } }, required: ["text"] } }] }
+    : msg.method === "tools/call"
+    ? { content: [{ type: "text", text: "remote echo: " + msg.params.arguments.text }] }
+    : {}
+  res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result }))
+}).listen(8765, "127.0.0.1")
+"#;
+
+#[tokio::test]
+async fn mcp_servers_of_a_typescript_agent_reach_the_runtime() {
+    let agents = agents_dir();
+    let server = serde_json::to_string(MCP_SERVER).expect("a JS string");
+    let agent = format!(
+        r#"import {{ agent, Sandbox }} from "@21st-sdk/agent"
+export default agent({{
+  mcpServers: [{{ name: "local", url: "http://127.0.0.1:8765/mcp" }}],
+  sandbox: Sandbox({{
+    files: {{ "mcp.mjs": {server} }},
+    setup: ["setsid nohup node /home/user/mcp.mjs >/tmp/mcp.log 2>&1 </dev/null & for i in $(seq 100); do curl -s -o /dev/null -X POST localhost:8765 && break; sleep 0.1; done"],
+  }}),
+}})
+"#
+    );
+    std::fs::write(agents.path().join("remote.ts"), agent).expect("write");
+    let state = tempfile::tempdir().expect("state");
+    let model = ScriptedModel::start(&json!([
+        { "prompt": "remote", "toolUse": { "name": "mcp__local__echo", "input": { "text": "hi" },
+                                            "id": call_id("remote") } },
+        { "prompt": "remote", "text": "Echoed." }
+    ]));
+    let d = Daemon::start_with(
+        Options {
+            reuse: Some((state.path().to_owned(), agents.path().to_owned())),
+            ..Options::default()
+        }
+        .with_model(&model),
+    )
+    .await;
+    let (_, got) = d.call("GET", "/v1/agents/remote", None).await;
+    assert_eq!(
+        got["definition"]["mcpServers"]["local"],
+        json!({ "type": "http", "url": "http://127.0.0.1:8765/mcp" }),
+        "{got}"
+    );
+    let (_, _, chunks) = chat(&d, "remote", "remote").await;
+    assert_eq!(text_of(&chunks), "Echoed.");
+    let (text, is_error) = tool_result(&model, "remote");
+    assert!(!is_error && text.contains("remote echo: hi"), "{text}");
 }

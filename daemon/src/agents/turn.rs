@@ -81,10 +81,12 @@ pub fn prepare(
     if let Some(model) = &agent.model {
         turn.env.push(("SANDBOXD_MODEL".into(), model.clone()));
     }
-    if !code.tools.is_empty() {
-        // Offer the agent's tools with every request, as the platform does, instead of
-        // behind Claude Code's tool search.
+    if !code.tools.is_empty() || agent.mcp_servers.as_ref().is_some_and(|s| !s.is_empty()) {
+        // Offer the agent's tools and its MCP servers' tools with every request, as the
+        // platform does, instead of behind Claude Code's tool search.
         turn.env.push(("ENABLE_TOOL_SEARCH".into(), "false".into()));
+    }
+    if !code.tools.is_empty() {
         let servers = agent.mcp_servers.get_or_insert_with(Default::default);
         servers.insert(
             TOOLS_SERVER.into(),
