@@ -140,7 +140,7 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     std::fs::write(agents.path().join("tools.ts"), TOOLS_AGENT).expect("write");
     std::fs::write(
         agents.path().join("plain.ts"),
-        "import { agent } from \"@21st-sdk/agent\"\nexport default agent({ maxTurns: 3 })\n",
+        "import { agent } from \"@21st-sdk/agent\"\nexport default agent({ maxTurns: 3, maxSandboxBudgetUsd: 0.001 })\n",
     )
     .expect("write");
     std::fs::write(
@@ -272,9 +272,25 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     // A tool that writes a file: it runs in the sandbox as `user`, its text reaches the
     // model and the stream. The same chat three times in parallel plays the same script.
     let plain_started = Instant::now();
-    let (_, _, plain) = chat(&d, "plain", "plain").await;
+    let (plain_sandbox, plain_thread, plain) = chat(&d, "plain", "plain").await;
+    let plain_ids = (plain_sandbox, plain_thread);
     let plain_ms = plain_started.elapsed().as_millis();
     assert_eq!(text_of(&plain), "Plain reply.");
+    // maxSandboxBudgetUsd: that reply spent the plain agent's sandbox budget, so the
+    // model proxy refuses the next turn's request.
+    let (status, _, refused) = d
+        .chat(
+            "plain",
+            json!({ "sandboxId": plain_ids.0, "threadId": plain_ids.1,
+                    "messages": [user_message("plain again")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let error = refused
+        .iter()
+        .find(|c| c["type"] == "error")
+        .unwrap_or_else(|| panic!("no error: {refused:?}"));
+    assert!(error.to_string().contains("maxSandboxBudgetUsd"), "{error}");
     let tool_started = Instant::now();
     let first = chat(&d, "tools", "write-file").await;
     let tool_ms = tool_started.elapsed().as_millis();

@@ -369,6 +369,9 @@ fn accept(
     let mut tools = Vec::new();
     for tool in &built.tools {
         check_tool_name(&tool.name)?;
+        if tools.iter().any(|t: &ToolInfo| t.name == tool.name) {
+            return Err(format!("tool {:?} is defined twice", tool.name));
+        }
         if !tool.input_schema.is_object() {
             return Err(format!(
                 "tool {:?}: its input schema is not an object",
@@ -382,11 +385,10 @@ fn accept(
             input_schema: tool.input_schema.clone(),
         });
     }
-    let hooks = built
-        .hooks
+    let hooks = HOOKS
         .iter()
-        .filter(|h| HOOKS.contains(&h.as_str()))
-        .cloned()
+        .filter(|h| built.hooks.iter().any(|b| b == *h))
+        .map(|h| h.to_string())
         .collect();
     let bytes = read_bounded(bundle, MAX_BUNDLE).map_err(|e| format!("its bundle: {e}"))?;
     let hash = hex(&Sha256::digest(&bytes));

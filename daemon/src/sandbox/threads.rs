@@ -151,6 +151,8 @@ impl Sandboxes {
             self.settings.agent_tool_timeout_ms,
         )
         .map_err(SandboxError::Invalid)?;
+        self.proxy
+            .set_agent_budget(&sandbox.id, agent.max_sandbox_budget_usd);
         let turn = Turn::new(&thread.id, &new_id("msg_"));
         let session = {
             let mut state = thread.state();
