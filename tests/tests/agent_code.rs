@@ -60,11 +60,18 @@ export default agent({
     if (toolName.endsWith("__blocked_tool")) return false
     if (toolName.endsWith("__hang")) return new Promise(() => {})
   },
+  onStepFinish: async () => writeFileSync("/home/user/step.txt", "a step"),
   onFinish: async ({ result }) => writeFileSync("/home/user/finished.txt", result.text),
   onToolResult: async ({ toolName }) => {
     if (toolName.endsWith("__boom")) throw new Error("hook broke")
   },
 })
+"#;
+
+const PLAIN_AGENT: &str = r#"
+import { agent } from "@21st-sdk/agent"
+
+export default agent({ maxTurns: 3, maxSandboxBudgetUsd: 0.001 })
 "#;
 
 /// A conversation of the script: its replies carry the prompt they answer.
@@ -138,11 +145,7 @@ fn agents_dir() -> tempfile::TempDir {
 async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_the_sandbox() {
     let agents = agents_dir();
     std::fs::write(agents.path().join("tools.ts"), TOOLS_AGENT).expect("write");
-    std::fs::write(
-        agents.path().join("plain.ts"),
-        "import { agent } from \"@21st-sdk/agent\"\nexport default agent({ maxTurns: 3, maxSandboxBudgetUsd: 0.001 })\n",
-    )
-    .expect("write");
+    std::fs::write(agents.path().join("plain.ts"), PLAIN_AGENT).expect("write");
     std::fs::write(
         agents.path().join("broken.ts"),
         "export default agent({ oops: \n",
@@ -204,7 +207,13 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     );
     assert_eq!(
         code["hooks"],
-        json!(["onStart", "onToolCall", "onToolResult", "onFinish"])
+        json!([
+            "onStart",
+            "onToolCall",
+            "onToolResult",
+            "onStepFinish",
+            "onFinish"
+        ])
     );
     // The package's defaults: a string prompt is appended to the Claude Code preset.
     assert_eq!(
@@ -320,10 +329,12 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     let hooks = d
         .exec(
             &first.0,
-            "cat /home/user/started.txt; echo; cat /home/user/finished.txt",
+            "cat /home/user/step.txt; echo; cat /home/user/started.txt; echo; \
+             cat /home/user/finished.txt",
         )
         .await;
     let out = hooks["stdout"].as_str().unwrap_or_default();
+    assert!(out.starts_with("a step\n"), "onStepFinish: {hooks}");
     assert!(out.ends_with("\nThe file is written."), "{hooks}");
     assert!(
         out.len() > "\nThe file is written.".len() + 8,

@@ -278,6 +278,10 @@ const EVENTS = {
   PreToolUse: ["onToolCall", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {} })],
   PostToolUse: ["onToolResult", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {}, output: p.tool_response })],
   PostToolUseFailure: ["onToolResult", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {}, output: p.tool_response ?? { isError: true, error: p.error } })],
+  PostToolBatch: ["onStepFinish", (p) => ({ message: p.last_assistant_message ?? p, cost: 0 })],
+  StopFailure: ["onError", (p) => ({
+    error: new Error([p.error, p.error_details].filter(Boolean).map(String).join(": ") || "the turn failed"),
+  })],
   Stop: ["onFinish", (p) => ({
     result: { text: p.last_assistant_message ?? "", subtype: "success" },
     cost: 0, duration: 0, turns: 0, usage: { inputTokens: 0, outputTokens: 0 },

@@ -10,7 +10,8 @@
 //! - Hooks: Claude Code command hooks (`--settings`) run the runtime, which calls the
 //!   agent's hook: `SessionStart` → `onStart`, `PreToolUse` → `onToolCall` (returning
 //!   `false` denies the call and the model is told), `PostToolUse` and
-//!   `PostToolUseFailure` → `onToolResult`, `Stop` → `onFinish`. A hook that throws or hangs past its bound lets the turn go on;
+//!   `PostToolUseFailure` → `onToolResult`, `PostToolBatch` → `onStepFinish`, `Stop` →
+//!   `onFinish`, `StopFailure` → `onError`. A hook that throws or hangs past its bound lets the turn go on;
 //!   the runtime reports it as a system message, which the runner records in the
 //!   thread's events ([`hook_event`]).
 //! - Environment: the agent's variables (`sandboxd env set`) are in the CLI's
@@ -122,7 +123,9 @@ fn hook_settings(code: &AgentCode, runtime: &str, entry: &str) -> Option<Value> 
         ("onToolCall", "PreToolUse"),
         ("onToolResult", "PostToolUse"),
         ("onToolResult", "PostToolUseFailure"),
+        ("onStepFinish", "PostToolBatch"),
         ("onFinish", "Stop"),
+        ("onError", "StopFailure"),
     ] {
         if !code.hooks.iter().any(|h| h == hook) {
             continue;
@@ -131,7 +134,7 @@ fn hook_settings(code: &AgentCode, runtime: &str, entry: &str) -> Option<Value> 
         // The runtime stops the hook itself; Claude Code's own bound is a backstop.
         let handler = json!({ "type": "command", "command": command,
                               "timeout": HOOK_TIMEOUT_MS / 1000 + 5 });
-        let matcher = if event.contains("ToolUse") {
+        let matcher = if event.contains("ToolUse") || event == "PostToolBatch" {
             json!({ "matcher": "*", "hooks": [handler] })
         } else {
             json!({ "hooks": [handler] })
