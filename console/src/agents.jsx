@@ -13,7 +13,7 @@ export async function startChat(agent) {
 
 export function Agents() {
   const agents = useLoad(() => get("/v1/agents"), []);
-  const problems = useLoad(() => get("/v1/agent-problems"), []);
+  const problems = useLoad(() => get("/v1/agents/problems"), []);
   const [starting, setStarting] = useState(null);
   const [error, setError] = useState(null);
   const skipped = problems.data || [];

@@ -1,5 +1,11 @@
 //! Agent definitions: one JSON file per agent in the agents directory, named
-//! `<slug>.json`, with the fields of `agent({...})` from `@21st-sdk/agent`.
+//! `<slug>.json`, with the fields of `agent({...})` from `@21st-sdk/agent`, or a
+//! TypeScript/JavaScript file calling `agent({...})` itself (see [`code`]).
+
+pub mod code;
+mod env;
+pub mod turn;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,6 +40,9 @@ pub struct AgentDef {
     /// Cost limit of one run, in USD.
     #[serde(default)]
     pub max_budget_usd: Option<f64>,
+    /// Cost limit of all model calls of one sandbox, in USD.
+    #[serde(default)]
+    pub max_sandbox_budget_usd: Option<f64>,
     /// Tools the agent may not use.
     #[serde(default)]
     pub disallowed_tools: Vec<String>,
@@ -43,6 +52,9 @@ pub struct AgentDef {
     /// The environment of its sandboxes.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// Tools and hooks, for an agent defined in code (set by the loader only).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub code: Option<code::AgentCode>,
 }
 
 /// A system prompt: a plain string or `{type: "preset", preset: "claude_code", append?}`.
@@ -155,6 +167,12 @@ impl AgentDef {
         if self.max_budget_usd.is_some_and(|b| b.is_nan() || b <= 0.0) {
             return Err("maxBudgetUsd must be a positive number".into());
         }
+        if self
+            .max_sandbox_budget_usd
+            .is_some_and(|b| b.is_nan() || b <= 0.0)
+        {
+            return Err("maxSandboxBudgetUsd must be a positive number".into());
+        }
         let sb = &self.sandbox;
         if sb.cpu_count.is_some_and(|c| c.is_nan() || c <= 0.0) {
             return Err("sandbox.cpuCount must be a positive number".into());
@@ -234,7 +252,7 @@ pub fn check_slug(slug: &str) -> Result<(), String> {
 }
 
 /// A definition file that could not be loaded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadProblem {
     /// The file.
     pub path: PathBuf,
@@ -324,6 +342,16 @@ pub enum AgentError {
 pub struct Agents {
     by_slug: RwLock<HashMap<String, Entry>>,
     store: Option<Arc<Store>>,
+    reloads: Reloads,
+}
+
+/// Problems of the last load of the agents directory, and reloads asked for.
+#[derive(Debug, Default)]
+struct Reloads {
+    problems: RwLock<Vec<LoadProblem>>,
+    generation: std::sync::atomic::AtomicU64,
+    requested: tokio::sync::Notify,
+    done: tokio::sync::Notify,
 }
 
 impl Agents {
@@ -345,6 +373,7 @@ impl Agents {
                     .collect(),
             ),
             store: None,
+            reloads: Reloads::default(),
         }
     }
 
@@ -427,6 +456,69 @@ impl Agents {
             },
         );
         Ok(previous.is_none())
+    }
+
+    /// Replaces the definitions that came from the agents directory (a reload);
+    /// deployed ones stay and keep winning.
+    pub fn replace_files(&self, files: BTreeMap<String, AgentDef>, problems: Vec<LoadProblem>) {
+        {
+            let mut map = self.write();
+            map.retain(|_, e| e.source == Source::Api);
+            for (slug, def) in files {
+                map.entry(slug).or_insert(Entry {
+                    def,
+                    source: Source::File,
+                });
+            }
+        }
+        *self
+            .reloads
+            .problems
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = problems;
+        self.reloads
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.reloads.done.notify_waiters();
+    }
+
+    /// How many times the agents directory was loaded since start-up.
+    pub fn loads(&self) -> u64 {
+        self.reloads
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Files of the agents directory that did not load, as of the last load.
+    pub fn problems(&self) -> Vec<LoadProblem> {
+        self.reloads
+            .problems
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks for the agents directory to be loaded again and waits (at most `limit`)
+    /// until it was; returns whether it was.
+    pub async fn reload(&self, limit: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = self.reloads.generation.load(Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        self.reloads.requested.notify_one();
+        loop {
+            let done = self.reloads.done.notified();
+            if self.reloads.generation.load(Ordering::SeqCst) > before {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Resolves when a reload is asked for.
+    pub async fn reload_requested(&self) {
+        self.reloads.requested.notified().await;
     }
 
     /// Removes a deployed definition.

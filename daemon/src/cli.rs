@@ -2,6 +2,8 @@
 //! arrives, each tool call on a line of its own, permission requests asked on the
 //! terminal (answered from stdin), and the cost at the end.
 
+pub mod admin;
+
 use std::io::Write;
 
 use futures_util::StreamExt;

@@ -33,6 +33,73 @@ pub enum Command {
     /// Connect to the Docker engine and build the default image if needed, then exit
     /// (what `serve` does before it reports healthy).
     Prepare(ServeArgs),
+    /// Environment variables of an agent, given to its tools and hooks (values are
+    /// never shown): `env set <agent> NAME=value…`, `env list <agent>`,
+    /// `env remove <agent> NAME…`.
+    Env(EnvArgs),
+    /// Load the agents directory again now (it is also reloaded when a file changes).
+    Reload(DaemonArgs),
+}
+
+/// How a client command reaches the daemon.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// The daemon's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDBOXD_URL",
+        default_value = "http://127.0.0.1:7878"
+    )]
+    pub url: String,
+    /// The daemon's state directory, where its API key is kept (when
+    /// SANDBOXD_API_KEY is not set).
+    #[arg(long, global = true, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
+    pub fn api_key(&self) -> anyhow::Result<String> {
+        api_key(self.state_dir.as_ref())
+    }
+}
+
+/// `sandboxd env …`.
+#[derive(Debug, Clone, Args)]
+pub struct EnvArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: EnvAction,
+    /// The daemon.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// The `env` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum EnvAction {
+    /// Set variables: `NAME=value…`, or `NAME value`.
+    Set {
+        /// The agent's slug.
+        agent: String,
+        /// `NAME=value` pairs (or one `NAME value`).
+        #[arg(required = true)]
+        vars: Vec<String>,
+    },
+    /// List the names of the agent's variables.
+    List {
+        /// The agent's slug.
+        agent: String,
+    },
+    /// Remove variables.
+    Remove {
+        /// The agent's slug.
+        agent: String,
+        /// Their names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 /// Flags of `sandboxd serve`; each can also come from the environment variable shown.
@@ -129,6 +196,15 @@ pub struct ServeArgs {
     /// Most processes and threads in one sandbox.
     #[arg(long, env = "SANDBOXD_PIDS_LIMIT", default_value_t = 1024)]
     pub pids_limit: i64,
+
+    /// How long one call of a custom tool of an agent defined in code may run, in
+    /// milliseconds; then it is an error result.
+    #[arg(
+        long,
+        env = "SANDBOXD_AGENT_TOOL_TIMEOUT_MS",
+        default_value_t = 120_000
+    )]
+    pub agent_tool_timeout_ms: u64,
 
     /// A sandbox whose agent and create call set no `timeoutMs` expires after this
     /// long without activity, in milliseconds (0: never).
@@ -251,13 +327,19 @@ pub struct ChatArgs {
 impl ChatArgs {
     /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
     pub fn api_key(&self) -> anyhow::Result<String> {
+        api_key(self.state_dir.as_ref())
+    }
+}
+
+fn api_key(state_dir: Option<&PathBuf>) -> anyhow::Result<String> {
+    {
         if let Some(key) = std::env::var("SANDBOXD_API_KEY")
             .ok()
             .filter(|k| !k.is_empty())
         {
             return Ok(key);
         }
-        let dir = match &self.state_dir {
+        let dir = match state_dir {
             Some(dir) => dir.clone(),
             None => default_state_dir()?,
         };
@@ -346,6 +428,8 @@ pub struct Config {
     pub reserve_disk_mb: u64,
     /// Pids limit per sandbox.
     pub pids_limit: i64,
+    /// Bound of one custom tool call, in milliseconds.
+    pub agent_tool_timeout_ms: u64,
     /// Default idle lifetime of a sandbox (0: never).
     pub sandbox_timeout_ms: u64,
     /// OCI runtime for sandbox containers.
@@ -426,6 +510,7 @@ impl Config {
             disk_mb: args.disk_mb,
             reserve_disk_mb: args.reserve_disk_mb,
             pids_limit: args.pids_limit,
+            agent_tool_timeout_ms: args.agent_tool_timeout_ms,
             sandbox_timeout_ms: args.sandbox_timeout_ms,
             runtime: args.runtime,
             network: args.network,

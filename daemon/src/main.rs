@@ -45,6 +45,14 @@ fn main() -> anyhow::Result<()> {
                 };
                 sandboxd::scripted::serve(listener, replies, logs, shutdown).await
             }
+            Command::Env(args) => {
+                let key = args.daemon.api_key()?;
+                std::process::exit(sandboxd::cli::admin::env(args, key).await?);
+            }
+            Command::Reload(args) => {
+                let key = args.api_key()?;
+                std::process::exit(sandboxd::cli::admin::reload(args, key).await?);
+            }
             Command::Prepare(args) => {
                 let config = Config::from_serve_args(args)?;
                 sandboxd::server::prepare_image(&config).await

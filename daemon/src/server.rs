@@ -13,6 +13,8 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::code::LoaderSettings;
+use crate::agents::watch::AgentFiles;
 use crate::agents::{load_dir, Agents};
 use crate::api::{app, AppState};
 use crate::auth::{ApiKey, KeySource};
@@ -116,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         },
         pool: config.pool.clone(),
         pause_after: Some(Duration::from_secs(config.pause_after_secs)).filter(|d| !d.is_zero()),
+        agent_tool_timeout_ms: config.agent_tool_timeout_ms,
     };
     if let Some(path) = &config.claude_bin {
         // Docker would silently create an empty directory at a missing bind source.
@@ -180,9 +183,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
          choose a shorter --state-dir",
         state_dir.display()
     );
+    let agent_files = Arc::new(AgentFiles::new(
+        config.agents_dir.clone(),
+        LoaderSettings {
+            image: config.image.clone(),
+            state_dir: state_dir.clone(),
+            labels: settings
+                .labels
+                .iter()
+                .cloned()
+                .chain([(
+                    crate::sandbox::LABEL_INSTANCE.to_owned(),
+                    settings.instance.clone(),
+                )])
+                .collect(),
+        },
+    ));
     let sandboxes = Arc::new(Sandboxes::new(
         settings,
-        agents,
+        agents.clone(),
         readiness.clone(),
         proxy.clone(),
         store.clone(),
@@ -209,6 +228,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         readiness.clone(),
         proxy,
         config.image.clone(),
+        agent_files.clone(),
+        shutdown.child_token(),
+    ));
+    let watch_readiness = readiness.clone();
+    let watch = tokio::spawn(agent_files.watch(
+        move || watch_readiness.engine().cloned(),
+        agents,
         shutdown.child_token(),
     ));
 
@@ -265,6 +291,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::warn!("warm pool: {e}");
     }
     sandboxes_for_shutdown.close_pool().await;
+    watch.abort();
     if let Some(firewall) = sandboxes_for_shutdown.firewall() {
         firewall.close().await;
     }
@@ -312,6 +339,7 @@ async fn prepare(
     readiness: Arc<Readiness>,
     proxy: Arc<ModelProxy>,
     image: String,
+    agent_files: Arc<AgentFiles>,
     shutdown: CancellationToken,
 ) {
     // The model proxy of the current network; replaced with it.
@@ -320,6 +348,13 @@ async fn prepare(
         let mut delay = Duration::from_millis(500);
         loop {
             let mut result = prepare_once(&sandboxes, &readiness, &image).await;
+            if result.is_ok() {
+                // Agents written in code load in a container from the image just made.
+                if let Some(engine) = readiness.engine() {
+                    readiness.set_phase(Phase::Starting("loading the agents directory".into()));
+                    agent_files.refresh(engine, sandboxes.agents(), false).await;
+                }
+            }
             if result.is_ok() {
                 result =
                     attach_network(&sandboxes, &readiness, &proxy, &mut serving, &shutdown).await;

@@ -18,7 +18,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_model_usage.sql"),
     include_str!("../migrations/0003_thread_runtime_state.sql"),
+    include_str!("../migrations/0004_agent_env.sql"),
 ];
+
+mod agent_env;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]

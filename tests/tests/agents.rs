@@ -130,7 +130,7 @@ async fn agents_deployed_before_the_state_database_are_moved_into_it() {
 #[tokio::test]
 async fn definitions_skipped_at_start_up_are_listed_with_why() {
     let d = Daemon::start_with(Options::default().agent_file("broken", "{ not json")).await;
-    let (status, problems) = d.call("GET", "/v1/agent-problems", None).await;
+    let (status, problems) = d.call("GET", "/v1/agents/problems", None).await;
     assert_eq!(status, StatusCode::OK, "{problems}");
     let problems = problems.as_array().expect("a list");
     assert_eq!(problems.len(), 1, "{problems:?}");

@@ -283,7 +283,7 @@ async fn options_reach_the_cli() {
 async fn cancel_in_the_middle_keeps_what_was_produced() {
     let model = ScriptedModel::start(&json!([
         { "text": "one two three four five six seven eight nine ten eleven twelve", "chunkDelayMs": 250 },
-        { "text": "after the cancel" }
+        { "text": "after the cancel", "prompt": "again" }
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
     let res = d
@@ -625,8 +625,8 @@ async fn the_turn_limit_ends_the_stream_with_an_actionable_error() {
 #[tokio::test]
 async fn threads_of_one_sandbox_run_at_the_same_time() {
     let model = ScriptedModel::start(&json!([
-        { "text": "first thread answer", "chunkDelayMs": 100 },
-        { "text": "second thread answer", "chunkDelayMs": 100 }
+        { "text": "first thread answer", "chunkDelayMs": 100, "prompt": "one" },
+        { "text": "second thread answer", "chunkDelayMs": 100, "prompt": "two" }
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
     let id = d.create_sandbox(json!({ "agent": "test" })).await;

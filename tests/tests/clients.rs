@@ -44,16 +44,17 @@ async fn the_official_clients_work_unchanged() {
         "tests/node has no node_modules: run the suite with scripts/test (npm ci there)"
     );
     let model = ScriptedModel::start(&json!([
-        { "text": "Writing.", "toolUse": { "name": "Bash", "input": { "command": "echo 'from v5'", "description": "echo" } } },
-        { "text": "v5 done" },
-        { "thinking": "weighing the options", "text": "v6 reply" },
-        { "text": "sdk reply" },
-        { "text": "background reply" },
-        { "text": "token reply" },
-        { "toolUse": { "name": "Bash", "input": { "command": "echo allowed > /tmp/asked && cat /tmp/asked", "description": "echo" } } },
-        { "text": "v5 asked" },
-        { "toolUse": { "name": "Bash", "input": { "command": "echo allowed > /tmp/asked && cat /tmp/asked", "description": "echo" } } },
-        { "text": "v6 asked" }
+        // Each client test's turn plays the replies bound to its prompt.
+        { "prompt": "write a file", "text": "Writing.", "toolUse": { "name": "Bash", "input": { "command": "echo 'from v5'", "description": "echo" } } },
+        { "prompt": "write a file", "text": "v5 done" },
+        { "prompt": "think first", "thinking": "weighing the options", "text": "v6 reply" },
+        { "prompt": "hello sdk", "text": "sdk reply" },
+        { "prompt": "in the background", "text": "background reply" },
+        { "prompt": "as a browser user", "text": "token reply" },
+        { "prompt": "ask v5", "toolUse": { "name": "Bash", "input": { "command": "echo allowed > /tmp/asked && cat /tmp/asked", "description": "echo" } } },
+        { "prompt": "ask v5", "text": "v5 asked" },
+        { "prompt": "ask v6", "toolUse": { "name": "Bash", "input": { "command": "echo allowed > /tmp/asked && cat /tmp/asked", "description": "echo" } } },
+        { "prompt": "ask v6", "text": "v6 asked" }
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
     node_tests(&d, "clients.test.mjs", 7).await;

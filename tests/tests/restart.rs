@@ -64,8 +64,8 @@ async fn streaming_began(d: &Daemon, sandbox: &str, thread: &str, text: &str) {
 #[tokio::test]
 async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled() {
     let model = ScriptedModel::start(&json!([
-        { "text": "first answer" },
-        { "text": "second answer" },
+        { "text": "first answer", "prompt": "one" },
+        { "text": "second answer", "prompt": "two" },
     ]));
     let mut first = Daemon::start_with(
         Options::default()
@@ -223,7 +223,7 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
 async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
     let model = ScriptedModel::start(&json!([
         { "text": "a b c d e f g h i j k l m n o p q r s t u v w x y z", "chunkDelayMs": 300 },
-        { "text": "picked up again" },
+        { "text": "picked up again", "prompt": "go on" },
     ]));
     let mut first = Daemon::start_with(Options::default().with_model(&model)).await;
     let sandbox_id = first.create_sandbox(json!({ "agent": "test" })).await;
@@ -317,7 +317,7 @@ async fn sigterm_stops_a_turn_that_outlasts_the_grace_and_tells_its_client() {
     let words: Vec<String> = (0..60).map(|i| format!("w{i}")).collect();
     let model = ScriptedModel::start(&json!([
         { "text": words.join(" "), "chunkDelayMs": 500 },
-        { "text": "after the stop" },
+        { "text": "after the stop", "prompt": "go on" },
     ]));
     let mut first = Daemon::start_with(Options::default().with_model(&model)).await;
     let sandbox_id = first.create_sandbox(json!({ "agent": "test" })).await;
@@ -372,8 +372,8 @@ async fn a_session_that_was_never_recorded_is_started_instead_of_resumed() {
     // A turn cut off before the CLI wrote its session (say, by a restart) leaves a
     // thread whose session does not exist; the next turn must not fail on it.
     let model = ScriptedModel::start(&json!([
-        { "text": "first" },
-        { "text": "fresh again" },
+        { "text": "first", "prompt": "one" },
+        { "text": "fresh again", "prompt": "two" },
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
     let sandbox_id = d.create_sandbox(json!({ "agent": "test" })).await;

@@ -56,9 +56,9 @@ async fn with(
 #[tokio::test]
 async fn tokens_reach_their_agents_and_their_users_sandboxes_only() {
     let model = ScriptedModel::start(&json!([
-        { "text": "hello u1" },
-        { "text": "hello unowned" },
-        { "text": "hello again" },
+        { "text": "hello u1", "prompt": "hi" },
+        { "text": "hello unowned", "prompt": "x" },
+        { "text": "hello again", "prompt": "again" },
     ]));
     let d = Daemon::start_with(
         Options::default()

@@ -56,42 +56,6 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
     )
 }
 
-/// A definition skipped at start-up.
-#[derive(Debug, Serialize)]
-pub struct ProblemView {
-    /// The slug its file name gives.
-    slug: String,
-    /// The file (or `state database: agent <slug>` for a deployed one).
-    path: String,
-    /// Why it was skipped.
-    message: String,
-}
-
-/// `GET /v1/agent-problems`: the definitions skipped at start-up (they are logged
-/// too); the web console lists them beside the agents.
-pub async fn problems(State(state): State<AppState>) -> Json<Vec<ProblemView>> {
-    Json(
-        state
-            .agent_problems
-            .iter()
-            .map(|p| ProblemView {
-                slug: p
-                    .path
-                    .to_string_lossy()
-                    .strip_prefix("state database: agent ")
-                    .map(str::to_owned)
-                    .or_else(|| {
-                        let stem = p.path.file_stem()?;
-                        Some(stem.to_string_lossy().into_owned())
-                    })
-                    .unwrap_or_default(),
-                path: p.path.display().to_string(),
-                message: p.message.clone(),
-            })
-            .collect(),
-    )
-}
-
 /// `GET /v1/agents/:slug`.
 pub async fn get(
     State(state): State<AppState>,
@@ -127,5 +91,120 @@ pub async fn delete(
     Path(slug): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.sandboxes.agents().remove(&slug)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A definition that did not load: a file of the agents directory, or an agent
+/// deployed through the API whose stored definition is no longer valid.
+#[derive(Debug, Serialize)]
+pub struct ProblemView {
+    /// The slug it would have had.
+    slug: String,
+    /// The file (or `state database: agent <slug>` for a deployed one).
+    path: String,
+    /// Why it did not load.
+    message: String,
+}
+
+/// The problems of the latest load of the agents directory (those of start-up until
+/// the first load), and those of deployed agents found at start-up.
+fn problems(state: &AppState) -> Vec<ProblemView> {
+    const DEPLOYED: &str = "state database: agent ";
+    let agents = state.sandboxes.agents();
+    let loaded = agents.loads() > 0;
+    let at_start = state
+        .agent_problems
+        .iter()
+        .filter(|p| !loaded || p.path.to_string_lossy().starts_with(DEPLOYED))
+        .cloned();
+    let live = if loaded {
+        agents.problems()
+    } else {
+        Vec::new()
+    };
+    at_start
+        .chain(live)
+        .map(|p| {
+            let path = p.path.to_string_lossy().into_owned();
+            let slug = match path.strip_prefix(DEPLOYED) {
+                Some(slug) => slug.to_owned(),
+                None => slug_of(&p.path),
+            };
+            ProblemView {
+                slug,
+                path,
+                message: p.message,
+            }
+        })
+        .collect()
+}
+
+/// `agents/<slug>.json`, `agents/<slug>.ts` or `agents/<slug>/index.ts`.
+fn slug_of(path: &std::path::Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    match stem.as_deref() {
+        Some("index") => path
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        other => other.unwrap_or_default().to_owned(),
+    }
+}
+
+/// `GET /v1/agents/problems`: files of the agents directory that did not load.
+pub async fn list_problems(State(state): State<AppState>) -> Json<Vec<ProblemView>> {
+    Json(problems(&state))
+}
+
+/// `POST /v1/agents/reload`: loads the agents directory again now.
+pub async fn reload(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let agents = state.sandboxes.agents();
+    if !agents.reload(std::time::Duration::from_secs(300)).await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_pending",
+            "the agents directory was not reloaded in time (is the daemon ready?)",
+        ));
+    }
+    Ok(Json(serde_json::json!({
+        "agents": agents.list().len(),
+        "problems": problems(&state),
+    })))
+}
+
+/// `GET /v1/agents/:slug/env`: the names of the agent's variables (never values).
+pub async fn env_list(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let names = state.sandboxes.agents().env_names(&slug)?;
+    Ok(Json(serde_json::json!({ "names": names })))
+}
+
+/// The body of `PUT /v1/agents/:slug/env`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetEnv {
+    vars: std::collections::BTreeMap<String, String>,
+}
+
+/// `PUT /v1/agents/:slug/env`: sets variables (`{"vars": {"NAME": "value"}}`).
+pub async fn env_set(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<SetEnv>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let vars: Vec<(String, String)> = body.vars.into_iter().collect();
+    let names = state.sandboxes.agents().set_env(&slug, &vars)?;
+    Ok(Json(serde_json::json!({ "names": names })))
+}
+
+/// `DELETE /v1/agents/:slug/env/:name`.
+pub async fn env_remove(
+    State(state): State<AppState>,
+    Path((slug, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.sandboxes.agents().remove_env(&slug, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -91,7 +91,16 @@ pub fn app(state: AppState) -> Router {
             post(threads::answer_permission),
         )
         .route("/agents", get(agents::list))
-        .route("/agent-problems", get(agents::problems))
+        .route("/agents/problems", get(agents::list_problems))
+        .route("/agents/reload", post(agents::reload))
+        .route(
+            "/agents/{slug}/env",
+            get(agents::env_list).put(agents::env_set),
+        )
+        .route(
+            "/agents/{slug}/env/{name}",
+            axum::routing::delete(agents::env_remove),
+        )
         .route(
             "/agents/{slug}",
             get(agents::get).put(agents::put).delete(agents::delete),

@@ -11,6 +11,7 @@ use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 
 mod network;
+mod oneshot;
 pub use network::NetworkInfo;
 
 /// A failure talking to the engine.

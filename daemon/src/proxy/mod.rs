@@ -67,7 +67,7 @@ pub enum ProxyError {
     )]
     DeniedBeta(String),
     /// The sandbox has spent its budget.
-    #[error("this sandbox has spent its model budget (${spent:.4} of ${budget:.4}); the daemon's --max-sandbox-budget-usd")]
+    #[error("this sandbox has spent its model budget (${spent:.4} of ${budget:.4}); the daemon's --max-sandbox-budget-usd or the agent's maxSandboxBudgetUsd")]
     OverBudget {
         /// What it spent.
         spent: f64,
@@ -175,6 +175,8 @@ pub struct ModelProxy {
     per_source: conn::PerSource,
     /// Spending cap per sandbox, in USD.
     budget_usd: Option<f64>,
+    /// sandbox id -> its agent's own cap (`maxSandboxBudgetUsd`), in USD.
+    agent_budgets: Mutex<HashMap<String, f64>>,
     /// Where sandboxes reach it: the gateway of the current sandbox network.
     base_url: Mutex<Option<String>>,
     /// The budgets of running turns.
@@ -203,6 +205,7 @@ impl ModelProxy {
             in_flight: Mutex::new(HashMap::new()),
             per_source: conn::PerSource::default(),
             budget_usd: budget_usd.filter(|b| *b > 0.0),
+            agent_budgets: Mutex::new(HashMap::new()),
             base_url: Mutex::new(None),
             turns: turns::TurnBudgets::default(),
             store: OnceLock::new(),
@@ -244,8 +247,19 @@ impl ModelProxy {
         addresses.insert(sandbox_id.to_owned(), address);
     }
 
+    /// Sets (or clears) the cap of a sandbox's agent (`maxSandboxBudgetUsd`); the lower
+    /// of it and the daemon's `--max-sandbox-budget-usd` binds.
+    pub fn set_agent_budget(&self, sandbox_id: &str, budget_usd: Option<f64>) {
+        let mut budgets = lock(&self.agent_budgets);
+        match budget_usd.filter(|b| *b > 0.0) {
+            Some(budget) => budgets.insert(sandbox_id.to_owned(), budget),
+            None => budgets.remove(sandbox_id),
+        };
+    }
+
     /// Revokes every token of a sandbox.
     pub fn unregister(&self, sandbox_id: &str) {
+        lock(&self.agent_budgets).remove(sandbox_id);
         lock(&self.tokens).retain(|_, id| id != sandbox_id);
         lock(&self.addresses).remove(sandbox_id);
         lock(&self.usage).remove(sandbox_id);
@@ -324,7 +338,12 @@ impl ModelProxy {
     /// requests already running finish and are counted.
     fn check_budget(&self, sandbox_id: &str) -> Result<(), ProxyError> {
         let spent = self.usage(sandbox_id).cost_usd;
-        if let Some(budget) = self.budget_usd.filter(|b| spent >= *b) {
+        let agent = lock(&self.agent_budgets).get(sandbox_id).copied();
+        let budget = match (self.budget_usd, agent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(budget) = budget.filter(|b| spent >= *b) {
             return Err(ProxyError::OverBudget { spent, budget });
         }
         if let Some((ceiling, budget)) = self.turns.ceiling(sandbox_id) {
@@ -478,6 +497,15 @@ mod tests {
         );
         assert!((usage.cost_usd - 1.8).abs() < 1e-9);
         let refused = proxy.check_budget("sb_1").expect_err("over budget");
+        // An agent's own cap (maxSandboxBudgetUsd) binds its sandbox, with no daemon cap too.
+        let uncapped = ModelProxy::new(Upstreams::default(), None);
+        uncapped.add_tokens("sb_3", &tokens, Some("claude-sonnet-4-5"));
+        assert!(uncapped.check_budget("sb_3").is_ok());
+        uncapped.set_agent_budget("sb_3", Some(0.5));
+        assert!(uncapped.check_budget("sb_3").is_err());
+        assert!(uncapped.check_budget("sb_4").is_ok());
+        uncapped.set_agent_budget("sb_3", None);
+        assert!(uncapped.check_budget("sb_3").is_ok());
         assert_eq!(refused.kind().0, StatusCode::PAYMENT_REQUIRED);
         assert!(proxy.check_budget("sb_2").is_ok());
     }

@@ -360,6 +360,9 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -
                             asking.insert(ask.request_id.clone(), ask);
                             continue;
                         }
+                        if let Some(event) = crate::agents::turn::hook_event(&value) {
+                            spec.thread.record(event);
+                        }
                         for chunk in translator.line(&value) {
                             out.emit(chunk);
                         }

@@ -237,6 +237,8 @@ pub struct Settings {
     pub pool: PoolSizes,
     /// Idle time after which a sandbox is paused (`--pause-after-secs`; `None`: never).
     pub pause_after: Option<std::time::Duration>,
+    /// How long a custom tool of an agent defined in code may run.
+    pub agent_tool_timeout_ms: u64,
 }
 
 /// The sandbox network as last set up, and the firewall installed for its bridge.

@@ -141,10 +141,21 @@ impl Sandboxes {
                 SandboxError::ProxyUnavailable("it starts with the Docker engine".into())
             })?
             .to_owned();
-        let agent = self
+        let mut agent = self
             .agents
             .get(&sandbox.agent_slug)
             .unwrap_or_else(|| sandbox.agent.clone());
+        // Tools, hooks and variables of the agent (see `agents::turn`).
+        let vars = self.store.agent_env(&sandbox.agent_slug)?;
+        let code = crate::agents::turn::prepare(
+            &mut agent,
+            &self.settings.state_dir,
+            vars,
+            self.settings.agent_tool_timeout_ms,
+        )
+        .map_err(SandboxError::Invalid)?;
+        self.proxy
+            .set_agent_budget(&sandbox.id, agent.max_sandbox_budget_usd);
         let runtime = runtime::of(&agent);
         let program = match runtime.name() {
             "codex" if self.settings.codex_bin.is_some() => super::mounts::CODEX.to_owned(),
@@ -182,7 +193,20 @@ impl Sandboxes {
                 prompt: &prompt,
                 program: &program,
             };
-            let launch = runtime.launch(&input).map_err(SandboxError::Invalid)?;
+            if !code.args.is_empty() && runtime.name() != "claude-code" {
+                return Err(SandboxError::Invalid(format!(
+                    "the tools and hooks of an agent defined in code run on the claude-code \
+                     runtime only, not on {}",
+                    runtime.name()
+                )));
+            }
+            // The agent's tools, hooks and variables ride on the runtime's launch.
+            let with_code = |mut launch: crate::runner::runtime::Launch| {
+                launch.argv.extend(code.args.iter().cloned());
+                launch.env.extend(code.env.iter().cloned());
+                launch
+            };
+            let launch = with_code(runtime.launch(&input).map_err(SandboxError::Invalid)?);
             let resume = match &session {
                 Session::Resume(id) => {
                     let fresh = Session::Start(id.clone());
@@ -192,7 +216,7 @@ impl Sandboxes {
                             ..input
                         })
                         .map_err(SandboxError::Invalid)?;
-                    Some((id.clone(), fresh))
+                    Some((id.clone(), with_code(fresh)))
                 }
                 Session::Start(_) => None,
             };
@@ -228,7 +252,16 @@ impl Sandboxes {
             ),
         };
         tracing::info!(sandbox = %sandbox.id, thread = %thread.id, resume = matches!(session, Session::Resume(_)), "turn started");
-        tokio::spawn(crate::runner::run(spec));
+        let init = sandbox.init.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::agents::turn::install(&init, &code.files).await {
+                // The CLI then reports the tools' server as failed; the turn goes on.
+                tracing::warn!(thread = %spec.thread.id, "{e}");
+                spec.thread
+                    .record(json!({ "sessionUpdate": "agent_hook_error", "message": e }));
+            }
+            crate::runner::run(spec).await;
+        });
         Ok(turn)
     }
 }

@@ -18,10 +18,11 @@
 //! ]
 //! ```
 //!
-//! A retried request (the same conversation again, as the CLI sends after an error)
-//! gets the same reply as the first time, so scripts stay deterministic. When the
-//! script runs out, every further request gets the text
-//! `[scripted-model: script exhausted]`. Streaming and non-streaming requests are both
+//! The script is played per conversation (see [`conversation`]): every conversation
+//! starts at the first reply, so parallel and repeated chats get the same replies, and a
+//! retried request gets the same reply as the first time. When a conversation runs
+//! past the script, it gets the text `[scripted-model: script exhausted]`. A tool call
+//! may name a custom tool by its short name. Streaming and non-streaming requests are both
 //! served; `--log FILE` appends every request body as one JSON line.
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ use serde::Deserialize;
 
 mod openai;
 use serde_json::{json, Value};
+
+mod conversation;
 
 /// One scripted reply.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -59,6 +62,10 @@ pub struct Reply {
     /// Pause between streamed chunks, in milliseconds.
     #[serde(default)]
     pub chunk_delay_ms: Option<u64>,
+    /// Play this reply only in conversations whose first user message contains this
+    /// text (see [`conversation`]).
+    #[serde(default)]
+    pub prompt: Option<String>,
 }
 
 /// A scripted tool call.
@@ -107,7 +114,8 @@ pub fn parse_script(text: &str) -> Result<Vec<Reply>, String> {
 #[derive(Debug)]
 struct Player {
     replies: Vec<Reply>,
-    /// The next reply, and which reply each conversation seen so far got.
+    /// The Responses API's cursor: the next reply, and which reply each
+    /// conversation seen so far got.
     next: Mutex<(usize, std::collections::HashMap<String, usize>)>,
     log: Option<Mutex<std::fs::File>>,
     headers_log: Option<Mutex<std::fs::File>>,
@@ -188,14 +196,20 @@ impl Player {
         let _ = writeln!(file, "{line}");
     }
 
-    /// Logs a request body and picks its reply: the next one, or the one a request
-    /// with the same `conversation` got before (a retry).
-    fn reply_for(&self, body: &Value, conversation: String) -> Reply {
+    /// Logs a request body.
+    fn log_body(&self, body: &Value) {
         if let Some(log) = &self.log {
             use std::io::Write;
             let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
             let _ = writeln!(file, "{body}");
         }
+    }
+
+    /// Logs a request body and picks its reply in script order: the next one, or the
+    /// one a request with the same `conversation` got before (a retry). The Responses
+    /// API plays this way; the Messages API plays per conversation.
+    fn reply_for(&self, body: &Value, conversation: String) -> Reply {
+        self.log_body(body);
         let mut guard = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let (next, seen) = &mut *guard;
         let index = *seen.entry(conversation).or_insert_with(|| {
@@ -231,7 +245,16 @@ async fn messages(
     Json(body): Json<Value>,
 ) -> Response {
     player.log_headers("/v1/messages", &headers);
-    let reply = player.reply_for(&body, body["messages"].to_string());
+    player.log_body(&body);
+    let mut reply = conversation::pick(&player.replies, &body)
+        .cloned()
+        .unwrap_or_else(|| Reply {
+            text: Some("[scripted-model: script exhausted]".into()),
+            ..Reply::default()
+        });
+    if let Some(tool) = &mut reply.tool_use {
+        tool.name = conversation::tool_name(&body, &tool.name);
+    }
     if let Some(e) = &reply.error {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"type": "error", "error": {"type": e.kind, "message": e.message}});

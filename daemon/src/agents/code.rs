@@ -1,0 +1,498 @@
+//! TypeScript/JavaScript agents, written the way `@21st-sdk/agent` documents them:
+//! `agents/<slug>.ts` or `agents/<slug>/index.ts` (also `.js`, `.mjs`) with
+//! `export default agent({...})`.
+//!
+//! The user's code never runs on the host. A loader container from the default image
+//! (no network, the project read-only) bundles every agent file with esbuild (Node 22,
+//! ESM; `@21st-sdk/agent` is provided by the runtime, everything else is resolved from
+//! the project's `node_modules`, found by walking up from the agents directory), imports
+//! each bundle and describes it: its `agent()` fields, its tools (with the JSON Schema of
+//! their zod input) and which hooks it has. The loader's output is hostile input: it is
+//! read from files with a size bound, without following links, and validated like a
+//! JSON definition. A file that does not build or export an agent is a [`LoadProblem`]
+//! with its path and the error; the others load.
+//!
+//! Bundles are kept by content hash under `<state>/agent-code/bundles/`; a turn copies
+//! the bundle and the runtime into the sandbox (see [`super::turn`]).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{check_slug, AgentDef, LoadProblem};
+use crate::docker::{ContainerSpec, Engine, Limits};
+
+/// The runtime: the loader in a loader container, the tools' MCP server and the hook
+/// runner in a sandbox.
+pub const RUNTIME_JS: &str = include_str!("runtime.mjs");
+
+/// File extensions of agent files.
+const EXTENSIONS: [&str; 3] = ["ts", "mjs", "js"];
+/// How long one load (all files) may take.
+const LOAD_DEADLINE: Duration = Duration::from_secs(180);
+/// The largest description the loader may write.
+const MAX_RESULT: u64 = 8 << 20;
+/// The largest bundle accepted.
+pub const MAX_BUNDLE: u64 = 32 << 20;
+/// The most tools of one agent.
+const MAX_TOOLS: usize = 128;
+/// Hooks of `agent({...})`.
+pub const HOOKS: [&str; 6] = [
+    "onStart",
+    "onToolCall",
+    "onToolResult",
+    "onStepFinish",
+    "onFinish",
+    "onError",
+];
+
+/// What a code agent adds to its definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCode {
+    /// The agent file it came from.
+    pub path: String,
+    /// The sha256 of its bundle (the bundle's name in the bundles directory).
+    pub bundle: String,
+    /// Its tools.
+    pub tools: Vec<ToolInfo>,
+    /// The hooks it defines.
+    pub hooks: Vec<String>,
+}
+
+/// One tool of a code agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolInfo {
+    /// Its key in `tools`.
+    pub name: String,
+    /// The name Claude Code offers it under: `mcp__agent__<name>`.
+    pub model_name: String,
+    /// Its description.
+    pub description: String,
+    /// JSON Schema of its input.
+    pub input_schema: Value,
+}
+
+/// The MCP server name the tools of an agent are served under.
+pub const TOOLS_SERVER: &str = "agent";
+
+/// The agent files of `dir`: `(slug, path)`, sorted. Two files for one slug are a problem.
+pub fn entries(dir: &Path) -> (Vec<(String, PathBuf)>, Vec<LoadProblem>) {
+    let mut found: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return (Vec::new(), Vec::new());
+    };
+    for entry in read.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') || name == "node_modules" || name.ends_with(".d.ts") {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            for ext in EXTENSIONS {
+                let index = path.join(format!("index.{ext}"));
+                if index.is_file() {
+                    found.entry(name.to_owned()).or_default().push(index);
+                }
+            }
+        } else if let Some((stem, ext)) = name.rsplit_once('.') {
+            if EXTENSIONS.contains(&ext) {
+                found.entry(stem.to_owned()).or_default().push(path.clone());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (slug, mut paths) in found {
+        paths.sort();
+        if let Err(message) = check_slug(&slug) {
+            problems.extend(paths.into_iter().map(|path| LoadProblem {
+                path,
+                message: message.clone(),
+            }));
+        } else if paths.len() > 1 {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            problems.push(LoadProblem {
+                path: paths[0].clone(),
+                message: format!("agent {slug:?} is defined twice: {}", names.join(", ")),
+            });
+        } else {
+            out.push((slug, paths.remove(0)));
+        }
+    }
+    (out, problems)
+}
+
+/// The project an agents directory belongs to: its nearest ancestor (itself included)
+/// with a `node_modules` directory, else the directory itself.
+pub fn project_root(agents_dir: &Path) -> PathBuf {
+    agents_dir
+        .ancestors()
+        .find(|d| d.join("node_modules").is_dir())
+        .unwrap_or(agents_dir)
+        .to_owned()
+}
+
+/// Where bundles are kept.
+pub fn bundles_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("agent-code").join("bundles")
+}
+
+/// What loading needs of the daemon.
+#[derive(Debug, Clone)]
+pub struct LoaderSettings {
+    /// The image with Node.js and esbuild (the default image).
+    pub image: String,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Labels of the loader container (so leaks are found like sandboxes').
+    pub labels: Vec<(String, String)>,
+}
+
+/// Loads every agent file of `dir` in one loader container.
+pub async fn load(
+    engine: &Engine,
+    settings: &LoaderSettings,
+    dir: &Path,
+) -> (BTreeMap<String, AgentDef>, Vec<LoadProblem>) {
+    let (entries, mut problems) = entries(dir);
+    let mut agents = BTreeMap::new();
+    if entries.is_empty() {
+        return (agents, problems);
+    }
+    let started = std::time::Instant::now();
+    let fail_all = |message: String| {
+        entries
+            .iter()
+            .map(|(_, path)| LoadProblem {
+                path: path.clone(),
+                message: message.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let work = settings
+        .state_dir
+        .join("agent-code")
+        .join(crate::sandbox::new_id("load-"));
+    let built = match run_loader(engine, settings, dir, &entries, &work).await {
+        Ok(built) => built,
+        Err(message) => {
+            let _ = std::fs::remove_dir_all(&work);
+            problems.extend(fail_all(message));
+            return (agents, problems);
+        }
+    };
+    for (index, (slug, path)) in entries.iter().enumerate() {
+        let result = built
+            .get(index)
+            .ok_or_else(|| "the loader said nothing about this file".to_owned())
+            .and_then(|b| accept(b, &work.join(format!("{index}.mjs")), path, settings));
+        match result {
+            Ok(def) => {
+                agents.insert(slug.clone(), def);
+            }
+            Err(message) => problems.push(LoadProblem {
+                path: path.clone(),
+                message,
+            }),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    tracing::info!(
+        files = entries.len(),
+        loaded = agents.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "agent files loaded"
+    );
+    (agents, problems)
+}
+
+/// One file as the loader reported it.
+#[derive(Debug, Deserialize)]
+struct Built {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    definition: Option<Value>,
+    #[serde(default)]
+    tools: Vec<BuiltTool>,
+    #[serde(default)]
+    hooks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BuiltTool {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    input_schema: Value,
+}
+
+async fn run_loader(
+    engine: &Engine,
+    settings: &LoaderSettings,
+    dir: &Path,
+    entries: &[(String, PathBuf)],
+    work: &Path,
+) -> Result<Vec<Built>, String> {
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve the agents directory: {e}"))?;
+    let project = project_root(&dir);
+    let out = work.join("out");
+    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let runtime = work.join("runtime.mjs");
+    std::fs::write(&runtime, RUNTIME_JS).map_err(|e| format!("writing the runtime: {e}"))?;
+    let mut argv = vec![
+        "node".to_owned(),
+        "/opt/sandboxd/runtime.mjs".to_owned(),
+        "build".to_owned(),
+        "/out".to_owned(),
+    ];
+    for (_, path) in entries {
+        let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+        let rel = path
+            .strip_prefix(&project)
+            .map_err(|_| format!("{} is outside the project", path.display()))?;
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| format!("{} is not a UTF-8 path", path.display()))?;
+        argv.push(format!("/project/{rel}"));
+    }
+    let spec = ContainerSpec {
+        name: format!("sandboxd-agent-loader-{}", crate::sandbox::new_id("")),
+        image: settings.image.clone(),
+        entrypoint: argv,
+        env: vec!["HOME=/tmp".into(), "NODE_ENV=production".into()],
+        labels: settings.labels.iter().cloned().collect(),
+        binds: vec![
+            format!("{}:/project:ro", project.display()),
+            format!("{}:/opt/sandboxd/runtime.mjs:ro", runtime.display()),
+            format!("{}:/out", out.display()),
+        ],
+        hostname: "agent-loader".into(),
+        working_dir: "/project".into(),
+        limits: Limits {
+            memory_bytes: Some(2 << 30),
+            cpus: Some(1.0),
+            pids: Some(512),
+        },
+        network: "none".into(),
+        ..Default::default()
+    };
+    let id = engine
+        .run(spec)
+        .await
+        .map_err(|e| format!("could not start the agent loader container: {e}"))?;
+    let exit = engine.wait_exit(&id, LOAD_DEADLINE).await;
+    let _ = engine.remove(&id).await;
+    match exit {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(format!(
+                "loading took longer than {} s and was stopped",
+                LOAD_DEADLINE.as_secs()
+            ))
+        }
+        Err(e) => return Err(format!("the agent loader container: {e}")),
+    }
+    let text = read_bounded(&out.join("result.json"), MAX_RESULT)
+        .map_err(|e| format!("the loader gave no result ({e})"))?;
+    // Bundles move next to the result for `accept`.
+    for index in 0..entries.len() {
+        let from = out.join(format!("{index}.mjs"));
+        let _ = std::fs::rename(&from, work.join(format!("{index}.mjs")));
+    }
+    serde_json::from_slice::<Vec<Built>>(&text)
+        .map_err(|e| format!("the loader's result is not valid: {e}"))
+}
+
+/// Reads a regular file the loader wrote, refusing links and anything over `max`.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {} MiB", max >> 20));
+    }
+    Ok(bytes)
+}
+
+/// Turns one reported file into a validated definition and keeps its bundle.
+fn accept(
+    built: &Built,
+    bundle: &Path,
+    path: &Path,
+    settings: &LoaderSettings,
+) -> Result<AgentDef, String> {
+    if !built.ok {
+        let error = built.error.as_deref().unwrap_or("unknown error");
+        return Err(error.chars().take(4000).collect());
+    }
+    let mut definition = built.definition.clone().unwrap_or(Value::Null);
+    let object = definition
+        .as_object_mut()
+        .ok_or("the agent has no definition")?;
+    if let Some(servers) = object.remove("mcpServers") {
+        object.insert("mcpServers".into(), mcp_servers(&servers)?);
+    }
+    let mut def: AgentDef = serde_json::from_value(definition).map_err(|e| e.to_string())?;
+    def.validate()?;
+    if built.tools.len() > MAX_TOOLS {
+        return Err(format!("more than {MAX_TOOLS} tools"));
+    }
+    let mut tools = Vec::new();
+    for tool in &built.tools {
+        check_tool_name(&tool.name)?;
+        if tools.iter().any(|t: &ToolInfo| t.name == tool.name) {
+            return Err(format!("tool {:?} is defined twice", tool.name));
+        }
+        if !tool.input_schema.is_object() {
+            return Err(format!(
+                "tool {:?}: its input schema is not an object",
+                tool.name
+            ));
+        }
+        tools.push(ToolInfo {
+            model_name: format!("mcp__{TOOLS_SERVER}__{}", tool.name),
+            name: tool.name.clone(),
+            description: tool.description.chars().take(10_000).collect(),
+            input_schema: tool.input_schema.clone(),
+        });
+    }
+    let hooks = HOOKS
+        .iter()
+        .filter(|h| built.hooks.iter().any(|b| b == *h))
+        .map(|h| h.to_string())
+        .collect();
+    let bytes = read_bounded(bundle, MAX_BUNDLE).map_err(|e| format!("its bundle: {e}"))?;
+    let hash = hex(&Sha256::digest(&bytes));
+    let dir = bundles_dir(&settings.state_dir);
+    let target = dir.join(format!("{hash}.mjs"));
+    if !target.is_file() {
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&target, &bytes))
+            .map_err(|e| format!("keeping its bundle: {e}"))?;
+    }
+    def.code = Some(AgentCode {
+        path: path.display().to_string(),
+        bundle: hash,
+        tools,
+        hooks,
+    });
+    Ok(def)
+}
+
+/// `mcpServers: [{name, url}]` as Claude Code's `mcpServers` object of remote servers.
+pub fn mcp_servers(value: &Value) -> Result<Value, String> {
+    let Some(list) = value.as_array() else {
+        return Ok(value.clone()); // Already Claude Code's object form.
+    };
+    let mut map = serde_json::Map::new();
+    for server in list {
+        let name = server["name"].as_str().unwrap_or_default();
+        let url = server["url"].as_str().unwrap_or_default();
+        if name.is_empty()
+            || name == TOOLS_SERVER
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "mcpServers: {name:?} is not a usable server name (letters, digits, '-', '_'; \
+                 not {TOOLS_SERVER:?})"
+            ));
+        }
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!("mcpServers: {name}: {url:?} is not an http(s) URL"));
+        }
+        map.insert(
+            name.to_owned(),
+            serde_json::json!({ "type": "http", "url": url }),
+        );
+    }
+    Ok(Value::Object(map))
+}
+
+fn check_tool_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 50
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "tool {name:?}: a tool name is 1-50 letters, digits, '_' or '-'"
+        ))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_files_are_found_by_slug() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::write(root.join("one.ts"), "").expect("write");
+        std::fs::write(root.join("types.d.ts"), "").expect("write");
+        std::fs::create_dir_all(root.join("two")).expect("mkdir");
+        std::fs::write(root.join("two/index.mjs"), "").expect("write");
+        std::fs::write(root.join("twice.ts"), "").expect("write");
+        std::fs::write(root.join("twice.js"), "").expect("write");
+        std::fs::create_dir_all(root.join("node_modules/x")).expect("mkdir");
+        let (found, problems) = entries(root);
+        let slugs: Vec<&str> = found.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(slugs, ["one", "two"]);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("twice"), "{:?}", problems);
+        assert_eq!(project_root(&root.join("two")), root);
+    }
+
+    #[test]
+    fn mcp_servers_become_remote_servers() {
+        let servers = serde_json::json!([{ "name": "docs", "url": "https://mcp.example.com/mcp" }]);
+        assert_eq!(
+            mcp_servers(&servers).expect("valid")["docs"],
+            serde_json::json!({ "type": "http", "url": "https://mcp.example.com/mcp" })
+        );
+        assert!(
+            mcp_servers(&serde_json::json!([{ "name": "agent", "url": "https://x" }])).is_err()
+        );
+        assert!(mcp_servers(&serde_json::json!([{ "name": "x", "url": "file:///etc" }])).is_err());
+        assert!(check_tool_name("save_note").is_ok());
+        assert!(check_tool_name("a b").is_err());
+    }
+}

@@ -1,0 +1,332 @@
+// sandboxd's runtime for TypeScript/JavaScript agents (`agent({...})` of @21st-sdk/agent).
+// It only ever runs inside a container, under the image's Node.js:
+//
+//   node runtime.mjs build <outDir> <entry>...   the loader container: bundle each agent
+//                                                file with esbuild, import it, describe it
+//   node runtime.mjs mcp <bundle>                in a sandbox: the agent's tools as a stdio
+//                                                MCP server (Claude Code's `agent` server)
+//   node runtime.mjs hook <Event> <bundle>       in a sandbox: one Claude Code command hook,
+//                                                calling the agent's hook for it
+//
+// Everything it prints is untrusted input to the daemon, which bounds and validates it.
+import { createInterface } from "node:readline"
+import { readFileSync, writeFileSync, mkdirSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { pathToFileURL } from "node:url"
+
+const TOOL_TIMEOUT_MS = Number(process.env.SANDBOXD_TOOL_TIMEOUT_MS) || 120000
+const HOOK_TIMEOUT_MS = Number(process.env.SANDBOXD_HOOK_TIMEOUT_MS) || 10000
+const HOOKS = ["onStart", "onToolCall", "onToolResult", "onStepFinish", "onFinish", "onError"]
+
+// The module `@21st-sdk/agent` resolves to in a bundle: the package's own semantics
+// (defaults of agent()), provided by the runtime as on the platform.
+function shim(withZod) {
+  return `
+export function agent(config) {
+  const runtime = config.runtime ?? "claude-code"
+  const systemPrompt = runtime === "claude-code"
+    ? (typeof config.systemPrompt === "string"
+        ? { type: "preset", preset: "claude_code", append: config.systemPrompt }
+        : (config.systemPrompt ?? { type: "preset", preset: "claude_code" }))
+    : config.systemPrompt
+  return {
+    _type: "agent", ...config, runtime,
+    model: config.model ?? "claude-sonnet-4-6",
+    permissionMode: config.permissionMode ?? "bypassPermissions",
+    maxTurns: config.maxTurns ?? 50,
+    mcpServers: config.mcpServers ?? [],
+    tools: config.tools ?? {},
+    systemPrompt,
+  }
+}
+export function tool(config) { return { _type: "tool", ...config } }
+export function Sandbox(config = {}) { return { _type: "sandbox", ...config } }
+${withZod ? `import * as zodModule from "zod"
+export const z = zodModule.z ?? zodModule
+globalThis.__sandboxdZod = z` : ""}
+`
+}
+
+function withTimeout(promise, ms, what) {
+  let timer
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)
+  })
+  return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer))
+}
+
+function message(error) {
+  if (error instanceof Error) return error.message || String(error)
+  return String(error)
+}
+
+// --- zod to JSON Schema -----------------------------------------------------------
+
+function jsonSchema(schema) {
+  const z = globalThis.__sandboxdZod
+  if (z && typeof z.toJSONSchema === "function") {
+    try {
+      const out = z.toJSONSchema(schema, { io: "input", unrepresentable: "any" })
+      delete out.$schema
+      return out
+    } catch {}
+  }
+  return fromDef(schema)
+}
+
+// zod 3 (no toJSONSchema): the common types, anything else accepted as is.
+function fromDef(schema) {
+  const def = schema?._def ?? {}
+  const out = (() => {
+    switch (def.typeName) {
+      case "ZodObject": {
+        const shape = typeof def.shape === "function" ? def.shape() : def.shape ?? {}
+        const properties = {}
+        const required = []
+        for (const [key, value] of Object.entries(shape)) {
+          properties[key] = fromDef(value)
+          const t = value?._def?.typeName
+          if (t !== "ZodOptional" && t !== "ZodDefault") required.push(key)
+        }
+        return { type: "object", properties, required, additionalProperties: false }
+      }
+      case "ZodString": return { type: "string" }
+      case "ZodNumber": return { type: "number" }
+      case "ZodBoolean": return { type: "boolean" }
+      case "ZodArray": return { type: "array", items: fromDef(def.type) }
+      case "ZodEnum": return { type: "string", enum: def.values }
+      case "ZodLiteral": return { const: def.value }
+      case "ZodOptional": case "ZodDefault": return fromDef(def.innerType)
+      case "ZodNullable": return { anyOf: [fromDef(def.innerType), { type: "null" }] }
+      default: return {}
+    }
+  })()
+  if (def.description) out.description = def.description
+  return out
+}
+
+// --- loading ----------------------------------------------------------------------
+
+async function importAgent(bundle) {
+  const module = await import(pathToFileURL(bundle).href)
+  const config = module.default
+  if (!config || typeof config !== "object" || config._type !== "agent") {
+    throw new Error("the file does not `export default agent({...})` from @21st-sdk/agent")
+  }
+  return config
+}
+
+function describe(config) {
+  const definition = {}
+  for (const key of ["runtime", "model", "systemPrompt", "permissionMode", "maxTurns",
+    "maxBudgetUsd", "maxSandboxBudgetUsd", "disallowedTools"]) {
+    if (config[key] !== undefined) definition[key] = config[key]
+  }
+  if (Array.isArray(config.mcpServers) && config.mcpServers.length > 0) {
+    definition.mcpServers = config.mcpServers
+  }
+  if (config.sandbox && typeof config.sandbox === "object") {
+    const { _type, ...sandbox } = config.sandbox
+    definition.sandbox = sandbox
+  }
+  const tools = []
+  for (const [name, t] of Object.entries(config.tools ?? {})) {
+    if (!t || typeof t.execute !== "function") {
+      throw new Error(`tool ${JSON.stringify(name)} has no execute function`)
+    }
+    if (!t.inputSchema || typeof t.inputSchema.safeParse !== "function") {
+      throw new Error(`tool ${JSON.stringify(name)} has no zod inputSchema`)
+    }
+    tools.push({ name, description: String(t.description ?? ""), inputSchema: jsonSchema(t.inputSchema) })
+  }
+  const hooks = HOOKS.filter((h) => typeof config[h] === "function")
+  return { definition, tools, hooks }
+}
+
+async function build(outDir, entries) {
+  const esbuild = await import("/usr/local/lib/node_modules/esbuild/lib/main.js")
+  const results = []
+  for (const [index, entry] of entries.entries()) {
+    const bundle = join(outDir, `${index}.mjs`)
+    try {
+      let withZod = true
+      try {
+        await esbuild.build({
+          stdin: { contents: 'import "zod"', resolveDir: dirname(entry) },
+          bundle: true, write: false, logLevel: "silent", platform: "node",
+        })
+      } catch { withZod = false }
+      await esbuild.build({
+        entryPoints: [entry],
+        outfile: bundle,
+        bundle: true,
+        format: "esm",
+        platform: "node",
+        target: "node22",
+        logLevel: "silent",
+        // CommonJS dependencies that require() Node builtins, inside an ESM bundle.
+        banner: { js: 'import { createRequire as __sbxRequire } from "node:module"; const require = __sbxRequire(import.meta.url);' },
+        plugins: [{
+          name: "sandboxd-agent",
+          setup(b) {
+            b.onResolve({ filter: /^@21st-sdk\/agent$/ }, () => ({ path: "agent", namespace: "sandboxd" }))
+            b.onLoad({ filter: /.*/, namespace: "sandboxd" }, () => ({
+              contents: shim(withZod), loader: "js", resolveDir: dirname(entry),
+            }))
+          },
+        }],
+      })
+      const config = await withTimeout(importAgent(bundle), 20000, "evaluating the agent file")
+      results.push({ entry, ok: true, bundle: `${index}.mjs`, ...describe(config) })
+    } catch (error) {
+      const errors = error?.errors?.length
+        ? error.errors.map((e) => (e.location ? `${e.location.file}:${e.location.line}:${e.location.column}: ${e.text}` : e.text)).join("\n")
+        : message(error)
+      results.push({ entry, ok: false, error: errors })
+    }
+  }
+  writeFileSync(join(outDir, "result.json"), JSON.stringify(results))
+}
+
+// --- in the sandbox ---------------------------------------------------------------
+
+function agentEnv() {
+  const env = {}
+  for (const name of (process.env.SANDBOXD_AGENT_ENV ?? "").split(",")) {
+    if (name && process.env[name] !== undefined) env[name] = process.env[name]
+  }
+  return env
+}
+
+function toolResult(value) {
+  if (!value || typeof value !== "object" || !Array.isArray(value.content)) {
+    return { content: [{ type: "text", text: typeof value === "string" ? value : JSON.stringify(value ?? null) }] }
+  }
+  const content = value.content.map((c) => {
+    if (c?.type === "image" && typeof c.data === "string" && typeof c.mimeType === "string") {
+      return { type: "image", data: c.data, mimeType: c.mimeType }
+    }
+    if (c?.type === "text") return { type: "text", text: String(c.text ?? "") }
+    return { type: "text", text: JSON.stringify(c) }
+  })
+  return { content, isError: value.isError === true }
+}
+
+async function callTool(config, name, args) {
+  const t = config.tools?.[name]
+  if (!t) return { content: [{ type: "text", text: `unknown tool ${JSON.stringify(name)}` }], isError: true }
+  const parsed = t.inputSchema.safeParse(args ?? {})
+  if (!parsed.success) {
+    const issues = (parsed.error?.issues ?? []).map((i) => `${(i.path ?? []).join(".") || "(input)"}: ${i.message}`)
+    return { content: [{ type: "text", text: `invalid input for ${name}: ${issues.join("; ") || message(parsed.error)}` }], isError: true }
+  }
+  try {
+    const value = await withTimeout(t.execute(parsed.data, { env: agentEnv() }), TOOL_TIMEOUT_MS, `tool ${name}`)
+    return toolResult(value)
+  } catch (error) {
+    return { content: [{ type: "text", text: `${name} failed: ${message(error)}` }], isError: true }
+  }
+}
+
+async function mcp(bundle) {
+  // stdout carries the protocol only: whatever the agent's code prints goes to stderr.
+  const send = process.stdout.write.bind(process.stdout)
+  process.stdout.write = process.stderr.write.bind(process.stderr)
+  console.log = console.info = console.debug = console.error
+  const reply = (id, result, error) =>
+    send(JSON.stringify(error ? { jsonrpc: "2.0", id, error } : { jsonrpc: "2.0", id, result }) + "\n")
+  let config
+  let loadError
+  try { config = await importAgent(bundle) } catch (e) { loadError = message(e) }
+  const lines = createInterface({ input: process.stdin, crlfDelay: Infinity })
+  for await (const line of lines) {
+    let request
+    try { request = JSON.parse(line) } catch { continue }
+    const { id, method, params } = request ?? {}
+    if (id === undefined || id === null) continue // a notification
+    if (method === "initialize") {
+      reply(id, {
+        protocolVersion: params?.protocolVersion ?? "2025-06-18",
+        capabilities: { tools: {} },
+        serverInfo: { name: "sandboxd-agent", version: "1" },
+      })
+    } else if (method === "ping") {
+      reply(id, {})
+    } else if (method === "tools/list") {
+      const tools = config
+        ? Object.entries(config.tools ?? {}).map(([name, t]) => ({
+            name, description: String(t.description ?? ""), inputSchema: jsonSchema(t.inputSchema),
+          }))
+        : []
+      reply(id, { tools })
+    } else if (method === "tools/call") {
+      if (!config) {
+        reply(id, { content: [{ type: "text", text: `the agent did not load: ${loadError}` }], isError: true })
+        continue
+      }
+      callTool(config, params?.name, params?.arguments).then((r) => reply(id, r))
+    } else {
+      reply(id, undefined, { code: -32601, message: `method ${method} is not supported` })
+    }
+  }
+}
+
+// Claude Code hook events and the agent hooks they call, with the payloads of
+// @21st-sdk/agent's src/types.ts.
+const EVENTS = {
+  SessionStart: ["onStart", (p) => ({ sessionId: p.session_id ?? "", model: process.env.SANDBOXD_MODEL ?? "", tools: [] })],
+  PreToolUse: ["onToolCall", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {} })],
+  PostToolUse: ["onToolResult", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {}, output: p.tool_response })],
+  PostToolUseFailure: ["onToolResult", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {}, output: p.tool_response ?? { isError: true, error: p.error } })],
+  PostToolBatch: ["onStepFinish", (p) => ({ message: p.last_assistant_message ?? p, cost: 0 })],
+  StopFailure: ["onError", (p) => ({
+    error: new Error([p.error, p.error_details].filter(Boolean).map(String).join(": ") || "the turn failed"),
+  })],
+  Stop: ["onFinish", (p) => ({
+    result: { text: p.last_assistant_message ?? "", subtype: "success" },
+    cost: 0, duration: 0, turns: 0, usage: { inputTokens: 0, outputTokens: 0 },
+  })],
+}
+
+async function hook(event, bundle) {
+  const [name, payloadOf] = EVENTS[event] ?? []
+  const finish = (output) => {
+    if (output) process.stdout.write(JSON.stringify(output) + "\n")
+    process.exit(0)
+  }
+  const send = process.stdout.write.bind(process.stdout)
+  process.stdout.write = process.stderr.write.bind(process.stderr)
+  console.log = console.info = console.debug = console.error
+  const output = await (async () => {
+    if (!name) return null
+    try {
+      const input = JSON.parse(readFileSync(0, "utf8").slice(0, 8 << 20) || "{}")
+      const config = await importAgent(bundle)
+      const value = await withTimeout(config[name]?.(payloadOf(input)), HOOK_TIMEOUT_MS, `the ${name} hook`)
+      if (name === "onToolCall" && value === false) {
+        return { hookSpecificOutput: { hookEventName: "PreToolUse", permissionDecision: "deny",
+          permissionDecisionReason: `the agent's onToolCall hook blocked ${input.tool_name}` } }
+      }
+      return null
+    } catch (error) {
+      // The turn goes on; the runner records this line in the thread's events.
+      return { systemMessage: `[sandboxd agent hook] ${name} failed: ${message(error)}`.slice(0, 2000) }
+    }
+  })()
+  process.stdout.write = send
+  finish(output)
+}
+
+const [mode, ...rest] = process.argv.slice(2)
+if (mode === "build") {
+  mkdirSync(rest[0], { recursive: true })
+  await build(rest[0], rest.slice(1))
+  process.exit(0)
+} else if (mode === "mcp") {
+  await mcp(rest[0])
+} else if (mode === "hook") {
+  await hook(rest[0], rest[1])
+} else {
+  console.error("usage: runtime.mjs build|mcp|hook …")
+  process.exit(2)
+}
