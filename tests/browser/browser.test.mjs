@@ -48,6 +48,8 @@ const textIn = (needle) => document.body.innerText.includes(needle);
 
 async function newPage() {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  // Every click, fill and navigation has a deadline (Playwright waits forever by default).
+  page.setDefaultTimeout(60_000);
   const seen = { urls: [], errors: [] };
   page.on("request", (r) => seen.urls.push(r.url()));
   page.on("pageerror", (e) => seen.errors.push(String(e)));
@@ -165,7 +167,7 @@ after(async () => {
   other?.server.close();
 });
 
-test("a page on another origin chats straight with the daemon through createAnChat({apiUrl})", async () => {
+test("a page on another origin chats straight with the daemon through createAnChat({apiUrl})", { timeout: 300_000 }, async () => {
   const { page, seen } = await newPage();
   let sandboxId = null;
   page.on("response", (r) => {
@@ -189,7 +191,7 @@ test("a page on another origin chats straight with the daemon through createAnCh
   await page.close();
 });
 
-test("the seeds' session pattern: server makes sandbox and thread, the browser continues, a reload hydrates, a renewed token goes on", async () => {
+test("the seeds' session pattern: server makes sandbox and thread, the browser continues, a reload hydrates, a renewed token goes on", { timeout: 300_000 }, async () => {
   const { page, seen } = await newPage();
   await page.goto(`${other.origin}/?session=s1`);
   await until(page, "the chat rendered", () => document.querySelector(".an-root textarea"));
@@ -223,7 +225,7 @@ test("the seeds' session pattern: server makes sandbox and thread, the browser c
   await page.close();
 });
 
-test("the console: sign in, agents, chat with the scripted model, a permission answered in the page, stop cancels on the server, a reload resumes", async () => {
+test("the console: sign in, agents, chat with the scripted model, a permission answered in the page, stop cancels on the server, a reload resumes", { timeout: 300_000 }, async () => {
   // Served from the binary with its types and a strict policy; no secret in it.
   const index = await fetch(`${url}/`);
   assert.equal(index.headers.get("content-type"), "text/html; charset=utf-8");

@@ -21,19 +21,20 @@ async fn the_console_and_a_page_of_another_origin_work_in_chromium() {
         std::path::Path::new("/usr/bin/chromium").is_file(),
         "no /usr/bin/chromium: scripts/test installs Debian's chromium"
     );
-    // One reply per model request, in the order browser.test.mjs makes them.
+    // Each reply belongs to the prompt browser.test.mjs sends (the scripted model plays
+    // per conversation; within a turn, the next reply of that prompt follows a tool result).
     let story = (1..=120)
         .map(|i| format!("sentence{i}"))
         .collect::<Vec<_>>()
         .join(" ");
     let model = ScriptedModel::start(&json!([
-        { "text": "cross-origin reply" },
-        { "text": "session reply one" },
-        { "text": "session reply two" },
-        { "toolUse": { "name": "Bash", "input": { "command": "echo from-console > ~/console.txt", "description": "write" } } },
-        { "text": "asker done" },
-        { "text": format!("Once upon a time {story} The end."), "chunkDelayMs": 250 },
-        { "text": format!("Twice upon a time {} The second end.", &story[..200]), "chunkDelayMs": 150 }
+        { "text": "cross-origin reply", "prompt": "hello from another origin" },
+        { "text": "session reply one", "prompt": "first question" },
+        { "text": "session reply two", "prompt": "second question" },
+        { "toolUse": { "name": "Bash", "input": { "command": "echo from-console > ~/console.txt", "description": "write" } }, "prompt": "write a file please" },
+        { "text": "asker done", "prompt": "write a file please" },
+        { "text": format!("Once upon a time {story} The end."), "chunkDelayMs": 250, "prompt": "tell me a long story" },
+        { "text": format!("Twice upon a time {} The second end.", &story[..200]), "chunkDelayMs": 150, "prompt": "another long story" }
     ]));
     let d = Daemon::start_with(
         Options::default()
