@@ -42,6 +42,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
 
+    /// Address of the E2B-compatible API (control plane and envd on one address, for
+    /// the `e2b` SDKs: set `E2B_API_URL` and `E2B_SANDBOX_URL` to `http://ADDR`); off
+    /// when absent. Port 0 picks a free one (the address is printed).
+    #[arg(long, env = "SANDBOXD_E2B_LISTEN")]
+    pub e2b_listen: Option<SocketAddr>,
+
     /// Where state lives (API key, sandbox directories). Default:
     /// $XDG_DATA_HOME/sandboxd or ~/.local/share/sandboxd.
     #[arg(long, env = "SANDBOXD_STATE_DIR")]
@@ -296,6 +302,8 @@ pub struct ScriptedModelArgs {
 pub struct Config {
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// The E2B-compatible API's address, when on.
+    pub e2b_listen: Option<SocketAddr>,
     /// State directory (created if missing).
     pub state_dir: PathBuf,
     /// Agent definitions directory.
@@ -393,6 +401,7 @@ impl Config {
         );
         Ok(Self {
             listen: args.listen,
+            e2b_listen: args.e2b_listen,
             state_dir,
             agents_dir: args.agents_dir,
             image: args.image,

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod docker;
+pub mod e2b;
 pub mod firewall;
 pub mod image;
 pub mod init_client;

@@ -216,6 +216,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Ends at shutdown, after removing every warm container.
     let pool = tokio::spawn(sandboxes.clone().run_pool(shutdown.child_token()));
 
+    let e2b = match config.e2b_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for the E2B API on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(
+                "E2B API: http://{local} (E2B_API_URL and E2B_SANDBOX_URL; E2B_API_KEY is the API key)"
+            );
+            let state = crate::e2b::E2bState::new(
+                sandboxes.clone(),
+                api_key.clone(),
+                signer.clone(),
+                format!("localhost:{}", local.port()),
+                config.max_body_bytes,
+            );
+            let server = axum::serve(listener, crate::e2b::app(state))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            Some(tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!("E2B API: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
+
     let sandboxes_for_shutdown = sandboxes.clone();
     let state = AppState {
         sandboxes,
@@ -261,6 +288,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (served, ()) = tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
+    if let Some(e2b) = e2b {
+        e2b.abort();
+    }
     if let Err(e) = pool.await {
         tracing::warn!("warm pool: {e}");
     }
