@@ -81,3 +81,8 @@ async fn the_e2b_sdk_manages_sandboxes() {
 async fn the_e2b_sdk_runs_commands() {
     run_suite("commands.test.mjs", 8).await;
 }
+
+#[tokio::test]
+async fn the_e2b_sdk_reads_and_writes_files() {
+    run_suite("files.test.mjs", 3).await;
+}

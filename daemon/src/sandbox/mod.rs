@@ -7,7 +7,7 @@ mod boot;
 mod create;
 pub mod disk;
 mod exec;
-mod files;
+pub mod files;
 mod git;
 mod health;
 pub mod hostca;

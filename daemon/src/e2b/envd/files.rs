@@ -1,17 +1,174 @@
-//! `GET /files` (download) and `POST /files` (upload), envd's file transfer.
+//! `GET /files` (download) and `POST /files` (upload), envd's file transfer, through
+//! the domain's files layer as the account named by `username` (default `user`).
+//!
+//! Uploads are `application/octet-stream` (one file at `path`) or
+//! `multipart/form-data` (parts named `file`; without `path` each part's filename is
+//! its destination, which is how `writeFiles` batches). A request's files are written
+//! all or none. Bodies are bounded by the daemon's request limit; compressed bodies
+//! and signed URLs are not supported yet.
 
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
 
-use super::{envd_error, Target};
+use super::connect::{Code, RpcError};
+use super::{envd_error, resolve_path, Target};
+use crate::e2b::{auth, E2bState};
 
-/// `GET /files?path=&username=`.
-pub async fn download(Extension(Target(_sandbox)): Extension<Target>) -> Response {
-    envd_error(StatusCode::NOT_IMPLEMENTED, "not supported by sandboxd yet")
+#[derive(Debug, Deserialize)]
+pub struct FilesQuery {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
 }
 
-/// `POST /files?path=&username=`.
-pub async fn upload(Extension(Target(_sandbox)): Extension<Target>) -> Response {
-    envd_error(StatusCode::NOT_IMPLEMENTED, "not supported by sandboxd yet")
+/// envd's REST error for an RPC-style failure.
+fn error(e: RpcError) -> Response {
+    let status = match e.code {
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::InvalidArgument | Code::AlreadyExists => StatusCode::BAD_REQUEST,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::INSUFFICIENT_STORAGE,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::BAD_GATEWAY,
+        Code::DeadlineExceeded | Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    envd_error(status, e.message)
+}
+
+fn user_of(query: &FilesQuery) -> Result<&'static str, RpcError> {
+    if query.signature.is_some() {
+        return Err(RpcError::new(
+            Code::Unimplemented,
+            "signed file URLs are not supported by sandboxd yet",
+        ));
+    }
+    auth::user_named(query.username.as_deref().unwrap_or("")).map_err(|e| {
+        // envd answers an unknown user with 401.
+        RpcError::new(Code::Unauthenticated, e)
+    })
+}
+
+/// `GET /files?path=&username=`: the file's bytes.
+pub async fn download(
+    State(state): State<E2bState>,
+    Extension(Target(sandbox)): Extension<Target>,
+    Query(query): Query<FilesQuery>,
+) -> Response {
+    let result = async {
+        let user = user_of(&query)?;
+        let path = resolve_path(query.path.as_deref().unwrap_or(""), user)?;
+        let limit = state.max_body_bytes as u64;
+        let (_, bytes) = state
+            .sandboxes
+            .read_file(&sandbox, user, &path, limit)
+            .await?;
+        Ok::<_, RpcError>(bytes)
+    };
+    match result.await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// `POST /files?path=&username=`: writes the body's files; answers their entries.
+pub async fn upload(
+    State(state): State<E2bState>,
+    Extension(Target(sandbox)): Extension<Target>,
+    Query(query): Query<FilesQuery>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let result = async {
+        let user = user_of(&query)?;
+        if headers.contains_key(header::CONTENT_ENCODING)
+            && headers
+                .get(header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                != Some("identity")
+        {
+            return Err(RpcError::new(
+                Code::Unimplemented,
+                "compressed uploads are not supported by sandboxd yet",
+            ));
+        }
+        if headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-metadata-"))
+        {
+            return Err(RpcError::new(
+                Code::Unimplemented,
+                "file metadata is not supported by sandboxd yet",
+            ));
+        }
+        let files = read_files(&state, request, query.path.as_deref(), user).await?;
+        let entries = state.sandboxes.write_files(&sandbox, user, files).await?;
+        Ok(entries
+            .iter()
+            .map(|e| json!({"name": e.name, "type": "file", "path": e.path}))
+            .collect::<Vec<_>>())
+    };
+    match result.await {
+        Ok(entries) => Json(entries).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// The (path, bytes) of an upload body.
+async fn read_files(
+    state: &E2bState,
+    request: Request,
+    path: Option<&str>,
+    user: &str,
+) -> Result<Vec<(String, Vec<u8>)>, RpcError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if !content_type.starts_with("multipart/form-data") {
+        let path = path.ok_or_else(|| RpcError::invalid("path is required"))?;
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| RpcError::invalid(format!("body: {e}")))?;
+        return Ok(vec![(resolve_path(path, user)?, body.to_vec())]);
+    }
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| RpcError::invalid(format!("body: {e}")))?;
+    let mut files = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| RpcError::invalid(format!("body: {e}")))?
+    {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let target = match path {
+            Some(p) => p.to_owned(),
+            None => field
+                .file_name()
+                .map(str::to_owned)
+                .ok_or_else(|| RpcError::invalid("a part has no filename and path is not given"))?,
+        };
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| RpcError::invalid(format!("body: {e}")))?;
+        files.push((resolve_path(&target, user)?, bytes.to_vec()));
+    }
+    if files.is_empty() {
+        return Err(RpcError::invalid("the body holds no part named file"));
+    }
+    Ok(files)
 }
