@@ -87,3 +87,36 @@ test('files act as the user asked for', async () => {
   const mine = await sb.files.getInfo('notes/hello.txt')
   assert.equal(mine.owner, 'user')
 })
+
+test('signed upload and download URLs work without headers; bad ones get envd 401s', async () => {
+  await sb.files.write('signed.txt', 'signed content')
+  const url = await sb.downloadUrl('signed.txt')
+  assert.match(url, /signature=v1_/)
+  const res = await fetch(url)
+  assert.equal(res.status, 200)
+  assert.equal(await res.text(), 'signed content')
+
+  const timed = await sb.downloadUrl('signed.txt', { useSignatureExpiration: 60 })
+  assert.equal((await fetch(timed)).status, 200)
+
+  const expired = await sb.downloadUrl('signed.txt', { useSignatureExpiration: -10_000 })
+  const late = await fetch(expired)
+  assert.equal(late.status, 401)
+  assert.deepEqual(await late.json(), { code: 401, message: 'signature is already expired' })
+
+  const forged = new URL(url)
+  forged.searchParams.set('signature', 'v1_' + 'A'.repeat(43))
+  const bad = await fetch(forged)
+  assert.equal(bad.status, 401)
+  assert.deepEqual(await bad.json(), { code: 401, message: 'invalid signature' })
+  // A signature for reading does not write.
+  const asWrite = await fetch(url, { method: 'POST', body: new FormData() })
+  assert.equal(asWrite.status, 401)
+
+  const up = await sb.uploadUrl('uploaded/by-url.txt')
+  const form = new FormData()
+  form.append('file', new Blob(['from a signed url']), 'by-url.txt')
+  const posted = await fetch(up, { method: 'POST', body: form })
+  assert.equal(posted.status, 200, await posted.clone().text())
+  assert.equal(await sb.files.read('uploaded/by-url.txt'), 'from a signed url')
+})

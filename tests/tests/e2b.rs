@@ -84,7 +84,7 @@ async fn the_e2b_sdk_runs_commands() {
 
 #[tokio::test]
 async fn the_e2b_sdk_reads_and_writes_files() {
-    run_suite("files.test.mjs", 3).await;
+    run_suite("files.test.mjs", 4).await;
 }
 
 /// A daemon with the E2B API on `port`.

@@ -53,6 +53,67 @@ pub fn token_matches(state: &E2bState, sandbox: &Sandbox, headers: &HeaderMap) -
     !presented.is_empty() && constant_time_eq(expected.as_bytes(), presented.as_bytes())
 }
 
+/// Why a signed file URL is refused: envd's messages, which the SDKs' tests compare.
+pub const INVALID_SIGNATURE: &str = "invalid signature";
+/// An expired signature (checked after the signature matched).
+pub const EXPIRED_SIGNATURE: &str = "signature is already expired";
+/// A `signature_expiration` that is not a number.
+pub const INVALID_EXPIRATION: &str = "invalid signature_expiration";
+
+/// The sandbox whose token signed a file URL (a `GET`/`POST /files` that carries no
+/// headers: the signature alone says which sandbox it is for), checked in envd's
+/// order: the signature must match some running sandbox's (compared in constant
+/// time), then its expiration must not have passed.
+///
+/// The signature is `v1_` + base64(sha256("<path>:<read|write>:<username>:<token>
+/// [:<expiration>]")) without padding, as the SDKs compute it.
+pub fn signed_sandbox(
+    state: &E2bState,
+    operation: &str,
+    query: &std::collections::HashMap<String, String>,
+) -> Result<std::sync::Arc<Sandbox>, &'static str> {
+    use sha2::{Digest, Sha256};
+    let signature = query.get("signature").map(String::as_str).unwrap_or("");
+    if signature.is_empty() {
+        return Err("missing signature");
+    }
+    let expiration = match query.get("signature_expiration") {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| INVALID_EXPIRATION)?),
+    };
+    let path = query.get("path").map(String::as_str).unwrap_or("");
+    let user = query.get("username").map(String::as_str).unwrap_or("");
+    let mut found = None;
+    for view in state.sandboxes.list() {
+        let Some(sandbox) = state.sandboxes.peek(&view.id) else {
+            continue;
+        };
+        if sandbox.status() != crate::sandbox::Status::Active {
+            continue;
+        }
+        let token = access_token(state, &sandbox);
+        let mut raw = format!("{path}:{operation}:{user}:{token}");
+        if let Some(exp) = expiration {
+            raw.push_str(&format!(":{exp}"));
+        }
+        let expected = format!(
+            "v1_{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(raw))
+        );
+        if constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+            found = Some(sandbox);
+        }
+    }
+    let sandbox = found.ok_or(INVALID_SIGNATURE)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if expiration.is_some_and(|exp| exp < now) {
+        return Err(EXPIRED_SIGNATURE);
+    }
+    Ok(sandbox)
+}
+
 /// The account an RPC acts as: `Authorization: Basic base64("<user>:")`, else `user`.
 /// Only `user` and `root` exist in a sandbox.
 pub fn rpc_user(headers: &HeaderMap) -> Result<&'static str, String> {

@@ -5,7 +5,8 @@
 //! `multipart/form-data` (parts named `file`; without `path` each part's filename is
 //! its destination, which is how `writeFiles` batches). A request's files are written
 //! all or none. Bodies are bounded by the daemon's request limit; compressed bodies
-//! and signed URLs are not supported yet.
+//! are not supported yet. A signed URL (see `auth::signed_sandbox`) reaches here with
+//! its sandbox already found by its signature.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
@@ -25,8 +26,6 @@ pub struct FilesQuery {
     path: Option<String>,
     #[serde(default)]
     username: Option<String>,
-    #[serde(default)]
-    signature: Option<String>,
 }
 
 /// envd's REST error for an RPC-style failure.
@@ -45,12 +44,6 @@ fn error(e: RpcError) -> Response {
 }
 
 fn user_of(query: &FilesQuery) -> Result<&'static str, RpcError> {
-    if query.signature.is_some() {
-        return Err(RpcError::new(
-            Code::Unimplemented,
-            "signed file URLs are not supported by sandboxd yet",
-        ));
-    }
     auth::user_named(query.username.as_deref().unwrap_or("")).map_err(|e| {
         // envd answers an unknown user with 401.
         RpcError::new(Code::Unauthenticated, e)

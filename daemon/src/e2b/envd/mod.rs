@@ -46,6 +46,27 @@ pub fn router(state: E2bState) -> Router<E2bState> {
 /// what the SDK reads as "not running"); a wrong token 401.
 async fn resolve(State(state): State<E2bState>, mut request: Request, next: Next) -> Response {
     let rpc = request.uri().path().contains('.');
+    // A signed file URL carries no headers: its signature names the sandbox.
+    if request.uri().path() == "/files" && !request.headers().contains_key("x-access-token") {
+        let query: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        if query.contains_key("signature") {
+            let operation = if request.method() == axum::http::Method::GET {
+                "read"
+            } else {
+                "write"
+            };
+            return match auth::signed_sandbox(&state, operation, &query) {
+                Ok(sandbox) => {
+                    request.extensions_mut().insert(Target(sandbox));
+                    next.run(request).await
+                }
+                Err(message) => envd_error(StatusCode::UNAUTHORIZED, message),
+            };
+        }
+    }
     let id = request
         .headers()
         .get("e2b-sandbox-id")
