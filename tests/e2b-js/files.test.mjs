@@ -34,6 +34,11 @@ test('write and read text and bytes, octet-stream and multipart', async () => {
   assert.deepEqual(many.map((e) => e.path).sort(), ['/home/user/batch/a.txt', '/home/user/batch/deep/b.txt', '/tmp/c.txt'])
   assert.equal((await sb.commands.run('cat batch/a.txt batch/deep/b.txt /tmp/c.txt')).stdout, 'ABC')
 
+  const big = 'compressible line\n'.repeat(10_000)
+  await sb.files.write('gz/big.txt', big, { gzip: true })
+  assert.equal(await sb.files.read('gz/big.txt', { gzip: true }), big)
+  assert.equal(await sb.files.read('gz/big.txt'), big)
+
   await sb.files.write('empty.txt', '')
   assert.equal(await sb.files.read('empty.txt'), '')
 

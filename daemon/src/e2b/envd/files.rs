@@ -4,8 +4,9 @@
 //! Uploads are `application/octet-stream` (one file at `path`) or
 //! `multipart/form-data` (parts named `file`; without `path` each part's filename is
 //! its destination, which is how `writeFiles` batches). A request's files are written
-//! all or none. Bodies are bounded by the daemon's request limit; compressed bodies
-//! are not supported yet. A signed URL (see `auth::signed_sandbox`) reaches here with
+//! all or none. Bodies are bounded by the daemon's request limit, a gzip body
+//! (`Content-Encoding: gzip`, octet-stream) by it once inflated too; a download is
+//! gzipped when the client accepts it. A signed URL (see `auth::signed_sandbox`) reaches here with
 //! its sandbox already found by its signature.
 
 use axum::body::Bytes;
@@ -55,6 +56,7 @@ pub async fn download(
     State(state): State<E2bState>,
     Extension(Target(sandbox)): Extension<Target>,
     Query(query): Query<FilesQuery>,
+    headers: HeaderMap,
 ) -> Response {
     let result = async {
         let user = user_of(&query)?;
@@ -66,10 +68,56 @@ pub async fn download(
             .await?;
         Ok::<_, RpcError>(bytes)
     };
-    match result.await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Err(e) => error(e),
+    let bytes = match result.await {
+        Ok(bytes) => bytes,
+        Err(e) => return error(e),
+    };
+    if accepts_gzip(&headers) {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zipped =
+            std::io::Write::write_all(&mut encoder, &bytes).and_then(|()| encoder.finish());
+        if let Ok(zipped) = zipped {
+            return (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CONTENT_ENCODING, "gzip"),
+                ],
+                zipped,
+            )
+                .into_response();
+        }
     }
+    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+}
+
+/// Whether `Accept-Encoding` lists gzip (without `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next() == Some("gzip") && !parts.any(|p| p == "q=0" || p == "q=0.0")
+        })
+}
+
+/// Inflates a gzip body, refusing one that inflates past `limit` bytes.
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, RpcError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RpcError::invalid(format!("body: not valid gzip: {e}")))?;
+    if out.len() > limit {
+        return Err(RpcError::new(
+            Code::ResourceExhausted,
+            format!("body: inflates past {limit} bytes (--max-body-bytes)"),
+        ));
+    }
+    Ok(out)
 }
 
 /// `POST /files?path=&username=`: writes the body's files; answers their entries.
@@ -82,17 +130,19 @@ pub async fn upload(
 ) -> Response {
     let result = async {
         let user = user_of(&query)?;
-        if headers.contains_key(header::CONTENT_ENCODING)
-            && headers
-                .get(header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                != Some("identity")
+        let gzip = match headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?"))
         {
-            return Err(RpcError::new(
-                Code::Unimplemented,
-                "compressed uploads are not supported by sandboxd yet",
-            ));
-        }
+            None | Some("identity") => false,
+            Some("gzip") => true,
+            Some(other) => {
+                return Err(RpcError::new(
+                    Code::Unimplemented,
+                    format!("Content-Encoding {other:?}: only gzip is supported"),
+                ))
+            }
+        };
         if headers
             .keys()
             .any(|k| k.as_str().starts_with("x-metadata-"))
@@ -102,7 +152,7 @@ pub async fn upload(
                 "file metadata is not supported by sandboxd yet",
             ));
         }
-        let files = read_files(&state, request, query.path.as_deref(), user).await?;
+        let files = read_files(&state, request, query.path.as_deref(), user, gzip).await?;
         let entries = state.sandboxes.write_files(&sandbox, user, files).await?;
         Ok(entries
             .iter()
@@ -121,6 +171,7 @@ async fn read_files(
     request: Request,
     path: Option<&str>,
     user: &str,
+    gzip: bool,
 ) -> Result<Vec<(String, Vec<u8>)>, RpcError> {
     let content_type = request
         .headers()
@@ -133,7 +184,18 @@ async fn read_files(
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|e| RpcError::invalid(format!("body: {e}")))?;
-        return Ok(vec![(resolve_path(path, user)?, body.to_vec())]);
+        let content = if gzip {
+            gunzip(&body, state.max_body_bytes)?
+        } else {
+            body.to_vec()
+        };
+        return Ok(vec![(resolve_path(path, user)?, content)]);
+    }
+    if gzip {
+        return Err(RpcError::new(
+            Code::Unimplemented,
+            "a gzip multipart body is not supported: send application/octet-stream",
+        ));
     }
     let mut multipart = Multipart::from_request(request, state)
         .await
@@ -164,4 +226,27 @@ async fn read_files(
         return Err(RpcError::invalid("the body holds no part named file"));
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_negotiated_and_bombs_are_refused() {
+        let mut headers = HeaderMap::new();
+        assert!(!accepts_gzip(&headers));
+        headers.insert(header::ACCEPT_ENCODING, "br, gzip".parse().expect("header"));
+        assert!(accepts_gzip(&headers));
+        headers.insert(header::ACCEPT_ENCODING, "gzip;q=0".parse().expect("header"));
+        assert!(!accepts_gzip(&headers));
+
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut encoder, &vec![0u8; 1 << 20]).expect("compress");
+        let bomb = encoder.finish().expect("finish");
+        assert_eq!(gunzip(&bomb, 1 << 20).expect("fits").len(), 1 << 20);
+        let e = gunzip(&bomb, 1000).expect_err("refused");
+        assert_eq!(e.code, Code::ResourceExhausted);
+        assert!(gunzip(b"not gzip", 10).is_err());
+    }
 }
