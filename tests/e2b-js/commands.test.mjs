@@ -108,6 +108,10 @@ test('background: list, kill, stdin, close stdin, connect(pid)', async () => {
   assert.equal(await sb.commands.kill(bg.pid), true)
   await assert.rejects(bg.wait(), (e) => e instanceof CommandExitError && e.exitCode !== 0)
   await eventually('the killed process leaves the list', 5_000, async () => !(await running(bg.pid)))
+  await eventually('the killed process is gone from the sandbox', 5_000, async () => {
+    const r = await sb.commands.run(`kill -0 ${bg.pid} 2>/dev/null && echo alive || echo gone`)
+    return r.stdout === 'gone\n'
+  })
   assert.equal(await sb.commands.kill(bg.pid), false)
 
   const seen = []

@@ -40,6 +40,10 @@ const RETAIN: Duration = Duration::from_secs(30);
 pub const DETACH_GRACE: Duration = Duration::from_secs(10);
 /// The most processes (running or retained) a sandbox may have through envd.
 const MAX_PROCESSES: usize = 256;
+/// How long a stream gets to take a process's last event.
+const FINISH_WITHIN: Duration = Duration::from_secs(5);
+/// The most streams attached to one process at once.
+const MAX_STREAMS: usize = 16;
 /// The longest `Connect-Timeout-Ms` honoured (a day).
 const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Keepalive interval bounds, in seconds.
@@ -121,6 +125,9 @@ struct Proc {
     tag: Option<String>,
     config: ProcessConfig,
     control: mpsc::Sender<Control>,
+    /// Cancelled by a SIGKILL: the owner drops the connection (killing the group)
+    /// even while it waits on a slow stream.
+    killed: tokio_util::sync::CancellationToken,
     state: Mutex<ProcState>,
 }
 
@@ -148,32 +155,43 @@ impl Proc {
         if let Some((outcome, _)) = &state.outcome {
             return Err(outcome.clone());
         }
+        state.subscribers.retain(|tx| !tx.is_closed());
+        if state.subscribers.len() >= MAX_STREAMS {
+            return Err(Event::Failed(RpcError::new(
+                Code::ResourceExhausted,
+                format!("at most {MAX_STREAMS} streams per process"),
+            )));
+        }
         let (tx, rx) = mpsc::channel(16);
         state.subscribers.push(tx);
         state.detached_at = None;
         Ok(rx)
     }
 
-    /// Sends an event to every attached stream, waiting for slow ones (unless the
-    /// sandbox goes away meanwhile).
+    /// Sends output to every attached stream, waiting for slow ones (unless the
+    /// sandbox goes away or the process is killed meanwhile).
     async fn publish(&self, event: Event, sandbox: &Sandbox) {
         let subscribers = self.lock().subscribers.clone();
         for tx in subscribers {
             tokio::select! {
                 _ = tx.send(event.clone()) => {}
                 () = sandbox.deleted.cancelled() => return,
+                () = self.killed.cancelled() => return,
             }
         }
     }
 
-    /// Records the outcome and tells every stream.
-    async fn finish(&self, event: Event, sandbox: &Sandbox) {
-        {
+    /// Records the outcome and tells every stream (a stream too slow to take it
+    /// within [`FINISH_WITHIN`] is dropped: its client sees the stream break).
+    async fn finish(&self, event: Event) {
+        let subscribers = {
             let mut state = self.lock();
             state.outcome = Some((event.clone(), Instant::now()));
+            std::mem::take(&mut state.subscribers)
+        };
+        for tx in subscribers {
+            let _ = tx.send_timeout(event.clone(), FINISH_WITHIN).await;
         }
-        self.publish(event, sandbox).await;
-        self.lock().subscribers.clear();
     }
 
     /// Whether no stream has been attached for longer than [`DETACH_GRACE`].
@@ -309,6 +327,10 @@ async fn control(
         "CloseStdin" => Control::CloseStdin,
         _ => Control::Signal(signal(req.signal.as_ref())?),
     };
+    if matches!(control, Control::Signal(libc::SIGKILL)) && proc.ended_at().is_none() {
+        proc.killed.cancel();
+        return Ok(json!({}));
+    }
     if proc.ended_at().is_some() {
         return Err(RpcError::new(Code::NotFound, "the process has exited"));
     }
@@ -366,6 +388,7 @@ async fn start(table: Arc<Table>, headers: &HeaderMap, body: &[u8]) -> Response 
             tag: req.tag,
             config: req.process,
             control: control_tx,
+            killed: tokio_util::sync::CancellationToken::new(),
             state: Mutex::new(ProcState::default()),
         });
         let rx = proc
@@ -476,6 +499,10 @@ async fn own(
             () = sandbox.deleted.cancelled() => {
                 break Event::Failed(RpcError::new(Code::Unavailable, "the sandbox was killed"))
             }
+            () = proc.killed.cancelled() => break exit_event(&ExitInfo {
+                signal: Some(libc::SIGKILL),
+                ..ExitInfo::default()
+            }),
             _ = tick.tick() => if proc.abandoned() {
                 tracing::info!(sandbox = %sandbox.id, pid = proc.pid, "killing a process no client is attached to");
                 break Event::Failed(RpcError::new(Code::Unavailable, "killed: no client stayed attached"));
@@ -485,7 +512,7 @@ async fn own(
     // Dropping the connection kills the process group if it still runs.
     read.abort();
     drop(writer);
-    proc.finish(outcome, &sandbox).await;
+    proc.finish(outcome).await;
 }
 
 /// envd's `EndEvent` for an exit.
