@@ -3,7 +3,7 @@
 //! `/health` needs none, as in envd).
 //!
 //! - `connect.rs`: the Connect protocol (JSON codec, unary and server streams).
-//! - `process.rs`: `process.Process` (start, connect, list, input, signals).
+//! - `process/`: `process.Process` (start, connect, list, input, signals).
 //! - `filesystem.rs`: `filesystem.Filesystem` (stat, list, mkdir, move, remove).
 //! - `files.rs`: `GET`/`POST /files` (download and upload).
 

@@ -12,6 +12,8 @@
 //!   leaves nothing behind; envd would keep it until its deadline);
 //! - with its sandbox (killed or expired): its streams end at once.
 
+mod stream;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,12 +29,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::connect::{self, Code, RpcError, StreamSender};
+use super::connect::{self, Code, RpcError};
 use super::{resolve_path, Target};
 use crate::agents::check_env_name;
 use crate::e2b::{auth, E2bState};
 use crate::init_client::InitError;
 use crate::sandbox::Sandbox;
+use stream::attach;
 
 /// How long an exited process stays known to `Connect` and `List`-free lookups.
 const RETAIN: Duration = Duration::from_secs(30);
@@ -542,79 +545,6 @@ fn signal_name(signal: i32) -> String {
         libc::SIGINT => "interrupt".into(),
         libc::SIGPIPE => "broken pipe".into(),
         other => format!("signal {other}"),
-    }
-}
-
-/// Streams a process's events: `start`, output, then its end. With `rx` the stream
-/// is already attached (a `Start`); otherwise it attaches now (a `Connect`).
-fn attach(proc: Arc<Proc>, rx: Option<mpsc::Receiver<Event>>, headers: &HeaderMap) -> Response {
-    let keepalive = headers
-        .get("keepalive-ping-interval")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.clamp(KEEPALIVE_SECS.0, KEEPALIVE_SECS.1)));
-    let (tx, response) = connect::stream_response();
-    let attached = match rx {
-        Some(rx) => Ok(rx),
-        None => proc.subscribe(),
-    };
-    tokio::spawn(async move {
-        let pid = proc.pid;
-        if !tx.send(&json!({"event": {"start": {"pid": pid}}})).await {
-            return;
-        }
-        match attached {
-            Err(outcome) => deliver_last(tx, outcome).await,
-            Ok(rx) => forward(tx, rx, keepalive).await,
-        }
-    });
-    response
-}
-
-async fn forward(tx: StreamSender, mut rx: mpsc::Receiver<Event>, keepalive: Option<Duration>) {
-    let period = keepalive.unwrap_or(PROBE_EVERY).min(PROBE_EVERY);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        let event = tokio::select! {
-            event = rx.recv() => event,
-            _ = ping.tick() => {
-                if !tx.send(&json!({"event": {"keepalive": {}}})).await {
-                    return;
-                }
-                continue;
-            }
-            // The client went away: dropping `rx` detaches this stream.
-            () = tx.closed() => return,
-        };
-        let Some(event) = event else {
-            return tx
-                .end(Some(RpcError::new(
-                    Code::Unavailable,
-                    "the process stream ended",
-                )))
-                .await;
-        };
-        let data = |key: &str, bytes: &[u8]| json!({"event": {"data": {key: base64::engine::general_purpose::STANDARD.encode(bytes)}}});
-        let sent = match &event {
-            Event::Stdout(b) => tx.send(&data("stdout", b)).await,
-            Event::Stderr(b) => tx.send(&data("stderr", b)).await,
-            Event::End(_) | Event::Failed(_) => return deliver_last(tx, event).await,
-        };
-        if !sent {
-            return;
-        }
-    }
-}
-
-async fn deliver_last(tx: StreamSender, event: Event) {
-    match event {
-        Event::End(end) => {
-            if tx.send(&json!({"event": {"end": end}})).await {
-                tx.end(None).await;
-            }
-        }
-        Event::Failed(e) => tx.end(Some(e)).await,
-        Event::Stdout(_) | Event::Stderr(_) => tx.end(None).await,
     }
 }
 
