@@ -167,3 +167,43 @@ test('killing the sandbox ends its open streams at once', async () => {
   console.log(`# stream ended ${Date.now() - t0} ms after kill: ${outcome.name}`)
   assert.equal(await other.isRunning(), false)
 })
+
+test('getHost(port): a server in the sandbox is reachable through the daemon', async () => {
+  const server = await sb.commands.run(
+    `node -e "require('http').createServer((q, r) => { let b = ''; q.on('data', (d) => b += d); q.on('end', () => r.end(q.method + ' ' + q.url + ' ' + b)) }).listen(8000, '0.0.0.0')"`,
+    { background: true, timeoutMs: 0 },
+  )
+  const host = sb.getHost(8000)
+  assert.equal(host, `8000-${sb.sandboxId}.${new URL(process.env.E2B_API_URL).host.replace('127.0.0.1', 'localhost')}`)
+  // Node does not resolve *.localhost without libnss-myhostname: send the Host by hand.
+  const { request } = await import('node:http')
+  const origin = new URL(process.env.E2B_API_URL)
+  const call = (method, path, body) =>
+    new Promise((resolve, reject) => {
+      const req = request(
+        { host: origin.hostname, port: origin.port, method, path, headers: { Host: host } },
+        (res) => {
+          let text = ''
+          res.on('data', (d) => (text += d))
+          res.on('end', () => resolve({ status: res.statusCode, text }))
+        },
+      )
+      req.on('error', reject)
+      req.end(body)
+    })
+  let got
+  const until = Date.now() + 15_000
+  for (;;) {
+    got = await call('GET', '/hello?x=1')
+    if (got.status === 200 || Date.now() > until) break
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  assert.equal(got.status, 200, got.text)
+  assert.equal(got.text, 'GET /hello?x=1 ')
+  const posted = await call('POST', '/echo', 'some body')
+  assert.equal(posted.text, 'POST /echo some body')
+  await server.kill()
+  const closed = await call('GET', '/')
+  assert.equal(closed.status, 502)
+  assert.match(JSON.parse(closed.text).message, /nothing answers on port 8000/)
+})

@@ -79,7 +79,7 @@ async fn the_e2b_sdk_manages_sandboxes() {
 
 #[tokio::test]
 async fn the_e2b_sdk_runs_commands() {
-    run_suite("commands.test.mjs", 8).await;
+    run_suite("commands.test.mjs", 9).await;
 }
 
 #[tokio::test]

@@ -11,10 +11,12 @@
 //!
 //! - `control.rs`: create, connect, kill, info, list, timeout (the lifecycle REST).
 //! - `envd/`: the envd API of one sandbox, chosen by its `E2b-Sandbox-Id` header.
+//! - `host.rs`: `getHost(port)`, requests routed to a sandbox's port by their Host.
 
 mod auth;
 mod control;
 mod envd;
+mod host;
 
 use std::sync::Arc;
 
@@ -48,6 +50,8 @@ pub struct E2bState {
     pub max_body_bytes: usize,
     /// The processes started through envd, per sandbox.
     pub processes: Arc<envd::Processes>,
+    /// Forwards `getHost` traffic to sandboxes (no proxy from the environment).
+    pub http: reqwest::Client,
 }
 
 impl E2bState {
@@ -66,6 +70,11 @@ impl E2bState {
             domain,
             max_body_bytes,
             processes: Arc::new(envd::Processes::default()),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
         }
     }
 }
@@ -93,6 +102,7 @@ pub fn app(state: E2bState) -> Router {
         .merge(envd::router(state.clone()))
         .fallback(no_route)
         .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), host::route))
         .with_state(state)
 }
 
