@@ -123,6 +123,14 @@ test('background: list, kill, stdin, close stdin, connect(pid)', async () => {
   assert.equal(done.stdout, 'hello stdin\n')
   assert.equal(seen.join(''), 'hello stdin\n')
 
+  const wc = await sb.commands.run('wc -c', { background: true, stdin: true })
+  await wc.sendStdin('x'.repeat(200_000) + '\n')
+  await wc.closeStdin()
+  assert.equal((await wc.wait()).stdout.trim(), '200001')
+  const noStdin = await sb.commands.run('sleep 30', { background: true })
+  await assert.rejects(noStdin.sendStdin('x'), /without stdin/)
+  assert.equal(await noStdin.kill(), true)
+
   const slow = await sb.commands.run('for i in 1 2 3; do echo $i; sleep 0.4; done', { background: true })
   await slow.disconnect()
   const again = await sb.commands.connect(slow.pid)

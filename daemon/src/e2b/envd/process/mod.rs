@@ -43,6 +43,8 @@ const RETAIN: Duration = Duration::from_secs(30);
 pub const DETACH_GRACE: Duration = Duration::from_secs(10);
 /// The most processes (running or retained) a sandbox may have through envd.
 const MAX_PROCESSES: usize = 256;
+/// The most stdin one `SendInput` may carry.
+const MAX_INPUT: usize = 1 << 20;
 /// How long a stream gets to take a process's last event.
 const FINISH_WITHIN: Duration = Duration::from_secs(5);
 /// The most streams attached to one process at once.
@@ -127,6 +129,8 @@ struct Proc {
     pid: u32,
     tag: Option<String>,
     config: ProcessConfig,
+    /// Started with stdin open.
+    stdin: bool,
     control: mpsc::Sender<Control>,
     /// Cancelled by a SIGKILL: the owner drops the connection (killing the group)
     /// even while it waits on a slow stream.
@@ -325,9 +329,18 @@ async fn control(
             let data = base64::engine::general_purpose::STANDARD
                 .decode(input.stdin.unwrap_or_default())
                 .map_err(|_| RpcError::invalid("input.stdin: not base64"))?;
+            if data.len() > MAX_INPUT {
+                return Err(RpcError::invalid(format!(
+                    "input.stdin: at most {MAX_INPUT} bytes per call"
+                )));
+            }
+            no_stdin(&proc)?;
             Control::Stdin(data)
         }
-        "CloseStdin" => Control::CloseStdin,
+        "CloseStdin" => {
+            no_stdin(&proc)?;
+            Control::CloseStdin
+        }
         _ => Control::Signal(signal(req.signal.as_ref())?),
     };
     if matches!(control, Control::Signal(libc::SIGKILL)) && proc.ended_at().is_none() {
@@ -342,6 +355,17 @@ async fn control(
         .await
         .map_err(|_| RpcError::new(Code::NotFound, "the process has exited"))?;
     Ok(json!({}))
+}
+
+/// Refuses input for a process started without stdin (it would be dropped).
+fn no_stdin(proc: &Proc) -> Result<(), RpcError> {
+    if proc.stdin {
+        Ok(())
+    } else {
+        Err(RpcError::invalid(
+            "the process was started without stdin (run it with stdin: true)",
+        ))
+    }
 }
 
 /// SIGKILL or SIGTERM, by enum name or number (the only two envd sends).
@@ -389,6 +413,7 @@ async fn start(table: Arc<Table>, headers: &HeaderMap, body: &[u8]) -> Response 
         let proc = Arc::new(Proc {
             pid,
             tag: req.tag,
+            stdin: req.stdin.unwrap_or(false),
             config: req.process,
             control: control_tx,
             killed: tokio_util::sync::CancellationToken::new(),
@@ -490,13 +515,20 @@ async fn own(
                 Some(Err(e)) => break Event::Failed(RpcError::from(e)),
             },
             Some(ctl) = control.recv() => {
-                let frame = match ctl {
-                    Control::Stdin(data) => Frame::Stdin(data),
-                    Control::CloseStdin => Frame::Message(Request::CloseStdin),
-                    Control::Signal(signal) => Frame::Message(Request::Signal { signal }),
+                let frames = match ctl {
+                    // A frame carries at most MAX_FRAME_LEN: stdin goes in chunks.
+                    Control::Stdin(data) => data
+                        .chunks(sandbox_init::protocol::CHUNK_LEN)
+                        .map(|c| Frame::Stdin(c.to_vec()))
+                        .collect(),
+                    Control::CloseStdin => vec![Frame::Message(Request::CloseStdin)],
+                    Control::Signal(signal) => vec![Frame::Message(Request::Signal { signal })],
                 };
-                if let Err(e) = writer.send(&frame).await {
-                    tracing::debug!(pid = proc.pid, "process input not delivered: {e}");
+                for frame in &frames {
+                    if let Err(e) = writer.send(frame).await {
+                        tracing::debug!(pid = proc.pid, "process input not delivered: {e}");
+                        break;
+                    }
                 }
             }
             () = sandbox.deleted.cancelled() => {
