@@ -39,6 +39,18 @@ test('write and read text and bytes, octet-stream and multipart', async () => {
   assert.equal(await sb.files.read('gz/big.txt', { gzip: true }), big)
   assert.equal(await sb.files.read('gz/big.txt'), big)
 
+  const streamed = new ReadableStream({
+    start(c) {
+      for (let i = 0; i < 100; i++) c.enqueue(new TextEncoder().encode(`chunk ${i}\n`))
+      c.close()
+    },
+  })
+  await sb.files.write('streamed.txt', streamed)
+  const back = await sb.files.read('streamed.txt', { format: 'stream' })
+  let text = ''
+  for await (const part of back) text += new TextDecoder().decode(part)
+  assert.equal(text, Array.from({ length: 100 }, (_, i) => `chunk ${i}\n`).join(''))
+
   await sb.files.write('empty.txt', '')
   assert.equal(await sb.files.read('empty.txt'), '')
 
