@@ -33,6 +33,63 @@ pub enum Command {
     /// Connect to the Docker engine and build the default image if needed, then exit
     /// (what `serve` does before it reports healthy).
     Prepare(ServeArgs),
+    /// List a daemon's sandboxes.
+    Ls(ClientArgs),
+    /// Run a command in a sandbox (`sandboxd exec <id> -- cmd args…`); prints its
+    /// output and exits with its exit code.
+    Exec(ExecArgs),
+    /// Delete sandboxes (their containers and files).
+    Rm(RmArgs),
+}
+
+/// How a client command reaches a daemon.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The daemon's URL.
+    #[arg(long, env = "SANDBOXD_URL", default_value = "http://127.0.0.1:7878")]
+    pub url: String,
+    /// The daemon's state directory, where its API key is kept (when
+    /// SANDBOXD_API_KEY is not set).
+    #[arg(long, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
+    pub fn api_key(&self) -> anyhow::Result<String> {
+        api_key(self.state_dir.as_ref())
+    }
+}
+
+/// `sandboxd exec` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// The sandbox (either of its ids).
+    pub sandbox: String,
+    /// The command and its arguments, after `--` (run through `bash -lc`, each
+    /// argument quoted).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    /// Kill it after this many milliseconds (default: the daemon's).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Working directory inside the sandbox.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// The daemon.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `sandboxd rm` flags.
+#[derive(Debug, Clone, Args)]
+pub struct RmArgs {
+    /// The sandboxes (either of their ids).
+    #[arg(required = true)]
+    pub sandboxes: Vec<String>,
+    /// The daemon.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Flags of `sandboxd serve`; each can also come from the environment variable shown.
@@ -257,26 +314,31 @@ pub struct ChatArgs {
 impl ChatArgs {
     /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
     pub fn api_key(&self) -> anyhow::Result<String> {
-        if let Some(key) = std::env::var("SANDBOXD_API_KEY")
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
-            return Ok(key);
-        }
-        let dir = match &self.state_dir {
-            Some(dir) => dir.clone(),
-            None => default_state_dir()?,
-        };
-        let path = dir.join(crate::auth::KEY_FILE);
-        std::fs::read_to_string(&path)
-            .map(|k| k.trim().to_owned())
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "no SANDBOXD_API_KEY and cannot read {}: {e}",
-                    path.display()
-                )
-            })
+        api_key(self.state_dir.as_ref())
     }
+}
+
+/// `SANDBOXD_API_KEY`, else the key file in the state directory.
+fn api_key(state_dir: Option<&PathBuf>) -> anyhow::Result<String> {
+    if let Some(key) = std::env::var("SANDBOXD_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(key);
+    }
+    let dir = match state_dir {
+        Some(dir) => dir.clone(),
+        None => default_state_dir()?,
+    };
+    let path = dir.join(crate::auth::KEY_FILE);
+    std::fs::read_to_string(&path)
+        .map(|k| k.trim().to_owned())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no SANDBOXD_API_KEY and cannot read {}: {e}",
+                path.display()
+            )
+        })
 }
 
 /// Flags of `sandboxd scripted-model`.
