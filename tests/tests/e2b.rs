@@ -250,3 +250,96 @@ async fn e2b_sandboxes_are_relay_sandboxes_and_survive_a_restart() {
     assert_eq!(res.status(), 404);
     second.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn an_e2b_sandbox_paused_when_idle_still_runs_for_the_sdk() {
+    let port = free_port();
+    let d = Daemon::start_with(Options {
+        args: vec![
+            "--e2b-listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--pause-after-secs".into(),
+            "1".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let e2b = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{e2b}/sandboxes"))
+        .header("X-API-Key", &d.key)
+        .json(&json!({"templateID": "base", "timeout": 600}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = created["sandboxID"].as_str().expect("id").to_owned();
+    let token = created["envdAccessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // The list, unlike a lookup, is not activity that keeps a sandbox awake.
+    let status = || async {
+        let (_, list) = d.call("GET", "/v1/sandboxes", None).await;
+        list.as_array()
+            .and_then(|l| l.iter().find(|s| s["sandboxId"] == id.as_str()))
+            .and_then(|s| s["status"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    sandboxd_e2e::eventually(
+        std::time::Duration::from_secs(30),
+        "the idle sandbox is paused",
+        || async { status().await == "paused" },
+    )
+    .await;
+    // Still running to the SDK: health, info and list, without resuming it.
+    let health = http
+        .get(format!("{e2b}/health"))
+        .header("E2b-Sandbox-Id", &id)
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 204);
+    let info: serde_json::Value = http
+        .get(format!("{e2b}/sandboxes/{id}"))
+        .header("X-API-Key", &d.key)
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(status().await, "paused");
+    // An envd call resumes it.
+    let listed = http
+        .post(format!("{e2b}/process.Process/List"))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("rpc");
+    assert_eq!(listed.status(), 200);
+    let files = http
+        .get(format!("{e2b}/files?path=/etc/hostname"))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .send()
+        .await
+        .expect("files");
+    assert_eq!(files.status(), 200);
+    let killed = http
+        .delete(format!("{e2b}/sandboxes/{id}"))
+        .header("X-API-Key", &d.key)
+        .send()
+        .await
+        .expect("kill");
+    assert_eq!(killed.status(), 204);
+    d.assert_no_leaks();
+}

@@ -88,7 +88,10 @@ pub fn signed_sandbox(
         let Some(sandbox) = state.sandboxes.peek(&view.id) else {
             continue;
         };
-        if sandbox.status() != crate::sandbox::Status::Active {
+        if !matches!(
+            sandbox.status(),
+            crate::sandbox::Status::Active | crate::sandbox::Status::Paused
+        ) {
             continue;
         }
         let token = access_token(state, &sandbox);

@@ -140,11 +140,12 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ControlErro
 }
 
 /// A running sandbox by its E2B id (either of its ids); one that is not running is
-/// gone, as it would be on E2B.
+/// gone, as it would be on E2B. One paused for being idle counts as running.
 fn running(state: &E2bState, id: &str) -> Result<Arc<Sandbox>, ControlError> {
     let gone = || ControlError::new(StatusCode::NOT_FOUND, format!("sandbox {id:?} not found"));
     let sandbox = state.sandboxes.get(id).map_err(|_| gone())?;
-    if sandbox.status() != Status::Active {
+    // Paused when idle is still running to E2B: its next use resumes it.
+    if !matches!(sandbox.status(), Status::Active | Status::Paused) {
         return Err(gone());
     }
     Ok(sandbox)
@@ -449,7 +450,7 @@ impl Filter {
             .sandboxes
             .list()
             .into_iter()
-            .filter(|view| view.status == Status::Active)
+            .filter(|view| matches!(view.status, Status::Active | Status::Paused))
             .filter_map(|view| state.sandboxes.peek(&view.id))
             .filter(|sb| {
                 self.metadata

@@ -69,13 +69,17 @@ pub async fn route(State(state): State<E2bState>, mut request: Request, next: Ne
         }
         return next.run(request).await;
     }
-    if sandbox.status() != Status::Active {
+    if !matches!(sandbox.status(), Status::Active | Status::Paused) {
         return proxy_error(
             StatusCode::BAD_GATEWAY,
             format!("sandbox {} is not running", sandbox.sandbox_id),
         );
     }
-    sandbox.touch();
+    // Resumed if paused, and kept awake until the response's body is sent.
+    let awake = match state.sandboxes.awake(&sandbox).await {
+        Ok(guard) => guard,
+        Err(e) => return proxy_error(StatusCode::BAD_GATEWAY, e.to_string()),
+    };
     let address = match state.sandboxes.address(&sandbox).await {
         Ok(a) => a,
         Err(e) => return proxy_error(StatusCode::BAD_GATEWAY, e.to_string()),
@@ -118,7 +122,13 @@ pub async fn route(State(state): State<E2bState>, mut request: Request, next: Ne
         }
     }
     response
-        .body(Body::from_stream(upstream.bytes_stream()))
+        .body(Body::from_stream(futures_util::StreamExt::map(
+            upstream.bytes_stream(),
+            move |chunk| {
+                let _ = &awake;
+                chunk
+            },
+        )))
         .unwrap_or_else(|e| proxy_error(StatusCode::BAD_GATEWAY, e.to_string()))
 }
 

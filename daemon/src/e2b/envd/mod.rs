@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 
 pub use process::Processes;
 
@@ -60,6 +60,11 @@ async fn resolve(State(state): State<E2bState>, mut request: Request, next: Next
             };
             return match auth::signed_sandbox(&state, operation, &query) {
                 Ok(sandbox) => {
+                    // An idle sandbox may have been paused: the call resumes it.
+                    let _awake = match state.sandboxes.awake(&sandbox).await {
+                        Ok(guard) => guard,
+                        Err(e) => return envd_error(StatusCode::BAD_GATEWAY, e.to_string()),
+                    };
                     request.extensions_mut().insert(Target(sandbox));
                     next.run(request).await
                 }
@@ -87,8 +92,9 @@ async fn resolve(State(state): State<E2bState>, mut request: Request, next: Next
             "missing the E2b-Sandbox-Id header".into(),
         );
     }
+    // A paused sandbox (paused when idle) is still running to an E2B client.
     let sandbox = match state.sandboxes.get(&id) {
-        Ok(sb) if sb.status() == Status::Active => sb,
+        Ok(sb) if matches!(sb.status(), Status::Active | Status::Paused) => sb,
         _ => {
             return fail(
                 StatusCode::BAD_GATEWAY,
@@ -109,6 +115,15 @@ async fn resolve(State(state): State<E2bState>, mut request: Request, next: Next
             "missing or wrong X-Access-Token (the envdAccessToken of create or connect)".into(),
         );
     }
+    if request.uri().path() == "/health" {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    // Resumed if it was paused, and kept awake while the call is answered (a process
+    // keeps it awake for as long as it runs).
+    let _awake = match state.sandboxes.awake(&sandbox).await {
+        Ok(guard) => guard,
+        Err(e) => return fail(StatusCode::BAD_GATEWAY, Code::Unavailable, e.to_string()),
+    };
     request.extensions_mut().insert(Target(sandbox));
     next.run(request).await
 }
@@ -119,8 +134,9 @@ pub fn envd_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// `GET /health`: 204 while the sandbox runs (the resolver answered 502 otherwise).
-async fn health(Extension(_): Extension<Target>) -> StatusCode {
+/// `GET /health`: answered by the resolver (204 while the sandbox runs or is paused
+/// when idle, 502 otherwise); this route only makes the path known.
+async fn health() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 

@@ -484,6 +484,8 @@ async fn own(
     conn: crate::init_client::Conn,
     mut control: mpsc::Receiver<Control>,
 ) {
+    // A running process keeps its sandbox from being paused.
+    let _awake = sandbox.hold();
     let (mut reader, mut writer) = conn.split();
     // Reading a frame is not cancel-safe: one task reads, this one selects.
     let (frames_tx, mut frames) = mpsc::channel(4);
