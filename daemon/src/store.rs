@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_model_usage.sql"),
     include_str!("../migrations/0003_thread_runtime_state.sql"),
     include_str!("../migrations/0004_agent_env.sql"),
+    include_str!("../migrations/0005_attributes_deadline.sql"),
 ];
 
 mod agent_env;
@@ -97,6 +98,10 @@ pub struct SandboxRow {
     pub updated_at: i64,
     /// Model-proxy consumption (JSON), once there is some.
     pub model_usage: Option<String>,
+    /// What a client attached at creation (JSON), when anything.
+    pub attributes: Option<String>,
+    /// Absolute deadline (ms since the epoch), when it has one.
+    pub deadline_ms: Option<i64>,
 }
 
 /// A thread row (without messages and events).
@@ -228,8 +233,9 @@ impl Store {
         self.conn().execute(
             "INSERT INTO sandboxes (id, sandbox_id, agent_slug, agent_name, agent, owner, cwd,
                  ttl_ms, policy, model_token, claude_program, status, error, container_id,
-                 created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 created_at, updated_at, attributes, deadline_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18)
              ON CONFLICT (id) DO UPDATE SET status = ?12, error = ?13, container_id = ?14,
                  updated_at = ?16",
             params![
@@ -249,7 +255,22 @@ impl Store {
                 row.container_id,
                 row.created_at,
                 row.updated_at,
+                row.attributes,
+                row.deadline_ms,
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a sandbox's absolute deadline (`None`: it has none).
+    pub fn set_sandbox_deadline(
+        &self,
+        id: &str,
+        deadline_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sandboxes SET deadline_ms = ?2 WHERE id = ?1",
+            params![id, deadline_ms],
         )?;
         Ok(())
     }
@@ -292,7 +313,7 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT id, sandbox_id, agent_slug, agent_name, agent, owner, cwd, ttl_ms, policy,
                     model_token, claude_program, status, error, container_id, created_at,
-                    updated_at, model_usage
+                    updated_at, model_usage, attributes, deadline_ms
              FROM sandboxes ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -314,6 +335,8 @@ impl Store {
                 created_at: r.get(14)?,
                 updated_at: r.get(15)?,
                 model_usage: r.get(16)?,
+                attributes: r.get(17)?,
+                deadline_ms: r.get(18)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -526,6 +549,8 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             model_usage: None,
+            attributes: None,
+            deadline_ms: None,
         }
     }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sandboxes::rfc3339_ms;
 use super::{ApiError, ApiJson, ApiQuery, AppState};
+use crate::sandbox::USER;
 
 /// How content is carried in JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,7 +162,7 @@ pub async fn write(
             })
             .collect::<Result<Vec<_>, ApiError>>()?,
     };
-    let entries = state.sandboxes.write_files(&sandbox, files).await?;
+    let entries = state.sandboxes.write_files(&sandbox, USER, files).await?;
     Ok(Json(Written {
         files: entries.into_iter().map(EntryInfo::from).collect(),
     }))
@@ -194,7 +195,7 @@ pub async fn read(
     let limit = state.max_body_bytes as u64;
     let (path, bytes) = state
         .sandboxes
-        .read_file(&sandbox, &query.path, limit)
+        .read_file(&sandbox, USER, &query.path, limit)
         .await?;
     let content = match query.encoding {
         Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(&bytes),
@@ -220,7 +221,10 @@ pub async fn remove(
     ApiQuery(query): ApiQuery<PathQuery>,
 ) -> Result<StatusCode, ApiError> {
     let sandbox = state.sandboxes.get(&id)?;
-    state.sandboxes.remove_file(&sandbox, &query.path).await?;
+    state
+        .sandboxes
+        .remove_file(&sandbox, USER, &query.path)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -242,7 +246,7 @@ pub async fn list(
     let sandbox = state.sandboxes.get(&id)?;
     let entries = state
         .sandboxes
-        .list_files(&sandbox, &query.path, query.depth.unwrap_or(1))
+        .list_files(&sandbox, USER, &query.path, query.depth.unwrap_or(1))
         .await?;
     Ok(Json(entries.into_iter().map(EntryInfo::from).collect()))
 }
@@ -254,7 +258,10 @@ pub async fn info(
     ApiQuery(query): ApiQuery<PathQuery>,
 ) -> Result<Json<EntryInfo>, ApiError> {
     let sandbox = state.sandboxes.get(&id)?;
-    let entry = state.sandboxes.file_info(&sandbox, &query.path).await?;
+    let entry = state
+        .sandboxes
+        .file_info(&sandbox, USER, &query.path)
+        .await?;
     Ok(Json(entry.into()))
 }
 
@@ -266,7 +273,10 @@ pub async fn exists(
 ) -> Result<Json<bool>, ApiError> {
     let sandbox = state.sandboxes.get(&id)?;
     Ok(Json(
-        state.sandboxes.file_exists(&sandbox, &query.path).await?,
+        state
+            .sandboxes
+            .file_exists(&sandbox, USER, &query.path)
+            .await?,
     ))
 }
 
@@ -284,7 +294,9 @@ pub async fn mkdir(
     ApiJson(body): ApiJson<MkdirBody>,
 ) -> Result<Json<bool>, ApiError> {
     let sandbox = state.sandboxes.get(&id)?;
-    Ok(Json(state.sandboxes.make_dir(&sandbox, &body.path).await?))
+    Ok(Json(
+        state.sandboxes.make_dir(&sandbox, USER, &body.path).await?,
+    ))
 }
 
 /// `POST …/files/rename` body.
@@ -304,7 +316,7 @@ pub async fn rename(
     let sandbox = state.sandboxes.get(&id)?;
     let entry = state
         .sandboxes
-        .rename_file(&sandbox, &body.old_path, &body.new_path)
+        .rename_file(&sandbox, USER, &body.old_path, &body.new_path)
         .await?;
     Ok(Json(entry.into()))
 }

@@ -166,6 +166,7 @@ pub async fn create(
         owner: body.user_id.map(|u| format!("user:{u}")),
         // The API key is held to the global limit only.
         by_token: false,
+        ..CreateSandbox::default()
     };
     let sandbox = state.sandboxes.create(call).await?;
     let view = sandbox.view();

@@ -46,6 +46,13 @@ pub struct CreateSandbox {
     pub owner: Option<String>,
     /// Created through a chat token: held to the per-owner quota too.
     pub by_token: bool,
+    /// The definition to use instead of looking `agent` up (a template such as the
+    /// E2B API's `base`, which is the default image with nothing added).
+    pub definition: Option<AgentDef>,
+    /// What the client attaches to the sandbox.
+    pub attributes: super::Attributes,
+    /// An absolute lifetime from now, on top of (or instead of) the idle timeout.
+    pub lifetime_ms: Option<u64>,
 }
 
 /// What provisioning will do, fully resolved and validated before anything starts.
@@ -129,10 +136,13 @@ impl Sandboxes {
         self: &Arc<Self>,
         call: CreateSandbox,
     ) -> Result<Arc<Sandbox>, SandboxError> {
-        let agent = self
-            .agents
-            .get(&call.agent)
-            .ok_or_else(|| SandboxError::AgentNotFound(call.agent.clone()))?;
+        let agent = match &call.definition {
+            Some(def) => def.clone(),
+            None => self
+                .agents
+                .get(&call.agent)
+                .ok_or_else(|| SandboxError::AgentNotFound(call.agent.clone()))?,
+        };
         let mut plan = Plan::new(&agent, &call, &self.settings.image)?;
         // The slot is held from here; every early return below gives it back.
         let slot = self
@@ -200,6 +210,11 @@ impl Sandboxes {
             busy: std::sync::atomic::AtomicUsize::new(0),
             power: Default::default(),
             policy: plan.policy.clone(),
+            attributes: call.attributes.clone(),
+            deadline: Mutex::new(
+                call.lifetime_ms
+                    .map(|ms| now + std::time::Duration::from_millis(ms)),
+            ),
             store: self.store.clone(),
             state: Mutex::new(State {
                 status: Status::Creating,

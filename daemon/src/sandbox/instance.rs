@@ -42,7 +42,7 @@ pub struct Sandbox {
     pub dir: PathBuf,
     /// The client of its sandbox-init.
     pub init: InitClient,
-    /// Cancelled when it is deleted.
+    /// Cancelled when it is deleted or expires.
     pub deleted: CancellationToken,
     /// The agent's definition when the sandbox was created.
     pub agent: AgentDef,
@@ -65,9 +65,22 @@ pub struct Sandbox {
     pub(super) power: Arc<super::pause::Power>,
     /// Its egress policy, resolved at creation.
     pub policy: Policy,
+    /// What the client attached at creation (metadata).
+    pub attributes: Attributes,
+    /// An absolute deadline: past it the sandbox expires, busy or not.
+    pub(super) deadline: Mutex<Option<SystemTime>>,
     /// Where it is persisted.
     pub(super) store: Arc<Store>,
     pub(super) state: Mutex<State>,
+}
+
+/// What a client attached to a sandbox when creating it, kept with it (the E2B API's
+/// metadata).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Attributes {
+    /// Key-value pairs a client filters sandboxes by.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Keeps a sandbox busy (not expirable) while alive.
@@ -178,11 +191,34 @@ impl Sandbox {
             created_at: crate::store::millis(self.created_at),
             updated_at: crate::store::millis(state.updated_at),
             model_usage: None,
+            attributes: Some(&self.attributes)
+                .filter(|a| **a != Attributes::default())
+                .and_then(|a| serde_json::to_string(a).ok()),
+            deadline_ms: self.deadline().map(crate::store::millis),
         }
     }
 
     pub(super) fn container_id(&self) -> Option<String> {
         self.state().container_id.clone()
+    }
+
+    /// Its absolute deadline, when it has one.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves its absolute deadline (written through to the store).
+    pub fn set_deadline(&self, deadline: Option<SystemTime>) -> Result<(), SandboxError> {
+        let mut slot = self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        self.store
+            .set_sandbox_deadline(&self.id, deadline.map(crate::store::millis))?;
+        *slot = deadline;
+        Ok(())
+    }
+
+    /// Whether its absolute deadline has passed.
+    pub(super) fn deadline_passed(&self) -> bool {
+        self.deadline().is_some_and(|d| SystemTime::now() >= d)
     }
 
     /// Records activity now.

@@ -7,7 +7,7 @@ mod boot;
 mod create;
 pub mod disk;
 mod exec;
-mod files;
+pub mod files;
 mod git;
 mod health;
 pub mod hostca;
@@ -28,7 +28,7 @@ pub use create::CreateSandbox;
 pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 use instance::State;
-pub use instance::{BusyGuard, Sandbox, SandboxView};
+pub use instance::{Attributes, BusyGuard, Sandbox, SandboxView};
 pub use pause::Awake;
 pub use pool::{PoolSizes, LABEL_POOL};
 pub use quota::Limits as QuotaLimits;
@@ -382,8 +382,9 @@ impl Sandboxes {
         Ok(sandbox)
     }
 
-    /// Stops every active sandbox that has been idle past its timeout; its record
-    /// stays, with status `expired`. Returns how many expired.
+    /// Stops every active sandbox that has been idle past its timeout, or whose
+    /// absolute deadline passed; its record stays, with status `expired`. Returns how
+    /// many expired.
     pub async fn expire_idle(&self) -> usize {
         let Some(engine) = self.readiness.engine() else {
             return 0;
@@ -392,14 +393,17 @@ impl Sandboxes {
             .list_arcs()
             .into_iter()
             .filter(|sb| matches!(sb.status(), Status::Active | Status::Paused))
-            .filter(|sb| sb.idle_expired())
+            .filter(|sb| sb.idle_expired() || sb.deadline_passed())
             .collect();
         for sandbox in &due {
-            let ttl = sandbox.ttl.map(|t| t.as_millis()).unwrap_or(0);
-            sandbox.set_status(
-                Status::Expired,
-                Some(format!("expired after {ttl} ms without activity")),
-            );
+            let why = if sandbox.deadline_passed() {
+                "expired: its deadline passed".to_owned()
+            } else {
+                let ttl = sandbox.ttl.map(|t| t.as_millis()).unwrap_or(0);
+                format!("expired after {ttl} ms without activity")
+            };
+            sandbox.deleted.cancel();
+            sandbox.set_status(Status::Expired, Some(why));
             if let Some(container) = sandbox.container_id() {
                 if let Err(e) = engine.remove(&container).await {
                     tracing::warn!(sandbox = %sandbox.id, error = %e, "could not remove an expired sandbox");
@@ -417,6 +421,29 @@ impl Sandboxes {
             .filter(|(key, sb)| **key == sb.id)
             .map(|(_, sb)| sb.clone())
             .collect()
+    }
+
+    /// Looks a sandbox up by either of its ids without counting it as activity.
+    pub fn peek(&self, key: &str) -> Option<Arc<Sandbox>> {
+        self.map_read().get(key).cloned()
+    }
+
+    /// An active sandbox's address on the sandbox network, where the daemon reaches
+    /// a server it runs.
+    pub async fn address(&self, sandbox: &Sandbox) -> Result<std::net::Ipv4Addr, SandboxError> {
+        sandbox.ensure_active()?;
+        let engine = self.engine()?;
+        let container = sandbox
+            .container_id()
+            .ok_or_else(|| SandboxError::NotActive {
+                id: sandbox.id.clone(),
+                status: sandbox.status(),
+                error: Some("it has no container".into()),
+            })?;
+        let (address, _) = engine
+            .container_address(&container, &self.settings.network)
+            .await?;
+        Ok(address)
     }
 
     /// Looks up an active sandbox.

@@ -59,6 +59,12 @@ impl Sandboxes {
             init: InitClient::new(dir.join("run")),
             agent: serde_json::from_str(&row.agent).unwrap_or_default(),
             policy: serde_json::from_str(&row.policy).unwrap_or_default(),
+            attributes: row
+                .attributes
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default(),
+            deadline: Mutex::new(row.deadline_ms.map(time)),
             id: row.id,
             sandbox_id: row.sandbox_id,
             agent_slug: row.agent_slug,

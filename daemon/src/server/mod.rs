@@ -19,12 +19,14 @@ use crate::agents::{load_dir, Agents};
 use crate::api::{app, AppState};
 use crate::auth::{ApiKey, KeySource};
 use crate::config::Config;
-use crate::docker::Engine;
-use crate::firewall::Firewall;
 use crate::proxy::ModelProxy;
-use crate::readiness::{Phase, Readiness};
-use crate::sandbox::{Attachment, QuotaLimits, Sandboxes, Settings};
+use crate::readiness::Readiness;
+use crate::sandbox::{QuotaLimits, Sandboxes, Settings};
 use crate::store::Store;
+
+mod prepare;
+pub use prepare::prepare_image;
+use prepare::{expire_idle, prepare};
 
 /// How long running turns get to finish after a shutdown signal before they are
 /// stopped.
@@ -242,6 +244,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Ends at shutdown, after removing every warm container.
     let pool = tokio::spawn(sandboxes.clone().run_pool(shutdown.child_token()));
 
+    let e2b = match config.e2b_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for the E2B API on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(
+                "E2B API: http://{local} (E2B_API_URL and E2B_SANDBOX_URL; E2B_API_KEY is the API key)"
+            );
+            let state = crate::e2b::E2bState::new(
+                sandboxes.clone(),
+                api_key.clone(),
+                signer.clone(),
+                format!("localhost:{}", local.port()),
+                config.max_body_bytes,
+            );
+            let server = axum::serve(listener, crate::e2b::app(state))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            Some(tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!("E2B API: {e}");
+                }
+            }))
+        }
+        None => None,
+    };
+
     let sandboxes_for_shutdown = sandboxes.clone();
     let state = AppState {
         sandboxes,
@@ -287,6 +316,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (served, ()) = tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
+    if let Some(e2b) = e2b {
+        e2b.abort();
+    }
     if let Err(e) = pool.await {
         tracing::warn!("warm pool: {e}");
     }
@@ -323,217 +355,6 @@ fn import_legacy_agents(state_dir: &Path, store: &Store) -> anyhow::Result<()> {
     }
     std::fs::rename(&dir, state_dir.join("agents.imported"))
         .with_context(|| format!("renaming {}", dir.display()))?;
-    Ok(())
-}
-
-/// How often a ready daemon checks that its network is still there (a health check or
-/// a failed create checks at once).
-const WATCH_EVERY: Duration = Duration::from_secs(5);
-
-/// Gets the daemon ready (connects to the engine, re-adopts or removes containers of
-/// an earlier run, builds the default image, sets up the network, the model proxy and
-/// the firewall), retrying with a back-off until it succeeds; then watches the network
-/// and does it again when the network is removed under it.
-async fn prepare(
-    sandboxes: Arc<Sandboxes>,
-    readiness: Arc<Readiness>,
-    proxy: Arc<ModelProxy>,
-    image: String,
-    agent_files: Arc<AgentFiles>,
-    shutdown: CancellationToken,
-) {
-    // The model proxy of the current network; replaced with it.
-    let mut serving: Option<CancellationToken> = None;
-    loop {
-        let mut delay = Duration::from_millis(500);
-        loop {
-            let mut result = prepare_once(&sandboxes, &readiness, &image).await;
-            if result.is_ok() {
-                // Agents written in code load in a container from the image just made.
-                if let Some(engine) = readiness.engine() {
-                    readiness.set_phase(Phase::Starting("loading the agents directory".into()));
-                    agent_files.refresh(engine, sandboxes.agents(), false).await;
-                }
-            }
-            if result.is_ok() {
-                result =
-                    attach_network(&sandboxes, &readiness, &proxy, &mut serving, &shutdown).await;
-            }
-            match result {
-                Ok(()) => break,
-                Err(e) => {
-                    let message = format!("{e:#}");
-                    tracing::error!("not ready: {message}; retrying in {delay:?}");
-                    readiness.set_phase(Phase::Failed(message));
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
-        readiness.set_phase(Phase::Ready);
-        tracing::info!("ready: sandboxes can be created");
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(WATCH_EVERY) => {}
-                () = readiness.recheck_requested() => {}
-            }
-            if let Err(why) = sandboxes.check_network().await {
-                tracing::error!("not ready: {why}");
-                readiness.set_phase(Phase::Failed(why));
-                break;
-            }
-        }
-    }
-}
-
-async fn prepare_once(
-    sandboxes: &Sandboxes,
-    readiness: &Readiness,
-    image: &str,
-) -> anyhow::Result<()> {
-    let engine = match readiness.engine() {
-        Some(engine) => engine.clone(),
-        None => {
-            readiness.set_phase(Phase::Starting("connecting to the Docker engine".into()));
-            let engine = Engine::connect().await?;
-            readiness.set_engine(engine.clone());
-            engine
-        }
-    };
-    let adopted = sandboxes.adopt().await?;
-    if adopted != Default::default() {
-        tracing::info!(
-            "sandboxes from the last run: {} re-adopted, {} lost their container; \
-             {} container(s) without a sandbox removed",
-            adopted.kept,
-            adopted.lost,
-            adopted.removed
-        );
-    }
-    let progress = |line: &str| {
-        tracing::info!("image: {line}");
-        readiness.set_phase(Phase::Starting(format!("preparing {image}: {line}")));
-    };
-    crate::image::ensure_image(
-        &engine,
-        image,
-        &sandboxes.settings().image_sources,
-        &progress,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Expires idle sandboxes, and pauses those idle for `--pause-after-secs`, checking
-/// every second.
-async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        sandboxes.expire_idle().await;
-        sandboxes.pause_idle().await;
-    }
-}
-
-/// Sets up the sandbox network (finding or creating it), starts the model proxy on
-/// its gateway address, where containers reach the host, and installs the egress
-/// firewall that leaves the proxy the one host service sandboxes can reach. Called
-/// again when the network was removed: the previous proxy and firewall are replaced.
-async fn attach_network(
-    sandboxes: &Sandboxes,
-    readiness: &Readiness,
-    proxy: &Arc<ModelProxy>,
-    serving: &mut Option<CancellationToken>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let engine = readiness
-        .engine()
-        .ok_or_else(|| anyhow::anyhow!("no Docker engine"))?;
-    let name = &sandboxes.settings().network;
-    readiness.set_phase(Phase::Starting(format!("setting up the network {name}")));
-    let network = engine.ensure_network(name).await?;
-    let gateway = network.gateway;
-    let listener = tokio::net::TcpListener::bind((gateway, 0))
-        .await
-        .with_context(|| format!("binding the model proxy on {gateway}"))?;
-    let address = listener.local_addr()?;
-    let firewall = Arc::new(
-        Firewall::install(
-            &sandboxes.settings().instance,
-            &network.bridge,
-            gateway,
-            address.port(),
-        )
-        .await?,
-    );
-    let swept = firewall
-        .sweep(|| async {
-            engine
-                .network_addresses(&network.id)
-                .await
-                .map_err(|e| tracing::warn!("not sweeping firewall rules: {e}"))
-                .ok()
-        })
-        .await?;
-    if swept > 0 {
-        tracing::info!("firewall: removed {swept} rule(s) of sandboxes that are gone");
-    }
-    tracing::info!(
-        "firewall: sandboxes on {} ({}) reach no host service but the model proxy, and no metadata address",
-        network.name,
-        network.bridge
-    );
-    if let Some(previous) = sandboxes.attach(Attachment {
-        network,
-        firewall: firewall.clone(),
-    }) {
-        previous.firewall.close().await;
-    }
-    sandboxes.reapply_firewall().await;
-    let url = format!("http://{address}");
-    let max_connections = crate::proxy::connection_budget(fd_limit());
-    tracing::info!(
-        "model proxy: {url} (reachable from sandboxes only; at most {max_connections} connections)"
-    );
-    let token = shutdown.child_token();
-    if let Some(old) = serving.replace(token.clone()) {
-        old.cancel();
-    }
-    tokio::spawn(proxy.clone().serve(listener, url, max_connections, token));
-    Ok(())
-}
-
-/// The soft limit on open files of this process (1,024, the common default, when it
-/// cannot be read).
-fn fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 1024;
-    }
-    limit.rlim_cur
-}
-
-/// Connects to the engine and ensures the configured image exists (`sandboxd prepare`).
-pub async fn prepare_image(config: &Config) -> anyhow::Result<()> {
-    let engine = Engine::connect().await?;
-    let progress = |line: &str| tracing::info!("image: {line}");
-    let state_dir = config
-        .state_dir
-        .canonicalize()
-        .unwrap_or(config.state_dir.clone());
-    let sources = config.image_sources(&state_dir);
-    crate::image::ensure_image(&engine, &config.image, &sources, &progress).await?;
-    tracing::info!("{} is ready", config.image);
     Ok(())
 }
 

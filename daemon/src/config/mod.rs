@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+mod client;
+pub use client::{ChatArgs, DaemonArgs, EnvAction, EnvArgs, ExecArgs, RmArgs};
+
 /// The default sandbox image, built from `images/default` on first start.
 pub const DEFAULT_IMAGE: &str = "sandboxd/default:bookworm";
 
@@ -39,67 +42,13 @@ pub enum Command {
     Env(EnvArgs),
     /// Load the agents directory again now (it is also reloaded when a file changes).
     Reload(DaemonArgs),
-}
-
-/// How a client command reaches the daemon.
-#[derive(Debug, Clone, Args)]
-pub struct DaemonArgs {
-    /// The daemon's URL.
-    #[arg(
-        long,
-        global = true,
-        env = "SANDBOXD_URL",
-        default_value = "http://127.0.0.1:7878"
-    )]
-    pub url: String,
-    /// The daemon's state directory, where its API key is kept (when
-    /// SANDBOXD_API_KEY is not set).
-    #[arg(long, global = true, env = "SANDBOXD_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-}
-
-impl DaemonArgs {
-    /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
-    pub fn api_key(&self) -> anyhow::Result<String> {
-        api_key(self.state_dir.as_ref())
-    }
-}
-
-/// `sandboxd env …`.
-#[derive(Debug, Clone, Args)]
-pub struct EnvArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub action: EnvAction,
-    /// The daemon.
-    #[command(flatten)]
-    pub daemon: DaemonArgs,
-}
-
-/// The `env` subcommands.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum EnvAction {
-    /// Set variables: `NAME=value…`, or `NAME value`.
-    Set {
-        /// The agent's slug.
-        agent: String,
-        /// `NAME=value` pairs (or one `NAME value`).
-        #[arg(required = true)]
-        vars: Vec<String>,
-    },
-    /// List the names of the agent's variables.
-    List {
-        /// The agent's slug.
-        agent: String,
-    },
-    /// Remove variables.
-    Remove {
-        /// The agent's slug.
-        agent: String,
-        /// Their names.
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    /// List a daemon's sandboxes.
+    Ls(DaemonArgs),
+    /// Run a command in a sandbox (`sandboxd exec <id> -- cmd args…`); prints its
+    /// output and exits with its exit code.
+    Exec(ExecArgs),
+    /// Delete sandboxes (their containers and files).
+    Rm(RmArgs),
 }
 
 /// Flags of `sandboxd serve`; each can also come from the environment variable shown.
@@ -108,6 +57,12 @@ pub struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "SANDBOXD_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
+
+    /// Address of the E2B-compatible API (control plane and envd on one address, for
+    /// the `e2b` SDKs: set `E2B_API_URL` and `E2B_SANDBOX_URL` to `http://ADDR`); off
+    /// when absent. Port 0 picks a free one (the address is printed).
+    #[arg(long, env = "SANDBOXD_E2B_LISTEN")]
+    pub e2b_listen: Option<SocketAddr>,
 
     /// Where state lives (API key, sandbox directories). Default:
     /// $XDG_DATA_HOME/sandboxd or ~/.local/share/sandboxd.
@@ -298,63 +253,6 @@ pub struct ServeArgs {
     pub labels: Vec<String>,
 }
 
-/// Arguments of `sandboxd chat`.
-#[derive(Debug, Clone, Args)]
-pub struct ChatArgs {
-    /// The agent's slug.
-    pub agent: String,
-    /// The message.
-    pub prompt: String,
-    /// Continue in this sandbox (default: a new one).
-    #[arg(long)]
-    pub sandbox: Option<String>,
-    /// Continue this thread (needs --sandbox).
-    #[arg(long, requires = "sandbox")]
-    pub thread: Option<String>,
-    /// Permission mode for this turn (e.g. `default`: each tool call Claude would ask
-    /// about is asked here, on the terminal).
-    #[arg(long)]
-    pub permission_mode: Option<String>,
-    /// The daemon's URL.
-    #[arg(long, env = "SANDBOXD_URL", default_value = "http://127.0.0.1:7878")]
-    pub url: String,
-    /// The daemon's state directory, where its API key is kept (when
-    /// SANDBOXD_API_KEY is not set).
-    #[arg(long, env = "SANDBOXD_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-}
-
-impl ChatArgs {
-    /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
-    pub fn api_key(&self) -> anyhow::Result<String> {
-        api_key(self.state_dir.as_ref())
-    }
-}
-
-fn api_key(state_dir: Option<&PathBuf>) -> anyhow::Result<String> {
-    {
-        if let Some(key) = std::env::var("SANDBOXD_API_KEY")
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
-            return Ok(key);
-        }
-        let dir = match state_dir {
-            Some(dir) => dir.clone(),
-            None => default_state_dir()?,
-        };
-        let path = dir.join(crate::auth::KEY_FILE);
-        std::fs::read_to_string(&path)
-            .map(|k| k.trim().to_owned())
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "no SANDBOXD_API_KEY and cannot read {}: {e}",
-                    path.display()
-                )
-            })
-    }
-}
-
 /// Flags of `sandboxd scripted-model`.
 #[derive(Debug, Clone, Args)]
 pub struct ScriptedModelArgs {
@@ -378,6 +276,8 @@ pub struct ScriptedModelArgs {
 pub struct Config {
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// The E2B-compatible API's address, when on.
+    pub e2b_listen: Option<SocketAddr>,
     /// State directory (created if missing).
     pub state_dir: PathBuf,
     /// Agent definitions directory.
@@ -477,6 +377,7 @@ impl Config {
         );
         Ok(Self {
             listen: args.listen,
+            e2b_listen: args.e2b_listen,
             state_dir,
             agents_dir: args.agents_dir,
             image: args.image,

@@ -1,0 +1,139 @@
+// The unmodified e2b SDK against sandboxd's E2B API: files (`/files` upload and
+// download, filesystem.Filesystem over Connect).
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Sandbox, FileType } from 'e2b'
+
+let sb
+before(async () => {
+  sb = await Sandbox.create('base', { timeoutMs: 300_000 })
+})
+after(async () => {
+  if (sb) await sb.kill().catch(() => {})
+})
+
+test('write and read text and bytes, octet-stream and multipart', async () => {
+  const info = await sb.files.write('notes/hello.txt', 'hello, files\n')
+  assert.equal(info.path, '/home/user/notes/hello.txt')
+  assert.equal(info.name, 'hello.txt')
+  assert.equal(await sb.files.read('notes/hello.txt'), 'hello, files\n')
+  assert.equal(await sb.files.read('/home/user/notes/hello.txt'), 'hello, files\n')
+
+  const bytes = Uint8Array.from({ length: 256 }, (_, i) => i)
+  await sb.files.write('bin/all-bytes', bytes)
+  assert.deepEqual(await sb.files.read('bin/all-bytes', { format: 'bytes' }), bytes)
+
+  await sb.files.write('octet.txt', 'through octet-stream', { useOctetStream: true })
+  assert.equal(await sb.files.read('octet.txt'), 'through octet-stream')
+
+  const many = await sb.files.write([
+    { path: 'batch/a.txt', data: 'A' },
+    { path: 'batch/deep/b.txt', data: 'B' },
+    { path: '/tmp/c.txt', data: new TextEncoder().encode('C') },
+  ])
+  assert.deepEqual(many.map((e) => e.path).sort(), ['/home/user/batch/a.txt', '/home/user/batch/deep/b.txt', '/tmp/c.txt'])
+  assert.equal((await sb.commands.run('cat batch/a.txt batch/deep/b.txt /tmp/c.txt')).stdout, 'ABC')
+
+  const big = 'compressible line\n'.repeat(10_000)
+  await sb.files.write('gz/big.txt', big, { gzip: true })
+  assert.equal(await sb.files.read('gz/big.txt', { gzip: true }), big)
+  assert.equal(await sb.files.read('gz/big.txt'), big)
+
+  const streamed = new ReadableStream({
+    start(c) {
+      for (let i = 0; i < 100; i++) c.enqueue(new TextEncoder().encode(`chunk ${i}\n`))
+      c.close()
+    },
+  })
+  await sb.files.write('streamed.txt', streamed)
+  const back = await sb.files.read('streamed.txt', { format: 'stream' })
+  let text = ''
+  for await (const part of back) text += new TextDecoder().decode(part)
+  assert.equal(text, Array.from({ length: 100 }, (_, i) => `chunk ${i}\n`).join(''))
+
+  await sb.files.write('empty.txt', '')
+  assert.equal(await sb.files.read('empty.txt'), '')
+
+  await assert.rejects(sb.files.read('no/such/file'), (e) => e.name === 'FileNotFoundError' || e.name === 'NotFoundError')
+})
+
+test('list with depth, exists, getInfo, makeDir, rename, remove', async () => {
+  await sb.files.write('tree/one.txt', '1')
+  await sb.files.write('tree/sub/two.txt', '22')
+  const shallow = await sb.files.list('tree')
+  assert.deepEqual(shallow.map((e) => [e.name, e.type]).sort(), [['one.txt', FileType.FILE], ['sub', FileType.DIR]])
+  const deep = await sb.files.list('tree', { depth: 2 })
+  assert.deepEqual(deep.map((e) => e.path).sort(), ['/home/user/tree/one.txt', '/home/user/tree/sub', '/home/user/tree/sub/two.txt'])
+
+  assert.equal(await sb.files.exists('tree/one.txt'), true)
+  assert.equal(await sb.files.exists('tree/nope.txt'), false)
+
+  const info = await sb.files.getInfo('tree/sub/two.txt')
+  assert.equal(info.name, 'two.txt')
+  assert.equal(info.type, FileType.FILE)
+  assert.equal(info.size, 2)
+  assert.equal(info.owner, 'user')
+  assert.equal(info.group, 'user')
+  assert.equal(info.permissions, '-rw-r--r--')
+  assert.equal(info.mode, 0o644)
+  assert.ok(info.modifiedTime instanceof Date && Math.abs(info.modifiedTime - Date.now()) < 120_000, `${info.modifiedTime}`)
+  await sb.commands.run('ln -s tree/one.txt link')
+  const link = await sb.files.getInfo('link')
+  assert.equal(link.type, FileType.SYMLINK)
+  assert.equal(link.symlinkTarget, 'tree/one.txt')
+
+  assert.equal(await sb.files.makeDir('made/here'), true)
+  assert.equal(await sb.files.makeDir('made/here'), false)
+  assert.equal((await sb.files.getInfo('made/here')).type, FileType.DIR)
+
+  const moved = await sb.files.rename('tree/one.txt', 'tree/uno.txt')
+  assert.equal(moved.path, '/home/user/tree/uno.txt')
+  assert.equal(await sb.files.exists('tree/one.txt'), false)
+  assert.equal(await sb.files.read('tree/uno.txt'), '1')
+
+  await sb.files.remove('tree')
+  assert.equal(await sb.files.exists('tree'), false)
+})
+
+test('files act as the user asked for', async () => {
+  await sb.files.write('/root/secret.txt', 'root only', { user: 'root' })
+  assert.equal(await sb.files.read('/root/secret.txt', { user: 'root' }), 'root only')
+  assert.equal((await sb.files.getInfo('/root/secret.txt', { user: 'root' })).owner, 'root')
+  await assert.rejects(sb.files.read('/root/secret.txt'))
+  await assert.rejects(sb.files.write('/etc/not-yours', 'x'))
+  const mine = await sb.files.getInfo('notes/hello.txt')
+  assert.equal(mine.owner, 'user')
+})
+
+test('signed upload and download URLs work without headers; bad ones get envd 401s', async () => {
+  await sb.files.write('signed.txt', 'signed content')
+  const url = await sb.downloadUrl('signed.txt')
+  assert.match(url, /signature=v1_/)
+  const res = await fetch(url)
+  assert.equal(res.status, 200)
+  assert.equal(await res.text(), 'signed content')
+
+  const timed = await sb.downloadUrl('signed.txt', { useSignatureExpiration: 60 })
+  assert.equal((await fetch(timed)).status, 200)
+
+  const expired = await sb.downloadUrl('signed.txt', { useSignatureExpiration: -10_000 })
+  const late = await fetch(expired)
+  assert.equal(late.status, 401)
+  assert.deepEqual(await late.json(), { code: 401, message: 'signature is already expired' })
+
+  const forged = new URL(url)
+  forged.searchParams.set('signature', 'v1_' + 'A'.repeat(43))
+  const bad = await fetch(forged)
+  assert.equal(bad.status, 401)
+  assert.deepEqual(await bad.json(), { code: 401, message: 'invalid signature' })
+  // A signature for reading does not write.
+  const asWrite = await fetch(url, { method: 'POST', body: new FormData() })
+  assert.equal(asWrite.status, 401)
+
+  const up = await sb.uploadUrl('uploaded/by-url.txt')
+  const form = new FormData()
+  form.append('file', new Blob(['from a signed url']), 'by-url.txt')
+  const posted = await fetch(up, { method: 'POST', body: form })
+  assert.equal(posted.status, 200, await posted.clone().text())
+  assert.equal(await sb.files.read('uploaded/by-url.txt'), 'from a signed url')
+})

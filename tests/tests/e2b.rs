@@ -1,0 +1,345 @@
+//! The unmodified `e2b` JS SDK (npm `e2b@2.45.0`, pinned in tests/e2b-js) against a
+//! real daemon's E2B API and real containers: Node's test runner on tests/e2b-js
+//! (installed by scripts/test), with `E2B_API_URL`/`E2B_SANDBOX_URL` pointing at
+//! `--e2b-listen` and `E2B_API_KEY` the daemon's key (of the `e2b_<hex>` form the
+//! SDK checks).
+
+use std::process::Command;
+
+use sandboxd_e2e::{free_port, workspace, Daemon, Options};
+use serde_json::json;
+
+/// Runs one test file of tests/e2b-js against a fresh daemon; returns its output.
+async fn run_suite(file: &str, expected_pass: usize) {
+    let dir = workspace().join("tests/e2b-js");
+    assert!(
+        dir.join("node_modules/e2b").is_dir(),
+        "tests/e2b-js has no node_modules: run the suite with scripts/test (npm ci there)"
+    );
+    let key = format!("e2b_{:032x}", rand_u128());
+    let port = free_port();
+    let mut options = Options::default().agent(
+        "tiny",
+        json!({
+            "name": "Tiny",
+            "sandbox": {
+                "envs": { "FROM_AGENT": "agent" },
+                "files": { "agent-file.txt": "from the agent\n" }
+            }
+        }),
+    );
+    options.args = vec!["--e2b-listen".into(), format!("127.0.0.1:{port}")];
+    options.env.push(("SANDBOXD_API_KEY".into(), key.clone()));
+    let d = Daemon::start_with(options).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let file = file.to_owned();
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["--test", "--test-concurrency=1", &file])
+            .current_dir(dir)
+            .env("E2B_API_URL", &url)
+            .env("E2B_SANDBOX_URL", &url)
+            .env("E2B_API_KEY", key)
+            .env_remove("E2B_DEBUG")
+            .env_remove("E2B_DOMAIN")
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!(
+        "{stdout}{}\n(took {:.1} s)",
+        String::from_utf8_lossy(&output.stderr),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(output.status.success(), "node tests failed:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("# pass {expected_pass}")) && stdout.contains("# fail 0"),
+        "{stdout}"
+    );
+    d.assert_no_leaks();
+}
+
+/// A random number from the OS, for the API key.
+fn rand_u128() -> u128 {
+    let bytes = std::fs::read("/proc/sys/kernel/random/uuid").expect("a random uuid");
+    let hex: String = String::from_utf8_lossy(&bytes)
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect();
+    u128::from_str_radix(&hex, 16).expect("hex")
+}
+
+#[tokio::test]
+async fn the_e2b_sdk_manages_sandboxes() {
+    run_suite("lifecycle.test.mjs", 3).await;
+}
+
+#[tokio::test]
+async fn the_e2b_sdk_runs_commands() {
+    run_suite("commands.test.mjs", 9).await;
+}
+
+#[tokio::test]
+async fn the_e2b_sdk_reads_and_writes_files() {
+    run_suite("files.test.mjs", 4).await;
+}
+
+/// A daemon with the E2B API on `port`.
+async fn e2b_daemon(reuse: Option<&Daemon>, port: u16) -> Daemon {
+    let mut options = Options::default();
+    if let Some(d) = reuse {
+        options.agents = Vec::new();
+        options.reuse = Some((d.state_dir.clone(), d.agents_dir.clone()));
+    }
+    options.args = vec!["--e2b-listen".into(), format!("127.0.0.1:{port}")];
+    Daemon::start_with(options).await
+}
+
+#[tokio::test]
+async fn e2b_sandboxes_are_relay_sandboxes_and_survive_a_restart() {
+    let port = free_port();
+    let mut first = e2b_daemon(None, port).await;
+    // Raw HTTP does not check the key's form: the harness's key serves both APIs.
+    let key = first.key.clone();
+    let e2b = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    // Without the key, nothing; errors are E2B's {code, message}.
+    let res = http
+        .get(format!("{e2b}/v2/sandboxes"))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["code"], 401, "{body}");
+
+    let res = http
+        .post(format!("{e2b}/v2/sandboxes"))
+        .header("X-API-Key", &key)
+        .json(&json!({"templateID": "base", "timeout": 600, "metadata": {"k": "v"}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 201);
+    let created: serde_json::Value = res.json().await.expect("json");
+    for field in [
+        "templateID",
+        "sandboxID",
+        "clientID",
+        "envdVersion",
+        "envdAccessToken",
+        "domain",
+    ] {
+        assert!(created.get(field).is_some(), "{field} in {created}");
+    }
+    let id = created["sandboxID"].as_str().expect("id").to_owned();
+    let token = created["envdAccessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // envd: the token is required (but not by /health), and the id routes.
+    let health = |token: Option<&str>, id: &str| {
+        let mut req = http
+            .get(format!("{e2b}/health"))
+            .header("E2b-Sandbox-Id", id);
+        if let Some(t) = token {
+            req = req.header("X-Access-Token", t);
+        }
+        req.send()
+    };
+    assert_eq!(health(None, &id).await.expect("health").status(), 204);
+    assert_eq!(
+        health(None, "sbx-nope").await.expect("health").status(),
+        502
+    );
+    let files = |token: &str| {
+        http.get(format!("{e2b}/files?path=/etc/hostname"))
+            .header("E2b-Sandbox-Id", &id)
+            .header("X-Access-Token", token)
+            .send()
+    };
+    assert_eq!(files("wrong").await.expect("files").status(), 401);
+    assert_eq!(files(&token).await.expect("files").status(), 200);
+    // The binary Connect codec is refused by name, not misread.
+    let res = http
+        .post(format!("{e2b}/process.Process/List"))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .header("Content-Type", "application/proto")
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("rpc");
+    assert_eq!(res.status(), 501);
+
+    // The relay API sees it, under its other id.
+    let (status, relay) = first
+        .call("GET", &format!("/v1/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{relay}");
+    assert_eq!(relay["agent"]["slug"], "base");
+    let relay_made = first.create_sandbox(json!({"agent": "test"})).await;
+    let listed = |body: serde_json::Value| -> Vec<String> {
+        body.as_array()
+            .expect("an array")
+            .iter()
+            .map(|s| s["sandboxID"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let all = http
+        .get(format!("{e2b}/v2/sandboxes"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .expect("list")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    assert_eq!(listed(all.clone()).len(), 2, "{all}");
+
+    let info = |http: reqwest::Client, e2b: String, key: String, id: String| async move {
+        http.get(format!("{e2b}/sandboxes/{id}"))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .expect("info")
+    };
+    let before: serde_json::Value = info(http.clone(), e2b.clone(), key.clone(), id.clone())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(before["metadata"], json!({"k": "v"}));
+
+    // A restart re-adopts it with its metadata, deadline and token.
+    assert!(first.terminate().success());
+    let second = e2b_daemon(Some(&first), port).await;
+    let after: serde_json::Value = info(http.clone(), e2b.clone(), key.clone(), id.clone())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(after["metadata"], json!({"k": "v"}), "{after}");
+    assert_eq!(after["endAt"], before["endAt"]);
+    assert_eq!(after["state"], "running");
+    assert_eq!(files(&token).await.expect("files").status(), 200);
+
+    // Deleted through the relay API: gone from E2B's view too.
+    second.delete_sandbox(&relay_made).await;
+    let res = info(http.clone(), e2b.clone(), key.clone(), id.clone()).await;
+    assert_eq!(res.status(), 200);
+    let (status, _) = second
+        .call("DELETE", &format!("/v1/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let res = info(http.clone(), e2b.clone(), key.clone(), id.clone()).await;
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["code"], 404, "{body}");
+    let res = http
+        .delete(format!("{e2b}/sandboxes/{id}"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .expect("kill");
+    assert_eq!(res.status(), 404);
+    second.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn an_e2b_sandbox_paused_when_idle_still_runs_for_the_sdk() {
+    let port = free_port();
+    let d = Daemon::start_with(Options {
+        args: vec![
+            "--e2b-listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--pause-after-secs".into(),
+            "1".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let e2b = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{e2b}/sandboxes"))
+        .header("X-API-Key", &d.key)
+        .json(&json!({"templateID": "base", "timeout": 600}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = created["sandboxID"].as_str().expect("id").to_owned();
+    let token = created["envdAccessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // The list, unlike a lookup, is not activity that keeps a sandbox awake.
+    let status = || async {
+        let (_, list) = d.call("GET", "/v1/sandboxes", None).await;
+        list.as_array()
+            .and_then(|l| l.iter().find(|s| s["sandboxId"] == id.as_str()))
+            .and_then(|s| s["status"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    sandboxd_e2e::eventually(
+        std::time::Duration::from_secs(30),
+        "the idle sandbox is paused",
+        || async { status().await == "paused" },
+    )
+    .await;
+    // Still running to the SDK: health, info and list, without resuming it.
+    let health = http
+        .get(format!("{e2b}/health"))
+        .header("E2b-Sandbox-Id", &id)
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 204);
+    let info: serde_json::Value = http
+        .get(format!("{e2b}/sandboxes/{id}"))
+        .header("X-API-Key", &d.key)
+        .send()
+        .await
+        .expect("info")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(status().await, "paused");
+    // An envd call resumes it.
+    let listed = http
+        .post(format!("{e2b}/process.Process/List"))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("rpc");
+    assert_eq!(listed.status(), 200);
+    let files = http
+        .get(format!("{e2b}/files?path=/etc/hostname"))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .send()
+        .await
+        .expect("files");
+    assert_eq!(files.status(), 200);
+    let killed = http
+        .delete(format!("{e2b}/sandboxes/{id}"))
+        .header("X-API-Key", &d.key)
+        .send()
+        .await
+        .expect("kill");
+    assert_eq!(killed.status(), 204);
+    d.assert_no_leaks();
+}
