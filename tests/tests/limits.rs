@@ -48,6 +48,15 @@ async fn sandboxes_are_hardened_and_limited() {
         "/tmp:true",
         "/var/tmp:true",
     ]);
+    // The host's CA bundle, read-only, where it differs from the image's own (the
+    // default --trust-host-ca auto, as behind a TLS-intercepting proxy).
+    if mounts
+        .iter()
+        .any(|m| m.starts_with("/.sandboxd/ca-certificates.crt:"))
+    {
+        expected.push("/.sandboxd/ca-certificates.crt:false");
+        expected.sort_unstable();
+    }
     assert_eq!(mounts, expected);
 
     // Inside: no new privileges, only the kept capabilities in the bounding set.

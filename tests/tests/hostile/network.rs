@@ -137,7 +137,11 @@ async fn duplicate_networks_are_settled_not_multiplied() {
 #[tokio::test]
 async fn a_network_removed_under_the_daemon_is_made_again() {
     let network = TestNetwork::new("removed");
-    let model = ScriptedModel::start(&json!([{ "text": "first" }, { "text": "second" }]));
+    // Two chats, two conversations: each reply belongs to its prompt.
+    let model = ScriptedModel::start(&json!([
+        { "text": "first", "prompt": "hi" },
+        { "text": "second", "prompt": "again" }
+    ]));
     let d = Daemon::start_with(
         Options {
             args: network.args(),
