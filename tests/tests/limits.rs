@@ -40,7 +40,10 @@ async fn sandboxes_are_hardened_and_limited() {
     mounts.sort_unstable();
     let mut expected = vec!["/.sandboxd/init:false", "/.sandboxd/run:true"];
     if std::env::var_os("SANDBOXD_CLAUDE_BIN").is_some() {
-        expected.insert(0, "/.sandboxd/bin/claude:false");
+        expected.push("/.sandboxd/bin/claude:false");
+    }
+    if std::env::var_os("SANDBOXD_CODEX_BIN").is_some() {
+        expected.push("/.sandboxd/bin/codex:false");
     }
     expected.extend([
         "/home/user:true",
@@ -55,8 +58,8 @@ async fn sandboxes_are_hardened_and_limited() {
         .any(|m| m.starts_with("/.sandboxd/ca-certificates.crt:"))
     {
         expected.push("/.sandboxd/ca-certificates.crt:false");
-        expected.sort_unstable();
     }
+    expected.sort_unstable();
     assert_eq!(mounts, expected);
 
     // Inside: no new privileges, only the kept capabilities in the bounding set.
