@@ -46,6 +46,11 @@ export default agent({
       inputSchema: z.object({}),
       execute: () => new Promise(() => {}),
     }),
+    spin: tool({
+      description: "Blocks Node's event loop forever",
+      inputSchema: z.object({}),
+      execute: () => { while (true) {} },
+    }),
     show_env: tool({
       description: "Reports whether the agent's variable arrived",
       inputSchema: z.object({}),
@@ -61,7 +66,16 @@ export default agent({
     if (toolName.endsWith("__hang")) return new Promise(() => {})
   },
   onStepFinish: async () => writeFileSync("/home/user/step.txt", "a step"),
-  onFinish: async ({ result }) => writeFileSync("/home/user/finished.txt", result.text),
+  onFinish: async (payload) => {
+    writeFileSync("/home/user/finished.json", JSON.stringify(payload))
+    if (payload.result.text === "Finish spins.") while (true) {}
+  },
+  onError: async ({ error }) => {
+    writeFileSync("/home/user/error.json", JSON.stringify({
+      isError: error instanceof Error, message: error.message,
+      token: process.env.API_TOKEN ?? null }))
+    throw new Error("onError broke too")
+  },
   onToolResult: async ({ toolName }) => {
     if (toolName.endsWith("__boom")) throw new Error("hook broke")
   },
@@ -125,6 +139,21 @@ async fn chat(d: &Daemon, slug: &str, prompt: &str) -> (String, String, Vec<Valu
     (sandbox, thread, chunks)
 }
 
+/// A log line without its terminal colours.
+fn without_colours(line: &str) -> String {
+    let mut out = String::new();
+    let mut escape = false;
+    for c in line.chars() {
+        match (escape, c) {
+            (false, '\u{1b}') => escape = true,
+            (false, c) => out.push(c),
+            (true, 'm') => escape = false,
+            (true, _) => {}
+        }
+    }
+    out
+}
+
 /// An agents directory inside the example project, so its `node_modules` is found.
 fn agents_dir() -> tempfile::TempDir {
     let project: PathBuf = workspace().join("examples/ts-agent");
@@ -167,9 +196,14 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
         ("hang", "hang", json!({}), "It hung."),
         ("invalid", "write_file", json!({ "path": 42 }), "Bad input."),
         ("env", "show_env", json!({}), "Env checked."),
+        ("spin", "spin", json!({}), "It spun."),
     ] {
         script.extend(conversation(prompt, tool, input, then));
     }
+    // A failed model request ends the turn in an error: onError runs.
+    script.push(json!({ "prompt": "fail", "error": { "status": 400,
+        "type": "invalid_request_error", "message": "scripted refusal" } }));
+    script.push(json!({ "prompt": "endless-finish", "text": "Finish spins." }));
     script.push(json!({ "prompt": "plain", "text": "Plain reply." }));
     let model = ScriptedModel::start(&Value::Array(script));
     let mut options = Options {
@@ -212,7 +246,8 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
             "onToolCall",
             "onToolResult",
             "onStepFinish",
-            "onFinish"
+            "onFinish",
+            "onError"
         ])
     );
     // The package's defaults: a string prompt is appended to the Claude Code preset.
@@ -325,21 +360,49 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
         let cat = d.exec(sandbox, "cat /home/user/out/hello.txt").await;
         assert_eq!(cat["stdout"], "hi from the tool", "{cat}");
     }
-    // onStart and onFinish ran in the sandbox with their payloads.
+    // onStart and onStepFinish ran in the sandbox with their payloads; onFinish, run
+    // after the turn, got the cost, usage and turns the CLI reported.
     let hooks = d
         .exec(
             &first.0,
             "cat /home/user/step.txt; echo; cat /home/user/started.txt; echo; \
-             cat /home/user/finished.txt",
+             cat /home/user/finished.json",
         )
         .await;
     let out = hooks["stdout"].as_str().unwrap_or_default();
-    assert!(out.starts_with("a step\n"), "onStepFinish: {hooks}");
-    assert!(out.ends_with("\nThe file is written."), "{hooks}");
-    assert!(
-        out.len() > "\nThe file is written.".len() + 8,
-        "no session id: {hooks}"
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{hooks}");
+    assert_eq!(lines[0], "a step", "onStepFinish: {hooks}");
+    assert!(lines[1].len() > 8, "no session id: {hooks}");
+    let finished: Value = serde_json::from_str(lines[2]).expect("onFinish's payload");
+    assert_eq!(
+        finished["result"],
+        json!({ "text": "The file is written.", "subtype": "success" })
     );
+    let cost = finished["cost"].as_f64().unwrap_or_default();
+    assert!(cost > 0.0, "onFinish got no cost: {finished}");
+    let metadata = first
+        .2
+        .iter()
+        .find(|c| c["type"] == "message-metadata")
+        .expect("metadata");
+    assert_eq!(
+        finished["cost"], metadata["messageMetadata"]["totalCostUsd"],
+        "{metadata}"
+    );
+    assert!(
+        finished["usage"]["inputTokens"].as_u64().unwrap_or(0) > 0,
+        "{finished}"
+    );
+    assert!(
+        finished["usage"]["outputTokens"].as_u64().unwrap_or(0) > 0,
+        "{finished}"
+    );
+    assert_eq!(
+        finished["turns"], 2,
+        "a tool call and the reply: {finished}"
+    );
+    assert!(finished["duration"].as_u64().unwrap_or(0) > 0, "{finished}");
     let (text, is_error) = tool_result(&model, "write-file");
     assert!(text.contains("wrote out/hello.txt") && !is_error, "{text}");
 
@@ -414,6 +477,93 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
         "the value was logged"
     );
 
+    // A tool that blocks Node's event loop is stopped at its bound; the turn goes on.
+    let (_, _, chunks) = chat(&d, "tools", "spin").await;
+    assert_eq!(text_of(&chunks), "It spun.");
+    let (text, is_error) = tool_result(&model, "spin");
+    assert!(
+        is_error && text.contains("spin failed: it did not finish within 3000 ms and was stopped"),
+        "{text}"
+    );
+
+    // A turn that fails runs onError in the sandbox, with an Error and the agent's
+    // variables; its throwing is recorded and the turn's own error is the stream's.
+    let fail_started = Instant::now();
+    let (status, headers, chunks) = d
+        .chat("tools", json!({ "messages": [user_message("fail")] }))
+        .await;
+    let fail_ms = fail_started.elapsed().as_millis();
+    assert_eq!(status, StatusCode::OK);
+    let error = chunks
+        .iter()
+        .find(|c| c["type"] == "error")
+        .unwrap_or_else(|| panic!("no error: {chunks:?}"));
+    assert!(error.to_string().contains("scripted refusal"), "{error}");
+    let header = |name: &str| headers[name].to_str().expect("an id").to_owned();
+    let (sandbox, thread) = (header("x-sandbox-id"), header("x-thread-id"));
+    let ran = d.exec(&sandbox, "cat /home/user/error.json").await;
+    let ran: Value = serde_json::from_str(ran["stdout"].as_str().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("onError did not run: {ran}"));
+    assert_eq!(ran["isError"], true, "{ran}");
+    assert!(
+        ran["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("scripted refusal"),
+        "{ran}"
+    );
+    assert_eq!(ran["token"], "tok-SECRET-123");
+    let (_, events) = d
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/threads/{thread}/events?offset=0&limit=1000"),
+            None,
+        )
+        .await;
+    assert!(
+        events
+            .to_string()
+            .contains("onError failed: onError broke too"),
+        "{events}"
+    );
+    let (_, got) = d
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/threads/{thread}"),
+            None,
+        )
+        .await;
+    assert_eq!(got["status"], "error", "{got}");
+
+    // An onFinish that never yields is killed at its bound and recorded; the turn
+    // completed.
+    let (sandbox, thread, chunks) = chat(&d, "tools", "endless-finish").await;
+    assert_eq!(text_of(&chunks), "Finish spins.");
+    let (_, events) = d
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/threads/{thread}/events?offset=0&limit=1000"),
+            None,
+        )
+        .await;
+    assert!(
+        events
+            .to_string()
+            .contains("onFinish failed: the onFinish hook did not finish within 12000 ms"),
+        "{events}"
+    );
+    // How long onError took in the daemon (its log: `hook="onError" ms=N`).
+    let log = d.log_text();
+    let hook_ms: Vec<String> = log
+        .lines()
+        .map(without_colours)
+        .filter(|l| l.contains("agent hook ran after the turn") && l.contains("onError"))
+        .filter_map(|l| {
+            let at = l.find(" ms=")? + 4;
+            Some(l[at..].chars().take_while(char::is_ascii_digit).collect())
+        })
+        .collect();
+
     // A new file takes effect on reload (and, polled, without one).
     std::fs::write(
         agents.path().join("later.mjs"),
@@ -430,7 +580,7 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     println!(
         "timing: loading the agents directory (5 code files) {reload_ms} ms; a chat with a \
          new sandbox and one plain reply {plain_ms} ms; the same with one custom tool call \
-         {tool_ms} ms"
+         {tool_ms} ms; a failed chat with onError {fail_ms} ms; onError itself (daemon log) {hook_ms:?} ms"
     );
 }
 

@@ -7,12 +7,19 @@
 //                                                MCP server (Claude Code's `agent` server)
 //   node runtime.mjs hook <Event> <bundle>       in a sandbox: one Claude Code command hook,
 //                                                calling the agent's hook for it
+//   node runtime.mjs run-hook <hook> <bundle>    in a sandbox, started by the daemon after a
+//                                                turn: onFinish or onError, its payload in
+//                                                SANDBOXD_HOOK_PAYLOAD
+//
+// Tools run in worker threads of the MCP server, so a call past its time bound is
+// stopped even when it blocks the event loop (its worker is terminated).
 //
 // Everything it prints is untrusted input to the daemon, which bounds and validates it.
 import { createInterface } from "node:readline"
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { pathToFileURL } from "node:url"
+import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads"
 
 const TOOL_TIMEOUT_MS = Number(process.env.SANDBOXD_TOOL_TIMEOUT_MS) || 120000
 const HOOK_TIMEOUT_MS = Number(process.env.SANDBOXD_HOOK_TIMEOUT_MS) || 10000
@@ -212,7 +219,45 @@ function toolResult(value) {
   return { content, isError: value.isError === true }
 }
 
-async function callTool(config, name, args) {
+// Worker threads the tools' `execute` runs in, one call at a time each: an idle one is
+// reused (so a module's state lives on between calls), another started for calls in
+// parallel, and one whose call runs past its bound is terminated.
+const idle = []
+
+function startWorker(bundle) {
+  const worker = new Worker(new URL(import.meta.url), {
+    workerData: { bundle }, stdout: true, stderr: true,
+  })
+  // Whatever the tools print goes to stderr: stdout carries the protocol.
+  worker.stdout.pipe(process.stderr)
+  worker.stderr.pipe(process.stderr)
+  const state = { worker, call: null, dead: false }
+  state.ready = new Promise((resolve, reject) => {
+    worker.once("message", (m) => (m?.loadError ? reject(new Error(m.loadError)) : resolve()))
+    worker.once("error", reject)
+  })
+  state.ready.catch(() => {})
+  const end = (why) => {
+    state.dead = true
+    const at = idle.indexOf(state)
+    if (at >= 0) idle.splice(at, 1)
+    state.call?.reject(new Error(why))
+    state.call = null
+  }
+  worker.on("message", (m) => {
+    if (m && "result" in m && state.call) {
+      const call = state.call
+      state.call = null
+      if (!state.dead) idle.push(state)
+      call.resolve(m.result)
+    }
+  })
+  worker.on("error", (e) => end(`the tool's code failed outside the call: ${message(e)}`))
+  worker.on("exit", (code) => end(`its worker exited (code ${code})`))
+  return state
+}
+
+async function callTool(config, bundle, name, args) {
   const t = config.tools?.[name]
   if (!t) return { content: [{ type: "text", text: `unknown tool ${JSON.stringify(name)}` }], isError: true }
   const parsed = t.inputSchema.safeParse(args ?? {})
@@ -220,12 +265,47 @@ async function callTool(config, name, args) {
     const issues = (parsed.error?.issues ?? []).map((i) => `${(i.path ?? []).join(".") || "(input)"}: ${i.message}`)
     return { content: [{ type: "text", text: `invalid input for ${name}: ${issues.join("; ") || message(parsed.error)}` }], isError: true }
   }
+  const state = idle.pop() ?? startWorker(bundle)
+  let timer
   try {
-    const value = await withTimeout(t.execute(parsed.data, { env: agentEnv() }), TOOL_TIMEOUT_MS, `tool ${name}`)
-    return toolResult(value)
+    const result = new Promise((resolve, reject) => {
+      state.call = { resolve, reject }
+      state.ready.then(() => state.worker.postMessage({ name, args: parsed.data }), reject)
+    })
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => {
+        // Stopped even if it never yields: its worker goes.
+        state.dead = true
+        state.call = null
+        state.worker.terminate()
+        reject(new Error(`it did not finish within ${TOOL_TIMEOUT_MS} ms and was stopped`))
+      }, TOOL_TIMEOUT_MS)
+    })
+    return await Promise.race([result, timeout])
   } catch (error) {
     return { content: [{ type: "text", text: `${name} failed: ${message(error)}` }], isError: true }
+  } finally {
+    clearTimeout(timer)
   }
+}
+
+// In the worker thread: runs the calls the MCP server posts.
+async function serveTools(bundle) {
+  let config
+  try { config = await importAgent(bundle) } catch (error) {
+    parentPort.postMessage({ loadError: message(error) })
+    return
+  }
+  parentPort.on("message", async ({ name, args }) => {
+    let result
+    try {
+      result = toolResult(await config.tools[name].execute(args, { env: agentEnv() }))
+    } catch (error) {
+      result = { content: [{ type: "text", text: `${name} failed: ${message(error)}` }], isError: true }
+    }
+    parentPort.postMessage({ result })
+  })
+  parentPort.postMessage({ ready: true })
 }
 
 async function mcp(bundle) {
@@ -239,6 +319,7 @@ async function mcp(bundle) {
   let loadError
   try { config = await importAgent(bundle) } catch (e) { loadError = message(e) }
   const lines = createInterface({ input: process.stdin, crlfDelay: Infinity })
+  const inflight = new Set()
   for await (const line of lines) {
     let request
     try { request = JSON.parse(line) } catch { continue }
@@ -264,28 +345,28 @@ async function mcp(bundle) {
         reply(id, { content: [{ type: "text", text: `the agent did not load: ${loadError}` }], isError: true })
         continue
       }
-      callTool(config, params?.name, params?.arguments).then((r) => reply(id, r))
+      const call = callTool(config, bundle, params?.name, params?.arguments).then((r) => reply(id, r))
+      inflight.add(call)
+      call.finally(() => inflight.delete(call))
     } else {
       reply(id, undefined, { code: -32601, message: `method ${method} is not supported` })
     }
   }
+  // Claude Code closed the connection: answer what is running, then go (the workers'
+  // pipes would keep Node alive).
+  await Promise.allSettled([...inflight])
+  process.exit(0)
 }
 
 // Claude Code hook events and the agent hooks they call, with the payloads of
-// @21st-sdk/agent's src/types.ts.
+// @21st-sdk/agent's src/types.ts. onFinish and onError are run by the daemon when the
+// turn has ended (`run-hook`), with the cost and usage the CLI reported.
 const EVENTS = {
   SessionStart: ["onStart", (p) => ({ sessionId: p.session_id ?? "", model: process.env.SANDBOXD_MODEL ?? "", tools: [] })],
   PreToolUse: ["onToolCall", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {} })],
   PostToolUse: ["onToolResult", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {}, output: p.tool_response })],
   PostToolUseFailure: ["onToolResult", (p) => ({ toolName: p.tool_name, input: p.tool_input ?? {}, output: p.tool_response ?? { isError: true, error: p.error } })],
   PostToolBatch: ["onStepFinish", (p) => ({ message: p.last_assistant_message ?? p, cost: 0 })],
-  StopFailure: ["onError", (p) => ({
-    error: new Error([p.error, p.error_details].filter(Boolean).map(String).join(": ") || "the turn failed"),
-  })],
-  Stop: ["onFinish", (p) => ({
-    result: { text: p.last_assistant_message ?? "", subtype: "success" },
-    cost: 0, duration: 0, turns: 0, usage: { inputTokens: 0, outputTokens: 0 },
-  })],
 }
 
 async function hook(event, bundle) {
@@ -317,8 +398,34 @@ async function hook(event, bundle) {
   finish(output)
 }
 
-const [mode, ...rest] = process.argv.slice(2)
-if (mode === "build") {
+// One hook the daemon runs after a turn; the last line printed says how it went.
+async function runHook(name, bundle) {
+  const send = process.stdout.write.bind(process.stdout)
+  process.stdout.write = process.stderr.write.bind(process.stderr)
+  console.log = console.info = console.debug = console.error
+  let outcome
+  try {
+    if (name !== "onFinish" && name !== "onError") throw new Error(`no such hook: ${name}`)
+    const payload = JSON.parse(process.env.SANDBOXD_HOOK_PAYLOAD || "{}")
+    if (name === "onError") {
+      const error = new Error(String(payload.error?.message ?? "the turn failed"))
+      payload.error = error
+    }
+    const config = await importAgent(bundle)
+    await withTimeout(config[name]?.(payload), HOOK_TIMEOUT_MS, `the ${name} hook`)
+    outcome = { ok: true }
+  } catch (error) {
+    outcome = { error: message(error).slice(0, 2000) }
+  }
+  send(JSON.stringify(outcome) + "\n", () => process.exit(0))
+}
+
+const [mode, ...rest] = isMainThread ? process.argv.slice(2) : ["tool-worker"]
+if (mode === "tool-worker") {
+  await serveTools(workerData.bundle)
+} else if (mode === "run-hook") {
+  await runHook(rest[0], rest[1])
+} else if (mode === "build") {
   mkdirSync(rest[0], { recursive: true })
   await build(rest[0], rest.slice(1))
   process.exit(0)
@@ -327,6 +434,6 @@ if (mode === "build") {
 } else if (mode === "hook") {
   await hook(rest[0], rest[1])
 } else {
-  console.error("usage: runtime.mjs build|mcp|hook …")
+  console.error("usage: runtime.mjs build|mcp|hook|run-hook …")
   process.exit(2)
 }

@@ -10,10 +10,16 @@
 //! - Hooks: Claude Code command hooks (`--settings`) run the runtime, which calls the
 //!   agent's hook: `SessionStart` → `onStart`, `PreToolUse` → `onToolCall` (returning
 //!   `false` denies the call and the model is told), `PostToolUse` and
-//!   `PostToolUseFailure` → `onToolResult`, `PostToolBatch` → `onStepFinish`, `Stop` →
-//!   `onFinish`, `StopFailure` → `onError`. A hook that throws or hangs past its bound lets the turn go on;
-//!   the runtime reports it as a system message, which the runner records in the
-//!   thread's events ([`hook_event`]).
+//!   `PostToolUseFailure` → `onToolResult`, `PostToolBatch` → `onStepFinish`. A hook
+//!   that throws or hangs past its bound lets the turn go on; the runtime reports it as
+//!   a system message, which the runner records in the thread's events ([`hook_event`]).
+//! - `onFinish` and `onError` are run by the daemon once the turn has ended ([`after`]),
+//!   in the sandbox under Node as `user` like the others: `onFinish` with the result,
+//!   cost, usage, duration and turns the CLI reported, `onError` when the turn ended in
+//!   an error (a failed model request, a limit, a CLI that crashed). Claude Code's own
+//!   `Stop` hook runs before the CLI knows the turn's cost, and its `StopFailure` hook
+//!   did not run for failed model requests. One that throws, hangs or never yields is
+//!   stopped after its bound and recorded in the thread's events.
 //! - Environment: the agent's variables (`sandboxd env set`) are in the CLI's
 //!   environment, so tools and hooks get them as `process.env` and `context.env`.
 
@@ -24,6 +30,7 @@ use serde_json::{json, Value};
 use super::code::{bundles_dir, AgentCode, MAX_BUNDLE, RUNTIME_JS, TOOLS_SERVER};
 use super::AgentDef;
 use crate::init_client::InitClient;
+use sandbox_init::protocol::ExecRequest;
 
 /// Where the agent's code goes in a sandbox.
 pub const DIR: &str = "/opt/sandboxd/agent";
@@ -43,6 +50,39 @@ pub struct CodeTurn {
     pub args: Vec<String>,
     /// Extra environment of the CLI.
     pub env: Vec<(String, String)>,
+    /// The hooks the daemon runs when the turn has ended.
+    pub after: Option<AfterTurn>,
+}
+
+/// `onFinish` / `onError` of a code agent, run by the daemon after a turn.
+#[derive(Debug, Clone)]
+pub struct AfterTurn {
+    runtime: String,
+    entry: String,
+    env: Vec<(String, String)>,
+    on_finish: bool,
+    on_error: bool,
+}
+
+/// How a turn ended, for [`after`].
+#[derive(Debug, Clone, Default)]
+pub struct Ended {
+    /// The turn's error, for a person (`None`: it succeeded).
+    pub error: Option<String>,
+    /// The result text the CLI reported.
+    pub text: String,
+    /// The result's subtype (`success`, `error_max_turns`, …).
+    pub subtype: String,
+    /// Cost in USD.
+    pub cost_usd: f64,
+    /// Wall time, in milliseconds.
+    pub duration_ms: u64,
+    /// Model turns.
+    pub turns: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
 }
 
 /// Prepares the turn: adds the tools' MCP server to `agent.mcp_servers` (so the CLI's
@@ -98,6 +138,18 @@ pub fn prepare(
         turn.args
             .extend(["--settings".into(), settings.to_string()]);
     }
+    let has = |hook: &str| code.hooks.iter().any(|h| h == hook);
+    if has("onFinish") || has("onError") {
+        let mut env = turn.env.clone();
+        env.push(("HOME".into(), crate::sandbox::paths::HOME.into()));
+        turn.after = Some(AfterTurn {
+            runtime,
+            entry,
+            env,
+            on_finish: has("onFinish"),
+            on_error: has("onError"),
+        });
+    }
     Ok(turn)
 }
 
@@ -124,8 +176,6 @@ fn hook_settings(code: &AgentCode, runtime: &str, entry: &str) -> Option<Value> 
         ("onToolResult", "PostToolUse"),
         ("onToolResult", "PostToolUseFailure"),
         ("onStepFinish", "PostToolBatch"),
-        ("onFinish", "Stop"),
-        ("onError", "StopFailure"),
     ] {
         if !code.hooks.iter().any(|h| h == hook) {
             continue;
@@ -166,6 +216,93 @@ pub async fn install(
         .map_err(|e| format!("could not install the agent's code in the sandbox: {e}"))
 }
 
+/// How much longer than its own bound a hook the daemon runs may take before it is
+/// killed (one that never yields cannot stop itself).
+const AFTER_GRACE_MS: u64 = 2_000;
+
+/// The longest result text given to `onFinish`.
+const MAX_HOOK_TEXT: usize = 64 << 10;
+
+/// Runs `onFinish` (the turn succeeded) or `onError` (it failed) in the sandbox, if the
+/// agent has it; returns the thread event of a hook that failed.
+pub async fn after(
+    init: &InitClient,
+    cwd: &str,
+    hooks: &AfterTurn,
+    ended: &Ended,
+) -> Option<Value> {
+    let (name, payload) = match &ended.error {
+        Some(error) if hooks.on_error => ("onError", json!({ "error": { "message": error } })),
+        None if hooks.on_finish => {
+            let text: String = ended.text.chars().take(MAX_HOOK_TEXT).collect();
+            let payload = json!({
+                "result": { "text": text, "subtype": ended.subtype },
+                "cost": ended.cost_usd,
+                "duration": ended.duration_ms,
+                "turns": ended.turns,
+                "usage": { "inputTokens": ended.input_tokens, "outputTokens": ended.output_tokens },
+            });
+            ("onFinish", payload)
+        }
+        _ => return None,
+    };
+    let mut env = hooks.env.clone();
+    env.push(("SANDBOXD_HOOK_PAYLOAD".into(), payload.to_string()));
+    let request = ExecRequest {
+        argv: vec![
+            "node".into(),
+            hooks.runtime.clone(),
+            "run-hook".into(),
+            name.into(),
+            hooks.entry.clone(),
+        ],
+        env,
+        cwd: Some(cwd.to_owned()),
+        user: crate::sandbox::USER.into(),
+        // The runtime stops a hook that yields; this stops one that never does.
+        timeout_ms: Some(HOOK_TIMEOUT_MS + AFTER_GRACE_MS),
+        stdin: false,
+        output_limit: Some(64 << 10),
+    };
+    let started = std::time::Instant::now();
+    let failure = match init.exec(request).await {
+        Err(e) => Some(format!("{name} could not run: {e}")),
+        Ok(done) if done.exit.timed_out => Some(format!(
+            "{name} failed: the {name} hook did not finish within {} ms and was killed",
+            HOOK_TIMEOUT_MS + AFTER_GRACE_MS
+        )),
+        Ok(done) => {
+            let stdout = String::from_utf8_lossy(&done.stdout);
+            let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
+            match last.and_then(|l| serde_json::from_str::<Value>(l).ok()) {
+                Some(v) if v["ok"] == true => None,
+                Some(v) if v["error"].is_string() => Some(format!(
+                    "{name} failed: {}",
+                    v["error"].as_str().unwrap_or_default()
+                )),
+                _ => {
+                    let stderr = String::from_utf8_lossy(&done.stderr);
+                    let tail: String = stderr.trim().chars().rev().take(1000).collect();
+                    let tail: String = tail.chars().rev().collect();
+                    Some(format!(
+                        "{name} failed: the hook runner ended without a result: {tail}"
+                    ))
+                }
+            }
+        }
+    };
+    tracing::info!(
+        hook = name,
+        ms = started.elapsed().as_millis() as u64,
+        failed = failure.is_some(),
+        "agent hook ran after the turn"
+    );
+    failure.map(|message| {
+        let message: String = message.chars().take(2000).collect();
+        json!({ "sessionUpdate": "agent_hook_error", "message": message })
+    })
+}
+
 /// The thread event for a CLI line reporting a failed hook, if it is one.
 pub fn hook_event(line: &Value) -> Option<Value> {
     if line["type"] != "system" || line["subtype"] != "informational" {
@@ -203,7 +340,7 @@ mod tests {
                     description: String::new(),
                     input_schema: json!({}),
                 }],
-                hooks: vec!["onToolCall".into()],
+                hooks: vec!["onToolCall".into(), "onFinish".into(), "onError".into()],
             }),
             ..Default::default()
         };
@@ -218,6 +355,11 @@ mod tests {
             args.contains("PreToolUse") && !args.contains("PostToolUse"),
             "{args}"
         );
+        // onFinish and onError are the daemon's to run, after the turn.
+        assert!(!args.contains("Stop"), "{args}");
+        let after = turn.after.as_ref().expect("after-turn hooks");
+        assert!(after.on_finish && after.on_error);
+        assert!(after.env.contains(&("TOKEN".into(), "secret".into())));
         assert!(!args.contains("secret"), "values stay out of the arguments");
         assert!(turn
             .env

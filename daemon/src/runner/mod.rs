@@ -62,6 +62,8 @@ pub struct TurnSpec {
     pub busy: Option<crate::sandbox::BusyGuard>,
     /// Holds the turn's budget at the model proxy while the turn runs.
     pub budget: Option<crate::proxy::TurnBudget>,
+    /// The agent's `onFinish` / `onError`, run once the turn has ended.
+    pub after: Option<crate::agents::turn::AfterTurn>,
 }
 
 /// How the CLI process ended, as far as the runner saw.
@@ -109,6 +111,22 @@ pub async fn run(mut spec: TurnSpec) {
     let duration_ms = outcome
         .duration_ms
         .unwrap_or(started.elapsed().as_millis() as u64);
+    if let (Some(hooks), false) = (&spec.after, cancelled) {
+        let ended = crate::agents::turn::Ended {
+            error: error.clone(),
+            text: outcome.result_text.clone().unwrap_or_default(),
+            subtype: outcome.subtype.clone().unwrap_or_default(),
+            cost_usd: outcome.total_cost_usd.unwrap_or(0.0),
+            duration_ms,
+            turns: outcome.num_turns.unwrap_or(0),
+            input_tokens: outcome.input_tokens.unwrap_or(0),
+            output_tokens: outcome.output_tokens.unwrap_or(0),
+        };
+        if let Some(event) = crate::agents::turn::after(&spec.init, &spec.cwd, hooks, &ended).await
+        {
+            spec.thread.record(event);
+        }
+    }
     out.emit(json!({ "type": "message-metadata", "messageMetadata": {
         "sessionId": outcome.session_id,
         "totalCostUsd": outcome.total_cost_usd.unwrap_or(0.0),

@@ -23,6 +23,12 @@ pub struct Outcome {
     pub output_tokens: Option<u64>,
     /// Wall time of the turn.
     pub duration_ms: Option<u64>,
+    /// The result's text.
+    pub result_text: Option<String>,
+    /// The result's subtype (`success`, `error_max_turns`, …).
+    pub subtype: Option<String>,
+    /// Model turns of the turn.
+    pub num_turns: Option<u64>,
     /// A failure the turn ended with, for a person.
     pub error: Option<String>,
     /// The `result` line arrived.
@@ -304,6 +310,15 @@ impl Translator {
         o.finished = true;
         o.total_cost_usd = line.get("total_cost_usd").and_then(Value::as_f64);
         o.duration_ms = line.get("duration_ms").and_then(Value::as_u64);
+        o.num_turns = line.get("num_turns").and_then(Value::as_u64);
+        o.result_text = line
+            .get("result")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        o.subtype = line
+            .get("subtype")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let usage = line.get("usage");
         let field = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
         o.input_tokens = Some(

@@ -250,6 +250,7 @@ impl Sandboxes {
                 self.proxy
                     .open_turn(&sandbox.id, options.max_budget_usd.or(agent.max_budget_usd)),
             ),
+            after: code.after.clone(),
         };
         tracing::info!(sandbox = %sandbox.id, thread = %thread.id, resume = matches!(session, Session::Resume(_)), "turn started");
         let init = sandbox.init.clone();
