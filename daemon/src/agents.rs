@@ -455,15 +455,48 @@ impl Agents {
                 source: Source::Api,
             },
         );
+        if let Some(previous) = &previous {
+            forget_source(previous);
+        }
         Ok(previous.is_none())
     }
 
-    /// Replaces the definitions that came from the agents directory (a reload);
-    /// deployed ones stay and keep winning.
-    pub fn replace_files(&self, files: BTreeMap<String, AgentDef>, problems: Vec<LoadProblem>) {
+    /// Deploys (creates or replaces) an agent built from source deployed through the
+    /// API (its source is kept by [`code::deploy`]); returns whether it was new.
+    pub fn deploy_code(&self, slug: &str, def: AgentDef) -> Result<bool, AgentError> {
+        check_slug(slug).map_err(AgentError::Invalid)?;
+        let mut map = self.write();
+        if let Some(store) = &self.store {
+            // A definition deployed as JSON before gives way.
+            store.delete_agent(slug)?;
+        }
+        let previous = map.insert(
+            slug.to_owned(),
+            Entry {
+                def,
+                source: Source::Api,
+            },
+        );
+        Ok(previous.is_none())
+    }
+
+    /// Replaces the definitions that came from the agents directory and those deployed
+    /// as source (a reload); deployed ones keep winning.
+    pub fn replace_files(
+        &self,
+        files: BTreeMap<String, AgentDef>,
+        deployed: BTreeMap<String, AgentDef>,
+        problems: Vec<LoadProblem>,
+    ) {
         {
             let mut map = self.write();
-            map.retain(|_, e| e.source == Source::Api);
+            map.retain(|_, e| e.source == Source::Api && e.def.code.is_none());
+            for (slug, def) in deployed {
+                map.entry(slug).or_insert(Entry {
+                    def,
+                    source: Source::Api,
+                });
+            }
             for (slug, def) in files {
                 map.entry(slug).or_insert(Entry {
                     def,
@@ -532,7 +565,9 @@ impl Agents {
         if let Some(store) = &self.store {
             store.delete_agent(slug)?;
         }
-        map.remove(slug);
+        if let Some(entry) = map.remove(slug) {
+            forget_source(&entry);
+        }
         Ok(())
     }
 
@@ -544,6 +579,16 @@ impl Agents {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
         self.by_slug.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Removes the kept source of an agent deployed as source, so later loads do not bring
+/// it back. (The source of a file agent is the user's own and stays.)
+fn forget_source(entry: &Entry) {
+    if let (Source::Api, Some(code)) = (&entry.source, &entry.def.code) {
+        if let Err(e) = std::fs::remove_file(&code.path) {
+            tracing::warn!(path = %code.path, "could not remove a deployed agent's source: {e}");
+        }
     }
 }
 
@@ -645,6 +690,46 @@ mod tests {
         );
         again.remove("api").expect("remove");
         assert!(again.get("api").is_none());
+    }
+
+    #[test]
+    fn a_source_deployed_agent_loses_its_kept_source_when_replaced_or_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coded = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "export default 1").expect("write");
+            let def = AgentDef {
+                code: Some(code::AgentCode {
+                    path: path.display().to_string(),
+                    bundle: "abc".into(),
+                    tools: Vec::new(),
+                    hooks: Vec::new(),
+                }),
+                ..Default::default()
+            };
+            (path, def)
+        };
+        let agents = Agents::new(BTreeMap::new());
+        let (first, def) = coded("one.ts");
+        assert!(agents.deploy_code("one", def).expect("deploy"));
+        // A reload keeps JSON deployments, brings source ones back from the load.
+        agents.replace_files(BTreeMap::new(), BTreeMap::new(), Vec::new());
+        assert!(agents.get("one").is_none());
+        let (_, def) = coded("one.ts");
+        agents.replace_files(
+            BTreeMap::new(),
+            BTreeMap::from([("one".to_owned(), def)]),
+            Vec::new(),
+        );
+        assert_eq!(agents.get_with_source("one").expect("one").1, Source::Api);
+        // Replaced by JSON: the source goes, so a reload does not bring it back.
+        agents.deploy("one", AgentDef::default()).expect("json");
+        assert!(!first.exists());
+        let (second, def) = coded("two.ts");
+        agents.deploy_code("two", def).expect("deploy");
+        agents.remove("two").expect("remove");
+        assert!(!second.exists());
+        assert!(agents.get("two").is_none());
     }
 
     #[test]

@@ -472,6 +472,8 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     assert!(text.contains("token arrived: true"), "{text}");
     let (_, agent) = d.call("GET", "/v1/agents/tools", None).await;
     assert!(!agent.to_string().contains("tok-SECRET-123"));
+    let (_, all) = d.call("GET", "/v1/agents", None).await;
+    assert!(!all.to_string().contains("tok-SECRET-123"));
     assert!(
         !d.log_text().contains("tok-SECRET-123"),
         "the value was logged"
@@ -675,4 +677,135 @@ export default agent({{
     assert_eq!(text_of(&chunks), "Echoed.");
     let (text, is_error) = tool_result(&model, "remote");
     assert!(!is_error && text.contains("remote echo: hi"), "{text}");
+}
+
+/// An agent deployed through the API as source: one file, its imports from the agents
+/// directory's project.
+const DEPLOYED_AGENT: &str = r#"
+import { agent, tool } from "@21st-sdk/agent"
+import { z } from "zod"
+import { writeFileSync } from "node:fs"
+
+export default agent({
+  model: "claude-sonnet-4-6",
+  tools: {
+    stamp: tool({
+      description: "Writes a stamp file",
+      inputSchema: z.object({ word: z.string() }),
+      execute: async ({ word }) => {
+        writeFileSync("/home/user/stamp.txt", word)
+        return { content: [{ type: "text", text: `stamped ${word}` }] }
+      },
+    }),
+  },
+})
+"#;
+
+#[tokio::test]
+async fn a_typescript_agent_deployed_through_the_api_is_built_in_a_container_and_runs() {
+    let agents = agents_dir();
+    std::fs::write(agents.path().join("plain.ts"), PLAIN_AGENT).expect("write");
+    let state = tempfile::tempdir().expect("state");
+    let model = ScriptedModel::start(&json!([
+        { "prompt": "stamp", "toolUse": { "name": "stamp", "input": { "word": "deployed" },
+                                           "id": call_id("stamp") } },
+        { "prompt": "stamp", "text": "Stamped." }
+    ]));
+    let options = || {
+        Options {
+            reuse: Some((state.path().to_owned(), agents.path().to_owned())),
+            ..Options::default()
+        }
+        .with_model(&model)
+    };
+    let d = Daemon::start_with(options()).await;
+
+    // Only with the API key.
+    let body = json!({ "source": DEPLOYED_AGENT });
+    let res = d
+        .anonymous("PUT", "/v1/agents/stamper/code")
+        .json(&body)
+        .send()
+        .await
+        .expect("anonymous deploy");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // A source that does not build is refused with the build's error; nothing is kept.
+    let (status, refused) = d
+        .call(
+            "PUT",
+            "/v1/agents/broken/code",
+            Some(json!({ "source": "export default agent({ oops: \n" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused.to_string().contains("broken.ts:"), "{refused}");
+    assert_eq!(
+        d.call("GET", "/v1/agents/broken", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let deploy_started = Instant::now();
+    let (status, deployed) = d
+        .call("PUT", "/v1/agents/stamper/code", Some(body.clone()))
+        .await;
+    let deploy_ms = deploy_started.elapsed().as_millis();
+    assert_eq!(status, StatusCode::CREATED, "{deployed}");
+    assert_eq!(deployed["source"], "api");
+    assert_eq!(
+        deployed["definition"]["code"]["tools"][0]["modelName"],
+        "mcp__agent__stamp"
+    );
+    let (status, _) = d
+        .call("PUT", "/v1/agents/stamper/code", Some(body.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "replaced");
+    // Listed with its origin, next to the agents directory's.
+    let (_, list) = d.call("GET", "/v1/agents", None).await;
+    let origin = |slug: &str| {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .find(|a| a["slug"] == slug)
+            .map(|a| a["source"].clone())
+    };
+    assert_eq!(origin("stamper"), Some(json!("api")), "{list}");
+    assert_eq!(origin("plain"), Some(json!("file")), "{list}");
+
+    // Its tool runs in the sandbox.
+    let (sandbox, _, chunks) = chat(&d, "stamper", "stamp").await;
+    assert_eq!(text_of(&chunks), "Stamped.");
+    let (text, is_error) = tool_result(&model, "stamp");
+    assert!(!is_error && text.contains("stamped deployed"), "{text}");
+    let cat = d.exec(&sandbox, "cat /home/user/stamp.txt").await;
+    assert_eq!(cat["stdout"], "deployed", "{cat}");
+
+    // A reload and a restart keep it (built again from the kept source).
+    let (status, _) = d.call("POST", "/v1/agents/reload", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        d.call("GET", "/v1/agents/stamper", None).await.1["source"],
+        "api"
+    );
+    d.delete_sandbox(&sandbox).await;
+    drop(d);
+    let d = Daemon::start_with(options()).await;
+    let (status, again) = d.call("GET", "/v1/agents/stamper", None).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["source"], "api");
+    assert_eq!(
+        again["definition"]["code"]["tools"][0]["name"], "stamp",
+        "{again}"
+    );
+
+    // Removed, it stays removed across reloads.
+    let (status, _) = d.call("DELETE", "/v1/agents/stamper", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = d.call("POST", "/v1/agents/reload", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        d.call("GET", "/v1/agents/stamper", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    println!("timing: deploying an agent's source through the API {deploy_ms} ms");
 }

@@ -161,62 +161,148 @@ pub struct LoaderSettings {
     pub labels: Vec<(String, String)>,
 }
 
-/// Loads every agent file of `dir` in one loader container.
-pub async fn load(
+/// Where agents deployed through the API as source are kept: `<slug>.<ext>`.
+pub fn deployed_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("agent-code").join("deployed")
+}
+
+/// The largest agent source deployed through the API.
+pub const MAX_SOURCE: usize = 4 << 20;
+
+/// What one load gives.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Agents of the agents directory.
+    pub files: BTreeMap<String, AgentDef>,
+    /// Agents deployed through the API as source.
+    pub deployed: BTreeMap<String, AgentDef>,
+    /// Files that did not load.
+    pub problems: Vec<LoadProblem>,
+}
+
+/// Loads every agent file of `dir` and every agent deployed as source, in one loader
+/// container.
+pub async fn load(engine: &Engine, settings: &LoaderSettings, dir: &Path) -> Loaded {
+    let (mut entries, mut problems) = entries(dir);
+    let deployed_dir = deployed_dir(&settings.state_dir);
+    let (deployed, deployed_problems) = self::entries(&deployed_dir);
+    problems.extend(deployed_problems);
+    let files = entries.len();
+    entries.extend(deployed);
+    let mut loaded = Loaded::default();
+    if entries.is_empty() {
+        loaded.problems = problems;
+        return loaded;
+    }
+    let started = std::time::Instant::now();
+    let built = build(engine, settings, dir, &deployed_dir, &entries).await;
+    for (index, ((slug, path), result)) in entries.into_iter().zip(built).enumerate() {
+        match result {
+            Ok(def) if index < files => {
+                loaded.files.insert(slug, def);
+            }
+            Ok(def) => {
+                loaded.deployed.insert(slug, def);
+            }
+            Err(message) => problems.push(LoadProblem { path, message }),
+        }
+    }
+    tracing::info!(
+        files,
+        deployed = loaded.deployed.len(),
+        loaded = loaded.files.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "agent files loaded"
+    );
+    loaded.problems = problems;
+    loaded
+}
+
+/// Builds an agent's source deployed through the API, like a file of the agents
+/// directory `dir` (its project's `node_modules` resolve its imports) and in a loader
+/// container; keeps the source for later loads and returns the definition, or why it
+/// did not build.
+pub async fn deploy(
     engine: &Engine,
     settings: &LoaderSettings,
     dir: &Path,
-) -> (BTreeMap<String, AgentDef>, Vec<LoadProblem>) {
-    let (entries, mut problems) = entries(dir);
-    let mut agents = BTreeMap::new();
-    if entries.is_empty() {
-        return (agents, problems);
+    slug: &str,
+    source: &str,
+    ext: &str,
+) -> Result<AgentDef, String> {
+    check_slug(slug)?;
+    if !EXTENSIONS.contains(&ext) {
+        return Err(format!("{ext:?} is not an agent file type (ts, mjs or js)"));
     }
-    let started = std::time::Instant::now();
-    let fail_all = |message: String| {
-        entries
-            .iter()
-            .map(|(_, path)| LoadProblem {
-                path: path.clone(),
-                message: message.clone(),
-            })
-            .collect::<Vec<_>>()
-    };
+    if source.len() > MAX_SOURCE {
+        return Err(format!(
+            "the source is larger than {} MiB",
+            MAX_SOURCE >> 20
+        ));
+    }
+    let staging = settings
+        .state_dir
+        .join("agent-code")
+        .join(crate::sandbox::new_id("deploy-"));
+    let file = staging.join(format!("{slug}.{ext}"));
+    let result = async {
+        std::fs::create_dir_all(&staging)
+            .and_then(|()| std::fs::write(&file, source))
+            .map_err(|e| format!("staging the source: {e}"))?;
+        let entry = vec![(slug.to_owned(), file.clone())];
+        let mut def = build(engine, settings, dir, &staging, &entry)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err("the loader said nothing about the source".into()))?;
+        let kept = deployed_dir(&settings.state_dir);
+        std::fs::create_dir_all(&kept).map_err(|e| format!("keeping the source: {e}"))?;
+        for other in EXTENSIONS {
+            let _ = std::fs::remove_file(kept.join(format!("{slug}.{other}")));
+        }
+        let target = kept.join(format!("{slug}.{ext}"));
+        std::fs::rename(&file, &target).map_err(|e| format!("keeping the source: {e}"))?;
+        if let Some(code) = &mut def.code {
+            code.path = target.display().to_string();
+        }
+        Ok(def)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+/// Bundles, evaluates and describes `entries` (files of the project of `dir`, or of
+/// `extra`, mounted apart) in one loader container: one result per entry.
+async fn build(
+    engine: &Engine,
+    settings: &LoaderSettings,
+    dir: &Path,
+    extra: &Path,
+    entries: &[(String, PathBuf)],
+) -> Vec<Result<AgentDef, String>> {
     let work = settings
         .state_dir
         .join("agent-code")
         .join(crate::sandbox::new_id("load-"));
-    let built = match run_loader(engine, settings, dir, &entries, &work).await {
+    let built = match run_loader(engine, settings, dir, extra, entries, &work).await {
         Ok(built) => built,
         Err(message) => {
             let _ = std::fs::remove_dir_all(&work);
-            problems.extend(fail_all(message));
-            return (agents, problems);
+            return entries.iter().map(|_| Err(message.clone())).collect();
         }
     };
-    for (index, (slug, path)) in entries.iter().enumerate() {
-        let result = built
-            .get(index)
-            .ok_or_else(|| "the loader said nothing about this file".to_owned())
-            .and_then(|b| accept(b, &work.join(format!("{index}.mjs")), path, settings));
-        match result {
-            Ok(def) => {
-                agents.insert(slug.clone(), def);
-            }
-            Err(message) => problems.push(LoadProblem {
-                path: path.clone(),
-                message,
-            }),
-        }
-    }
+    let out = entries
+        .iter()
+        .enumerate()
+        .map(|(index, (_, path))| {
+            built
+                .get(index)
+                .ok_or_else(|| "the loader said nothing about this file".to_owned())
+                .and_then(|b| accept(b, &work.join(format!("{index}.mjs")), path, settings))
+        })
+        .collect();
     let _ = std::fs::remove_dir_all(&work);
-    tracing::info!(
-        files = entries.len(),
-        loaded = agents.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "agent files loaded"
-    );
-    (agents, problems)
+    out
 }
 
 /// One file as the loader reported it.
@@ -247,13 +333,17 @@ async fn run_loader(
     engine: &Engine,
     settings: &LoaderSettings,
     dir: &Path,
+    extra: &Path,
     entries: &[(String, PathBuf)],
     work: &Path,
 ) -> Result<Vec<Built>, String> {
+    // Without an agents directory, deployed sources still load (with no project).
     let dir = dir
         .canonicalize()
-        .map_err(|e| format!("cannot resolve the agents directory: {e}"))?;
+        .unwrap_or_else(|_| work.join("no-project"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let project = project_root(&dir);
+    let extra = extra.canonicalize().unwrap_or_else(|_| extra.to_owned());
     let out = work.join("out");
     std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let runtime = work.join("runtime.mjs");
@@ -266,25 +356,42 @@ async fn run_loader(
     ];
     for (_, path) in entries {
         let path = path.canonicalize().unwrap_or_else(|_| path.clone());
-        let rel = path
-            .strip_prefix(&project)
-            .map_err(|_| format!("{} is outside the project", path.display()))?;
+        let (mount, rel) = match path.strip_prefix(&extra) {
+            Ok(rel) => ("/deployed", rel),
+            Err(_) => (
+                "/project",
+                path.strip_prefix(&project)
+                    .map_err(|_| format!("{} is outside the project", path.display()))?,
+            ),
+        };
         let rel = rel
             .to_str()
             .ok_or_else(|| format!("{} is not a UTF-8 path", path.display()))?;
-        argv.push(format!("/project/{rel}"));
+        argv.push(format!("{mount}/{rel}"));
     }
     let spec = ContainerSpec {
         name: format!("sandboxd-agent-loader-{}", crate::sandbox::new_id("")),
         image: settings.image.clone(),
         entrypoint: argv,
-        env: vec!["HOME=/tmp".into(), "NODE_ENV=production".into()],
+        // Sources deployed through the API resolve imports from the project too.
+        env: vec![
+            "HOME=/tmp".into(),
+            "NODE_ENV=production".into(),
+            "SANDBOXD_NODE_PATHS=/project/node_modules".into(),
+        ],
         labels: settings.labels.iter().cloned().collect(),
         binds: vec![
             format!("{}:/project:ro", project.display()),
             format!("{}:/opt/sandboxd/runtime.mjs:ro", runtime.display()),
             format!("{}:/out", out.display()),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            extra
+                .is_dir()
+                .then(|| format!("{}:/deployed:ro", extra.display())),
+        )
+        .collect(),
         hostname: "agent-loader".into(),
         working_dir: "/project".into(),
         limits: Limits {

@@ -153,6 +153,8 @@ function describe(config) {
 async function build(outDir, entries) {
   const esbuild = await import("/usr/local/lib/node_modules/esbuild/lib/main.js")
   const results = []
+  // Sources deployed through the API (under /deployed) resolve from the project.
+  const nodePaths = (process.env.SANDBOXD_NODE_PATHS ?? "").split(":").filter(Boolean)
   for (const [index, entry] of entries.entries()) {
     const bundle = join(outDir, `${index}.mjs`)
     try {
@@ -160,7 +162,7 @@ async function build(outDir, entries) {
       try {
         await esbuild.build({
           stdin: { contents: 'import "zod"', resolveDir: dirname(entry) },
-          bundle: true, write: false, logLevel: "silent", platform: "node",
+          bundle: true, write: false, logLevel: "silent", platform: "node", nodePaths,
         })
       } catch { withZod = false }
       await esbuild.build({
@@ -171,6 +173,7 @@ async function build(outDir, entries) {
         platform: "node",
         target: "node22",
         logLevel: "silent",
+        nodePaths,
         // CommonJS dependencies that require() Node builtins, inside an ESM bundle.
         banner: { js: 'import { createRequire as __sbxRequire } from "node:module"; const require = __sbxRequire(import.meta.url);' },
         plugins: [{

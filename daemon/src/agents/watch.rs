@@ -1,6 +1,7 @@
 //! Reloading the agents directory: JSON and code agents are loaded again when a file
 //! under it changes (polled), or when asked (`POST /v1/agents/reload`), without a
-//! restart. Definitions deployed through the API are left alone.
+//! restart. Definitions deployed through the API as JSON are left alone; those deployed
+//! as source are built again with the directory's files.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -51,9 +52,9 @@ impl AgentFiles {
             }
         }
         let (mut files, mut problems) = load_dir(&self.dir);
-        let (code, code_problems) = code::load(engine, &self.loader, &self.dir).await;
-        problems.extend(code_problems);
-        for (slug, def) in code {
+        let loaded = code::load(engine, &self.loader, &self.dir).await;
+        problems.extend(loaded.problems);
+        for (slug, def) in loaded.files {
             if files.contains_key(&slug) {
                 problems.push(LoadProblem {
                     path: def
@@ -71,9 +72,22 @@ impl AgentFiles {
             tracing::warn!(path = %problem.path.display(), "agent not loaded: {}", problem.message);
         }
         tracing::info!("agents directory loaded: {} definitions", files.len());
-        agents.replace_files(files, problems);
+        agents.replace_files(files, loaded.deployed, problems);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         true
+    }
+
+    /// Builds an agent's source deployed through the API (see [`code::deploy`]), one
+    /// load at a time with the directory's.
+    pub async fn deploy(
+        &self,
+        engine: &Engine,
+        slug: &str,
+        source: &str,
+        ext: &str,
+    ) -> Result<super::AgentDef, String> {
+        let _one = self.loading.lock().await;
+        code::deploy(engine, &self.loader, &self.dir, slug, source, ext).await
     }
 
     /// Reloads whenever the directory changes, until `shutdown`. Waits for `engine`.

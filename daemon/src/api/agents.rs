@@ -85,6 +85,50 @@ pub async fn put(
     Ok((status, Json(AgentView::new(slug, def, Source::Api))).into_response())
 }
 
+/// The body of `PUT /v1/agents/:slug/code`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployCode {
+    /// The agent file's text: `export default agent({...})`, as in the agents directory.
+    source: String,
+    /// Its type: `ts` (the default), `mjs` or `js`.
+    #[serde(default)]
+    extension: Option<String>,
+}
+
+/// `PUT /v1/agents/:slug/code`: deploys an agent written in TypeScript/JavaScript
+/// (one file). It is built and evaluated in a loader container like a file of the
+/// agents directory (imports resolve from that directory's project), kept in the state
+/// directory and built again on every reload; 201 when new, 200 when replaced, 400 with
+/// the build's error.
+pub async fn put_code(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<DeployCode>,
+) -> Result<Response, ApiError> {
+    crate::agents::check_slug(&slug).map_err(ApiError::bad_request)?;
+    let engine = state.readiness.engine().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "agents in code are built in a container: the Docker engine is not connected yet",
+        )
+    })?;
+    let ext = body.extension.as_deref().unwrap_or("ts");
+    let def = state
+        .agent_files
+        .deploy(engine, &slug, &body.source, ext)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "agent_build_failed", e))?;
+    let created = state.sandboxes.agents().deploy_code(&slug, def.clone())?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(AgentView::new(slug, def, Source::Api))).into_response())
+}
+
 /// `DELETE /v1/agents/:slug`: removes a deployed definition (its sandboxes live on).
 pub async fn delete(
     State(state): State<AppState>,

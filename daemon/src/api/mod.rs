@@ -46,6 +46,8 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
     /// Agent definitions that were skipped at start-up, and why.
     pub agent_problems: Arc<Vec<crate::agents::LoadProblem>>,
+    /// The agents directory's loader (also builds sources deployed through the API).
+    pub agent_files: Arc<crate::agents::watch::AgentFiles>,
 }
 
 /// The whole API.
@@ -101,6 +103,7 @@ pub fn app(state: AppState) -> Router {
             "/agents/{slug}/env/{name}",
             axum::routing::delete(agents::env_remove),
         )
+        .route("/agents/{slug}/code", axum::routing::put(agents::put_code))
         .route(
             "/agents/{slug}",
             get(agents::get).put(agents::put).delete(agents::delete),

@@ -234,7 +234,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.child_token(),
     ));
     let watch_readiness = readiness.clone();
-    let watch = tokio::spawn(agent_files.watch(
+    let watch = tokio::spawn(agent_files.clone().watch(
         move || watch_readiness.engine().cloned(),
         agents,
         shutdown.child_token(),
@@ -280,6 +280,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         max_body_bytes: config.max_body_bytes,
         cors_origins: config.cors_origins.clone(),
         agent_problems: Arc::new(problems),
+        agent_files,
     };
     let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
