@@ -87,4 +87,13 @@ test("the notes agent saves a note with its own tool", async (t) => {
     method: "POST", body: JSON.stringify({ command: "cat /home/user/notes/todo.txt" }),
   })).json()
   assert.equal(exec.stdout, "buy milk")
+
+  // onFinish ran after the turn with its cost and usage.
+  const last = await (await api(`/v1/sandboxes/${sandbox}/exec`, {
+    method: "POST", body: JSON.stringify({ command: "cat /home/user/.last-turn.json" }),
+  })).json()
+  const finished = JSON.parse(last.stdout)
+  assert.ok(finished.cost > 0, last.stdout)
+  assert.ok(finished.usage.outputTokens > 0, last.stdout)
+  assert.equal(finished.turns, 2)
 })

@@ -29,4 +29,8 @@ export default agent({
   onToolCall: async ({ toolName, input }) => {
     if (toolName === "Bash" && String(input.command ?? "").includes("rm -rf")) return false
   },
+  // After the turn: what it cost, as the CLI reported it.
+  onFinish: async ({ cost, usage, turns }) => {
+    await writeFile("/home/user/.last-turn.json", JSON.stringify({ cost, usage, turns }))
+  },
 })
