@@ -1,6 +1,9 @@
-//! The `sandboxd` CLI's sandbox commands (`ls`, `exec`, `rm`) against a real daemon.
+//! The `sandboxd` CLI's sandbox commands (`ls`, `exec`, `rm`, `shell`) against a real
+//! daemon.
 
-use std::process::{Command, Output};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sandboxd_e2e::{daemon_bin, Daemon};
 use serde_json::json;
@@ -67,5 +70,107 @@ async fn the_cli_lists_runs_in_and_removes_sandboxes() {
     let out = sandboxd(&d, &["exec", &id, "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+    d.assert_no_leaks();
+}
+
+/// Waits for a child within `within`, killing it past that (no hang).
+fn wait_within(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not end within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn exec_streams_and_shell_is_an_interactive_terminal() {
+    let d = Daemon::start().await;
+    let id = d.create_sandbox(json!({"agent": "test"})).await;
+
+    // `exec` prints output as it comes: the first line is here while the command
+    // still runs (it waits on a file only this test creates).
+    let started = Instant::now();
+    let mut child = Command::new(daemon_bin("debug"))
+        .args(["exec", &id, "--", "sh", "-c"])
+        .arg("echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second; exit 5")
+        .env("SANDBOXD_URL", &d.url)
+        .env("SANDBOXD_API_KEY", &d.key)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sandboxd runs");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let first = tokio::task::spawn_blocking(move || {
+        std::io::BufRead::read_line(&mut stdout, &mut line).expect("read");
+        (line, stdout)
+    });
+    let (line, mut stdout) = tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .expect("the first line within a minute")
+        .expect("joined");
+    let first_byte = started.elapsed();
+    assert_eq!(line, "first\n");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "exec ended early"
+    );
+    let out = sandboxd(&d, &["exec", &id, "--", "touch", "/tmp/go"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = wait_within(&mut child, Duration::from_secs(60));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("rest");
+    assert_eq!(rest, "second\n");
+    assert_eq!(status.code(), Some(5));
+    println!(
+        "sandboxd exec: first line after {:.0} ms (process start included)",
+        first_byte.as_secs_f64() * 1000.0
+    );
+
+    // `shell` under a pseudo-terminal (script(1)): typed lines run, the exit code
+    // is the shell's.
+    let command = format!("{} shell {id}", daemon_bin("debug").display());
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SANDBOXD_URL", &d.url)
+        .env("SANDBOXD_API_KEY", &d.key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"echo $((6*7))\nexit 3\n")
+        .expect("typed");
+    let status = wait_within(&mut child, Duration::from_secs(60));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("output");
+    assert!(out.contains("42"), "{out:?}");
+    assert_eq!(status.code(), Some(3), "{out:?}");
+
+    // Nothing the shell started is left.
+    let out = sandboxd(
+        &d,
+        &[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "ps -eo args | grep -c '^bash -il' || true",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "0\n");
+    let out = sandboxd(&d, &["rm", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     d.assert_no_leaks();
 }
