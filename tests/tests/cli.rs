@@ -73,6 +73,16 @@ async fn the_cli_lists_runs_in_and_removes_sandboxes() {
     d.assert_no_leaks();
 }
 
+/// How many processes in the sandbox have a command line starting with `prefix`.
+fn running(d: &Daemon, id: &str, prefix: &str) -> usize {
+    let script = format!(
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done \
+         | grep -c '^{prefix}' || true"
+    );
+    let out = sandboxd(d, &["exec", id, "--", "sh", "-c", &script]);
+    text(&out.stdout).trim().parse().expect("a count")
+}
+
 /// Waits for a child within `within`, killing it past that (no hang).
 fn wait_within(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
@@ -157,19 +167,48 @@ async fn exec_streams_and_shell_is_an_interactive_terminal() {
     assert!(out.contains("42"), "{out:?}");
     assert_eq!(status.code(), Some(3), "{out:?}");
 
-    // Nothing the shell started is left.
-    let out = sandboxd(
-        &d,
-        &[
-            "exec",
-            &id,
-            "--",
-            "sh",
-            "-c",
-            "ps -eo args | grep -c '^bash -il' || true",
-        ],
-    );
-    assert_eq!(text(&out.stdout), "0\n");
+    assert_eq!(running(&d, &id, "bash -il"), 0);
+
+    // A shell whose client goes away (its terminal hung up) ends with all it started.
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SANDBOXD_URL", &d.url)
+        .env("SANDBOXD_API_KEY", &d.key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"sleep 600 & echo \"st\"\"arted\"\n")
+        .expect("typed");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("started") {
+            match std::io::Read::read(&mut stdout, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(60), seen)
+        .await
+        .expect("the shell answers within a minute")
+        .expect("joined");
+    assert!(seen.contains("started"), "{seen:?}");
+    assert_eq!(running(&d, &id, "sleep 600"), 1);
+    child.kill().expect("hang up");
+    let _ = child.wait();
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(&d, &id, "sleep 600") + running(&d, &id, "bash -il") > 0 {
+        assert!(Instant::now() < deadline, "the shell outlived its client");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = sandboxd(&d, &["rm", &id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     d.assert_no_leaks();
