@@ -577,6 +577,29 @@ mod tests {
     }
 
     #[test]
+    fn pty_messages_have_stable_wire_names() {
+        let size = PtySize { cols: 80, rows: 24 };
+        let json = serde_json::to_string(&Request::Resize { size }).expect("serializes");
+        assert_eq!(json, r#"{"type":"resize","size":{"cols":80,"rows":24}}"#);
+        let exec = ExecRequest {
+            argv: vec!["bash".into()],
+            env: vec![],
+            cwd: None,
+            user: "user".into(),
+            timeout_ms: None,
+            stdin: false,
+            output_limit: None,
+        };
+        let req = Request::PtyExec { exec, size };
+        let json = serde_json::to_string(&req).expect("serializes");
+        assert!(
+            json.starts_with(r#"{"type":"pty_exec","exec":{"argv":["bash"]"#),
+            "{json}"
+        );
+        assert_eq!(roundtrip(Frame::Message(req.clone())), Frame::Message(req));
+    }
+
+    #[test]
     fn oversized_and_unknown_frames_are_rejected() {
         let mut bytes = encode_header(FrameKind::Data, MAX_FRAME_LEN + 1).to_vec();
         assert!(matches!(

@@ -236,3 +236,38 @@ pub async fn exec_stream(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_carry_a_shell_exit_code() {
+        let code = |exit: ExitInfo| exit_json(&exit)["exit"]["exitCode"].clone();
+        let exited = ExitInfo {
+            code: Some(3),
+            ..ExitInfo::default()
+        };
+        assert_eq!(code(exited), json!(3));
+        let killed = ExitInfo {
+            signal: Some(9),
+            ..ExitInfo::default()
+        };
+        assert_eq!(code(killed), json!(137));
+        let timed_out = ExitInfo {
+            signal: Some(9),
+            timed_out: true,
+            ..ExitInfo::default()
+        };
+        assert_eq!(code(timed_out), json!(TIMEOUT_EXIT_CODE));
+        let resize: ClientMessage =
+            serde_json::from_str(r#"{"resize":{"cols":100,"rows":30}}"#).expect("json");
+        assert_eq!(
+            resize.resize,
+            Some(PtySize {
+                cols: 100,
+                rows: 30
+            })
+        );
+    }
+}
