@@ -213,3 +213,94 @@ async fn exec_streams_and_shell_is_an_interactive_terminal() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     d.assert_no_leaks();
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a terminal socket showed, and its exit once it ended.
+struct Term {
+    seen: String,
+    exit: Option<serde_json::Value>,
+}
+
+impl Term {
+    /// Reads until the output contains `needle` or the exit message arrives.
+    async fn until(&mut self, ws: &mut Socket, needle: &str) {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let wait = async {
+            while !self.seen.contains(needle) {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        self.seen.push_str(&String::from_utf8_lossy(&b))
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+                        self.exit = Some(v["exit"]["exitCode"].clone());
+                        return;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("the terminal ended: {other:?} after {:?}", self.seen),
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            panic!("no {needle:?} in {:?}", self.seen);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_terminal_route_resizes_signals_and_wants_the_key() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let d = Daemon::start().await;
+    let id = d.create_sandbox(json!({"agent": "test"})).await;
+    let url = format!(
+        "{}/v1/sandboxes/{id}/terminal?cols=80&rows=24",
+        d.url.replacen("http://", "ws://", 1)
+    );
+    // Without the key: refused before any upgrade.
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected a 401, got {:?}", other.map(|_| ())),
+    }
+    let mut request = url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", d.key).parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    let mut term = Term {
+        seen: String::new(),
+        exit: None,
+    };
+    let bin = |s: &str| Message::Binary(s.as_bytes().to_vec().into());
+    ws.send(bin("stty size; echo \"$TERM\"\n"))
+        .await
+        .expect("send");
+    term.until(&mut ws, "xterm-256color\r\n").await;
+    assert!(term.seen.contains("24 80\r\n"), "{:?}", term.seen);
+    let resize = json!({"resize": {"cols": 100, "rows": 30}}).to_string();
+    ws.send(Message::Text(resize.into())).await.expect("send");
+    ws.send(bin("stty size\n")).await.expect("send");
+    term.until(&mut ws, "30 100\r\n").await;
+    ws.send(Message::Text(json!({"signal": 9}).to_string().into()))
+        .await
+        .expect("send");
+    term.until(&mut ws, "\u{0}never").await;
+    assert_eq!(term.exit, Some(json!(137)), "{:?}", term.seen);
+    drop(ws);
+    let out = sandboxd(&d, &["rm", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    d.assert_no_leaks();
+}
