@@ -3,6 +3,9 @@
 //! terminal (answered from stdin), and the cost at the end.
 
 pub mod admin;
+pub mod http;
+pub mod sandboxes;
+pub mod shell;
 
 use std::io::Write;
 

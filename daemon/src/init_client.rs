@@ -23,8 +23,8 @@ use std::time::Duration;
 #[cfg(doc)]
 use sandbox_init::protocol::MAX_FRAME_LEN;
 use sandbox_init::protocol::{
-    ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, Reply, Request, WriteFileSpec,
-    CHUNK_LEN, MAX_LISTING_BYTES, PROTOCOL_VERSION,
+    ErrorKind, ExecRequest, ExitInfo, FileEntry, Frame, FrameError, PtySize, Reply, Request,
+    WriteFileSpec, CHUNK_LEN, MAX_LISTING_BYTES, PROTOCOL_VERSION,
 };
 
 use conn::frame_name;
@@ -182,11 +182,35 @@ impl InitClient {
     /// Starts a process and returns the connection positioned after `Started`.
     /// Output past the request's `output_limit` is cut off (see [`FrameReader::recv`]).
     pub async fn spawn(&self, request: ExecRequest) -> Result<(Conn, u32), InitError> {
+        let limit = request.output_limit;
+        self.start(Request::Exec(request), limit).await
+    }
+
+    /// Starts a process on a new terminal of `size` (see `Request::PtyExec`): its
+    /// output comes as `Stdout` frames, `Stdin` frames are typed into it, and
+    /// `Request::Resize` resizes it. Returns the connection positioned after `Started`.
+    pub async fn spawn_pty(
+        &self,
+        request: ExecRequest,
+        size: PtySize,
+    ) -> Result<(Conn, u32), InitError> {
+        let limit = request.output_limit;
+        self.start(
+            Request::PtyExec {
+                exec: request,
+                size,
+            },
+            limit,
+        )
+        .await
+    }
+
+    async fn start(&self, request: Request, limit: Option<u64>) -> Result<(Conn, u32), InitError> {
         let mut conn = self.connect().await?;
-        if let Some(limit) = request.output_limit {
+        if let Some(limit) = limit {
             conn.limit_output(limit);
         }
-        conn.send(&Frame::Message(Request::Exec(request))).await?;
+        conn.send(&Frame::Message(request)).await?;
         match conn.recv_reply().await? {
             Reply::Started { pid } => Ok((conn, pid)),
             other => Err(unexpected(&other)),

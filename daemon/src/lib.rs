@@ -25,7 +25,6 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod cli;
-pub mod cli_sandboxes;
 pub mod config;
 pub mod console;
 pub mod docker;

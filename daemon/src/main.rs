@@ -57,9 +57,10 @@ fn main() -> anyhow::Result<()> {
                 let config = Config::from_serve_args(args)?;
                 sandboxd::server::prepare_image(&config).await
             }
-            Command::Ls(args) => std::process::exit(sandboxd::cli_sandboxes::ls(args).await?),
-            Command::Exec(args) => std::process::exit(sandboxd::cli_sandboxes::exec(args).await?),
-            Command::Rm(args) => std::process::exit(sandboxd::cli_sandboxes::rm(args).await?),
+            Command::Ls(args) => std::process::exit(sandboxd::cli::sandboxes::ls(args).await?),
+            Command::Exec(args) => std::process::exit(sandboxd::cli::sandboxes::exec(args).await?),
+            Command::Rm(args) => std::process::exit(sandboxd::cli::sandboxes::rm(args).await?),
+            Command::Shell(args) => std::process::exit(sandboxd::cli::shell::shell(args).await?),
         }
     })
 }

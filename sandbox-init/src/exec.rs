@@ -1,19 +1,21 @@
 //! Exec: spawn a process as an account in its own process group, then one `poll(2)`
 //! loop moves bytes between its pipes and the client's socket, enforces the output
-//! limit and the timeout, and reports how it ended.
+//! limit and the timeout, and reports how it ended. A PTY exec is the same loop with
+//! the terminal's master in place of the pipes (see [`crate::pty`]).
 //!
 //! A timeout, or a client that goes away, kills everything the process started, its
 //! `setsid` and double-forked descendants included (see [`crate::kill`]).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sandbox_init::protocol::{
-    decode_header, ErrorKind, ExecRequest, ExitInfo, Frame, Reply, Request, CHUNK_LEN, HEADER_LEN,
+    decode_header, ErrorKind, ExecRequest, ExitInfo, Frame, PtySize, Reply, Request, CHUNK_LEN,
+    HEADER_LEN,
 };
 
 use crate::accounts;
@@ -27,13 +29,21 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Runs one exec on `stream`.
-pub fn run(mut stream: UnixStream, request: ExecRequest, registry: &Registry) {
-    let mut command = match prepare(&request) {
-        Ok(command) => command,
+/// Runs one exec on `stream`, on a new terminal of `pty`'s size when given.
+pub fn run(
+    mut stream: UnixStream,
+    request: ExecRequest,
+    pty: Option<PtySize>,
+    registry: &Registry,
+) {
+    let (mut command, master) = match prepare(&request, pty) {
+        Ok(prepared) => prepared,
         Err((kind, message)) => return reply_error(&mut stream, kind, message),
     };
-    let (mut child, watch) = match registry.spawn(&mut command) {
+    let spawned = registry.spawn(&mut command);
+    // The parent's copies of the slave must go, or the master never sees the end.
+    drop(command);
+    let (mut child, watch) = match spawned {
         Ok(spawned) => spawned,
         Err(e) => {
             let program = &request.argv[0];
@@ -67,11 +77,22 @@ pub fn run(mut stream: UnixStream, request: ExecRequest, registry: &Registry) {
         kill::everything(pid, &pipes);
         return;
     }
+    let (stdout, stdin, resizer) = match master {
+        Some(master) => match terminal_ends(master) {
+            Ok(ends) => ends,
+            Err(e) => {
+                kill::everything(pid, &pipes);
+                return reply_error(&mut stream, ErrorKind::Io, format!("pty: {e}"));
+            }
+        },
+        None => (child.stdout.take(), child.stdin.take(), None),
+    };
     let mut pump = Pump {
         stream,
-        stdout: child.stdout.take(),
+        stdout,
         stderr: child.stderr.take(),
-        stdin: child.stdin.take(),
+        stdin,
+        resizer,
         pending_stdin: Vec::new(),
         close_stdin_when_flushed: false,
         inbox: Vec::new(),
@@ -154,8 +175,29 @@ pub fn run(mut stream: UnixStream, request: ExecRequest, registry: &Registry) {
     let _ = reply(&mut pump.stream, Reply::Exited(exit));
 }
 
-/// Builds the command: account, environment, cwd, process group, pipes.
-fn prepare(request: &ExecRequest) -> Result<Command, (ErrorKind, String)> {
+/// The master's read and write ends and its resize handle (three descriptors of it).
+type TerminalEnds = (
+    Option<std::process::ChildStdout>,
+    Option<ChildStdin>,
+    Option<OwnedFd>,
+);
+
+fn terminal_ends(master: OwnedFd) -> std::io::Result<TerminalEnds> {
+    let input = master.try_clone()?;
+    let resizer = master.try_clone()?;
+    Ok((
+        Some(std::process::ChildStdout::from(master)),
+        Some(ChildStdin::from(input)),
+        Some(resizer),
+    ))
+}
+
+/// Builds the command: account, environment, cwd, process group, pipes; or with `pty`
+/// a session on a new terminal, whose master is returned.
+fn prepare(
+    request: &ExecRequest,
+    pty: Option<PtySize>,
+) -> Result<(Command, Option<OwnedFd>), (ErrorKind, String)> {
     let program = request
         .argv
         .first()
@@ -199,18 +241,28 @@ fn prepare(request: &ExecRequest) -> Result<Command, (ErrorKind, String)> {
         }
         command.env(key, value);
     }
-    command
-        .current_dir(&cwd)
-        .uid(account.uid)
-        .gid(account.gid)
-        .process_group(0)
-        .stdin(if request.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.current_dir(&cwd).uid(account.uid).gid(account.gid);
+    let master = match pty {
+        Some(size) => {
+            let pair = crate::pty::open(size, account.uid, account.gid)
+                .map_err(|e| (ErrorKind::Io, format!("cannot open a terminal: {e}")))?;
+            crate::pty::attach(&mut command, &pair.slave)
+                .map_err(|e| (ErrorKind::Io, format!("cannot open a terminal: {e}")))?;
+            Some(pair.master)
+        }
+        None => {
+            command
+                .process_group(0)
+                .stdin(if request.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            None
+        }
+    };
     // sandbox-init blocks every signal in every thread (the reaper takes them with
     // sigtimedwait), and a blocked mask survives fork and exec: clear it, or SIGTERM and
     // SIGINT would never reach the process.
@@ -228,7 +280,7 @@ fn prepare(request: &ExecRequest) -> Result<Command, (ErrorKind, String)> {
             kill::become_subreaper()
         });
     }
-    Ok(command)
+    Ok((command, master))
 }
 
 /// What one poll round found.
@@ -244,6 +296,8 @@ struct Pump {
     stdout: Option<std::process::ChildStdout>,
     stderr: Option<std::process::ChildStderr>,
     stdin: Option<ChildStdin>,
+    /// The terminal's master, for resizes (a PTY exec only).
+    resizer: Option<OwnedFd>,
     pending_stdin: Vec<u8>,
     close_stdin_when_flushed: bool,
     inbox: Vec<u8>,
@@ -380,6 +434,11 @@ impl Pump {
                     self.flush_stdin();
                 }
                 Frame::Message(Request::Signal { signal: s }) => signal = Some(s),
+                Frame::Message(Request::Resize { size }) => {
+                    if let Some(master) = &self.resizer {
+                        let _ = crate::pty::resize(master, size);
+                    }
+                }
                 _ => {}
             }
         }

@@ -10,6 +10,7 @@ mod env;
 mod exec;
 mod files;
 mod kill;
+mod pty;
 mod reaper;
 mod server;
 

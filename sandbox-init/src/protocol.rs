@@ -25,8 +25,9 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the frames or messages below (2: a listing
-/// is answered in pages ending with [`Reply::End`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// is answered in pages ending with [`Reply::End`]; 3: [`Request::PtyExec`] and
+/// [`Request::Resize`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest payload one frame may carry. Bigger data is split over several frames.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -318,6 +319,34 @@ pub enum Request {
         /// The new owner (its primary group becomes the group).
         owner: UserName,
     },
+    /// Start a process on a new pseudo-terminal of `size`, as a session leader whose
+    /// controlling terminal it is. The conversation is an [`Request::Exec`]'s: the
+    /// terminal's output comes in `Stdout` frames (there is no separate stderr), `Stdin`
+    /// frames are typed into the terminal (the request's `stdin` flag is ignored: it is
+    /// always open), [`Request::Signal`] and [`Request::Resize`] may follow, and
+    /// closing the connection kills everything it started.
+    PtyExec {
+        /// The process (its `argv`, `env`, `cwd`, `user`, `timeout_ms`, `output_limit`).
+        exec: ExecRequest,
+        /// The terminal's initial size.
+        size: PtySize,
+    },
+    /// During a [`Request::PtyExec`]: resize the terminal (its foreground process group
+    /// gets `SIGWINCH`).
+    Resize {
+        /// The new size.
+        size: PtySize,
+    },
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtySize {
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
 }
 
 /// A process to start.
@@ -545,6 +574,29 @@ mod tests {
             json.starts_with(r#"{"type":"exited","code":null"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn pty_messages_have_stable_wire_names() {
+        let size = PtySize { cols: 80, rows: 24 };
+        let json = serde_json::to_string(&Request::Resize { size }).expect("serializes");
+        assert_eq!(json, r#"{"type":"resize","size":{"cols":80,"rows":24}}"#);
+        let exec = ExecRequest {
+            argv: vec!["bash".into()],
+            env: vec![],
+            cwd: None,
+            user: "user".into(),
+            timeout_ms: None,
+            stdin: false,
+            output_limit: None,
+        };
+        let req = Request::PtyExec { exec, size };
+        let json = serde_json::to_string(&req).expect("serializes");
+        assert!(
+            json.starts_with(r#"{"type":"pty_exec","exec":{"argv":["bash"]"#),
+            "{json}"
+        );
+        assert_eq!(roundtrip(Frame::Message(req.clone())), Frame::Message(req));
     }
 
     #[test]

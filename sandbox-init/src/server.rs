@@ -70,7 +70,8 @@ fn handle(mut stream: UnixStream, registry: &Registry) {
                 },
             );
         }
-        Request::Exec(exec) => crate::exec::run(stream, exec, registry),
+        Request::Exec(exec) => crate::exec::run(stream, exec, None, registry),
+        Request::PtyExec { exec, size } => crate::exec::run(stream, exec, Some(size), registry),
         Request::SetEnv { env } => match crate::env::set(env) {
             Ok(()) => {
                 let _ = reply(&mut stream, Reply::Ok);
@@ -80,10 +81,10 @@ fn handle(mut stream: UnixStream, registry: &Registry) {
             }
             Err(e) => reply_error(&mut stream, ErrorKind::Io, format!("keeping the env: {e}")),
         },
-        Request::CloseStdin | Request::Signal { .. } => reply_error(
+        Request::CloseStdin | Request::Signal { .. } | Request::Resize { .. } => reply_error(
             &mut stream,
             ErrorKind::Protocol,
-            "close_stdin and signal are only valid during an exec",
+            "close_stdin, signal and resize are only valid during an exec",
         ),
         file_request => crate::files::handle(&mut stream, file_request),
     }

@@ -87,6 +87,11 @@ async fn the_e2b_sdk_reads_and_writes_files() {
     run_suite("files.test.mjs", 4).await;
 }
 
+#[tokio::test]
+async fn the_e2b_sdk_drives_ptys() {
+    run_suite("pty.test.mjs", 3).await;
+}
+
 /// A daemon with the E2B API on `port`.
 async fn e2b_daemon(reuse: Option<&Daemon>, port: u16) -> Daemon {
     let mut options = Options::default();

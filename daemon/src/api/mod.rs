@@ -10,6 +10,7 @@ mod json;
 mod metrics;
 mod narrow;
 mod sandboxes;
+mod terminal;
 mod threads;
 mod tokens;
 
@@ -60,6 +61,8 @@ pub fn app(state: AppState) -> Router {
             get(sandboxes::get).delete(sandboxes::delete),
         )
         .route("/sandboxes/{id}/exec", post(sandboxes::exec))
+        .route("/sandboxes/{id}/exec/stream", post(terminal::exec_stream))
+        .route("/sandboxes/{id}/terminal", get(terminal::terminal))
         .route("/sandboxes/{id}/git/clone", post(sandboxes::git_clone))
         .route(
             "/sandboxes/{id}/files",

@@ -221,13 +221,13 @@ pub async fn delete(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecBody {
-    command: String,
+    pub(super) command: String,
     #[serde(default)]
-    cwd: Option<String>,
+    pub(super) cwd: Option<String>,
     #[serde(default)]
-    envs: Option<BTreeMap<String, String>>,
+    pub(super) envs: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    pub(super) timeout_ms: Option<u64>,
 }
 
 /// `POST /v1/sandboxes/:id/exec` response.

@@ -3,51 +3,43 @@
 
 use serde_json::{json, Value};
 
+use super::http::Daemon;
 use crate::config::{DaemonArgs, EnvAction, EnvArgs};
+use reqwest::Method;
 
 /// Runs `sandboxd env …`; returns the exit code.
 pub async fn env(args: EnvArgs, key: String) -> anyhow::Result<i32> {
-    let daemon = &args.daemon;
+    let daemon = &Daemon::with_key(&args.daemon, key);
     match args.action {
         EnvAction::Set { agent, vars } => {
             let vars = parse_vars(&vars)?;
             let body = json!({ "vars": vars });
-            let (ok, reply) = call(
-                daemon,
-                &key,
-                "PUT",
-                &format!("/v1/agents/{agent}/env"),
-                Some(body),
-            )
-            .await?;
-            if ok {
+            let reply = daemon
+                .call(Method::PUT, &format!("/v1/agents/{agent}/env"), Some(body))
+                .await?;
+            if reply.is_ok() {
                 let names: Vec<&str> = vars.keys().map(String::as_str).collect();
                 println!("set {} for {agent}", names.join(", "));
             }
-            Ok(report(ok, &reply))
+            Ok(report(&reply))
         }
         EnvAction::List { agent } => {
-            let (ok, reply) = call(
-                daemon,
-                &key,
-                "GET",
-                &format!("/v1/agents/{agent}/env"),
-                None,
-            )
-            .await?;
-            if ok {
+            let reply = daemon
+                .call(Method::GET, &format!("/v1/agents/{agent}/env"), None)
+                .await?;
+            if let Ok(reply) = &reply {
                 for name in reply["names"].as_array().into_iter().flatten() {
                     println!("{}", name.as_str().unwrap_or_default());
                 }
             }
-            Ok(report(ok, &reply))
+            Ok(report(&reply))
         }
         EnvAction::Remove { agent, names } => {
             for name in names {
                 let path = format!("/v1/agents/{agent}/env/{name}");
-                let (ok, reply) = call(daemon, &key, "DELETE", &path, None).await?;
-                if !ok {
-                    return Ok(report(ok, &reply));
+                let reply = daemon.call(Method::DELETE, &path, None).await?;
+                if reply.is_err() {
+                    return Ok(report(&reply));
                 }
                 println!("removed {name} from {agent}");
             }
@@ -58,8 +50,10 @@ pub async fn env(args: EnvArgs, key: String) -> anyhow::Result<i32> {
 
 /// Runs `sandboxd reload`; returns the exit code.
 pub async fn reload(args: DaemonArgs, key: String) -> anyhow::Result<i32> {
-    let (ok, reply) = call(&args, &key, "POST", "/v1/agents/reload", None).await?;
-    if ok {
+    let reply = Daemon::with_key(&args, key)
+        .call(Method::POST, "/v1/agents/reload", None)
+        .await?;
+    if let Ok(reply) = &reply {
         println!("{} agents", reply["agents"]);
         for problem in reply["problems"].as_array().into_iter().flatten() {
             println!(
@@ -69,7 +63,7 @@ pub async fn reload(args: DaemonArgs, key: String) -> anyhow::Result<i32> {
             );
         }
     }
-    Ok(report(ok, &reply))
+    Ok(report(&reply))
 }
 
 /// `NAME=value…`, or `NAME value`.
@@ -93,39 +87,14 @@ fn parse_vars(vars: &[String]) -> anyhow::Result<std::collections::BTreeMap<Stri
         .collect()
 }
 
-fn report(ok: bool, reply: &Value) -> i32 {
-    if ok {
-        return 0;
+fn report(result: &Result<Value, String>) -> i32 {
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
-    let message = reply["error"]["message"]
-        .as_str()
-        .unwrap_or("request failed");
-    eprintln!("error: {message}");
-    1
-}
-
-async fn call(
-    daemon: &DaemonArgs,
-    key: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(bool, Value)> {
-    let url = format!("{}{path}", daemon.url.trim_end_matches('/'));
-    let method = reqwest::Method::from_bytes(method.as_bytes())?;
-    let mut request = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {}: {e}", daemon.url))?;
-    let ok = response.status().is_success();
-    let text = response.text().await.unwrap_or_default();
-    Ok((ok, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 #[cfg(test)]

@@ -88,6 +88,19 @@ pub struct ExecArgs {
     pub client: DaemonArgs,
 }
 
+/// `sandboxd shell` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    /// The sandbox (either of its ids).
+    pub sandbox: String,
+    /// Working directory inside the sandbox.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// The daemon.
+    #[command(flatten)]
+    pub client: DaemonArgs,
+}
+
 /// `sandboxd rm` flags.
 #[derive(Debug, Clone, Args)]
 pub struct RmArgs {

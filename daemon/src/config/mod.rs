@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 mod client;
-pub use client::{ChatArgs, DaemonArgs, EnvAction, EnvArgs, ExecArgs, RmArgs};
+pub use client::{ChatArgs, DaemonArgs, EnvAction, EnvArgs, ExecArgs, RmArgs, ShellArgs};
 
 /// The default sandbox image, built from `images/default` on first start.
 pub const DEFAULT_IMAGE: &str = "sandboxd/default:bookworm";
@@ -49,6 +49,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// Delete sandboxes (their containers and files).
     Rm(RmArgs),
+    /// An interactive shell in a sandbox, on a terminal (`sandboxd shell <id>`); exits
+    /// with the shell's exit code.
+    Shell(ShellArgs),
 }
 
 /// Flags of `sandboxd serve`; each can also come from the environment variable shown.

@@ -11,12 +11,18 @@
 //! - [`DETACH_GRACE`] after its last stream went away (a client that disconnects
 //!   leaves nothing behind; envd would keep it until its deadline);
 //! - with its sandbox (killed or expired): its streams end at once.
+//!
+//! A process started with `pty` runs on a terminal ([`pty`]): its output is `pty`
+//! data, `SendInput` types into it and `Update` resizes it.
 
+mod own;
+mod pty;
 mod stream;
+mod table;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -24,7 +30,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use base64::Engine as _;
-use sandbox_init::protocol::{ExecRequest, ExitInfo, Frame, Reply, Request};
+use sandbox_init::protocol::ExecRequest;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -35,7 +41,10 @@ use crate::agents::check_env_name;
 use crate::e2b::{auth, E2bState};
 use crate::init_client::InitError;
 use crate::sandbox::Sandbox;
+use own::own;
 use stream::attach;
+pub use table::Processes;
+use table::{Control, Proc, ProcState, Table};
 
 /// How long an exited process stays known to `Connect` and `List`-free lookups.
 const RETAIN: Duration = Duration::from_secs(30);
@@ -57,166 +66,9 @@ const KEEPALIVE_SECS: (u64, u64) = (1, 600);
 /// it writes, so keepalives go at least this often (the SDKs ignore extra ones).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
-/// The processes of every sandbox.
-#[derive(Debug, Default)]
-pub struct Processes {
-    by_sandbox: Mutex<HashMap<String, Arc<Table>>>,
-}
-
-#[derive(Debug)]
-struct Table {
-    sandbox: Arc<Sandbox>,
-    procs: Mutex<BTreeMap<u32, Arc<Proc>>>,
-}
-
-impl Processes {
-    fn table(&self, sandbox: &Arc<Sandbox>) -> Arc<Table> {
-        let mut map = self.by_sandbox.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, t| !t.sandbox.deleted.is_cancelled());
-        map.entry(sandbox.id.clone())
-            .or_insert_with(|| {
-                Arc::new(Table {
-                    sandbox: sandbox.clone(),
-                    procs: Mutex::new(BTreeMap::new()),
-                })
-            })
-            .clone()
-    }
-}
-
-impl Table {
-    fn procs(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<Proc>>> {
-        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
-        procs.retain(|_, p| p.ended_at().is_none_or(|t| t.elapsed() < RETAIN));
-        procs
-    }
-
-    fn find(&self, selector: &Selector) -> Result<Arc<Proc>, RpcError> {
-        let procs = self.procs();
-        let found = match (selector.pid, &selector.tag) {
-            (Some(pid), _) => procs.get(&pid).cloned(),
-            (None, Some(tag)) => procs
-                .values()
-                .find(|p| p.tag.as_deref() == Some(tag.as_str()))
-                .cloned(),
-            (None, None) => return Err(RpcError::invalid("process: give a pid or a tag")),
-        };
-        found.ok_or_else(|| RpcError::new(Code::NotFound, "process not found"))
-    }
-}
-
-/// What a process sends its streams.
-#[derive(Debug, Clone)]
-enum Event {
-    Stdout(Vec<u8>),
-    Stderr(Vec<u8>),
-    /// It ended (`EndEvent` JSON).
-    End(serde_json::Value),
-    /// Its stream fails (deadline, sandbox gone, protocol).
-    Failed(RpcError),
-}
-
-/// What a client asks of a running process.
-#[derive(Debug)]
-enum Control {
-    Stdin(Vec<u8>),
-    CloseStdin,
-    Signal(i32),
-}
-
-#[derive(Debug)]
-struct Proc {
-    pid: u32,
-    tag: Option<String>,
-    config: ProcessConfig,
-    /// Started with stdin open.
-    stdin: bool,
-    control: mpsc::Sender<Control>,
-    /// Cancelled by a SIGKILL: the owner drops the connection (killing the group)
-    /// even while it waits on a slow stream.
-    killed: tokio_util::sync::CancellationToken,
-    state: Mutex<ProcState>,
-}
-
-#[derive(Debug, Default)]
-struct ProcState {
-    subscribers: Vec<mpsc::Sender<Event>>,
-    /// The last event (end or failure), once it ended.
-    outcome: Option<(Event, Instant)>,
-    /// Since when no stream is attached.
-    detached_at: Option<Instant>,
-}
-
-impl Proc {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ProcState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn ended_at(&self) -> Option<Instant> {
-        self.lock().outcome.as_ref().map(|(_, at)| *at)
-    }
-
-    /// Attaches a stream; the outcome instead when it has ended.
-    fn subscribe(&self) -> Result<mpsc::Receiver<Event>, Event> {
-        let mut state = self.lock();
-        if let Some((outcome, _)) = &state.outcome {
-            return Err(outcome.clone());
-        }
-        state.subscribers.retain(|tx| !tx.is_closed());
-        if state.subscribers.len() >= MAX_STREAMS {
-            return Err(Event::Failed(RpcError::new(
-                Code::ResourceExhausted,
-                format!("at most {MAX_STREAMS} streams per process"),
-            )));
-        }
-        let (tx, rx) = mpsc::channel(16);
-        state.subscribers.push(tx);
-        state.detached_at = None;
-        Ok(rx)
-    }
-
-    /// Sends output to every attached stream, waiting for slow ones (unless the
-    /// sandbox goes away or the process is killed meanwhile).
-    async fn publish(&self, event: Event, sandbox: &Sandbox) {
-        let subscribers = self.lock().subscribers.clone();
-        for tx in subscribers {
-            tokio::select! {
-                _ = tx.send(event.clone()) => {}
-                () = sandbox.deleted.cancelled() => return,
-                () = self.killed.cancelled() => return,
-            }
-        }
-    }
-
-    /// Records the outcome and tells every stream (a stream too slow to take it
-    /// within [`FINISH_WITHIN`] is dropped: its client sees the stream break).
-    async fn finish(&self, event: Event) {
-        let subscribers = {
-            let mut state = self.lock();
-            state.outcome = Some((event.clone(), Instant::now()));
-            std::mem::take(&mut state.subscribers)
-        };
-        for tx in subscribers {
-            let _ = tx.send_timeout(event.clone(), FINISH_WITHIN).await;
-        }
-    }
-
-    /// Whether no stream has been attached for longer than [`DETACH_GRACE`].
-    fn abandoned(&self) -> bool {
-        let mut state = self.lock();
-        state.subscribers.retain(|tx| !tx.is_closed());
-        if !state.subscribers.is_empty() {
-            state.detached_at = None;
-            return false;
-        }
-        let since = *state.detached_at.get_or_insert_with(Instant::now);
-        since.elapsed() >= DETACH_GRACE
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ProcessConfig {
+pub(super) struct ProcessConfig {
     cmd: String,
     #[serde(default)]
     args: Vec<String>,
@@ -231,7 +83,7 @@ struct ProcessConfig {
 struct StartRequest {
     process: ProcessConfig,
     #[serde(default)]
-    pty: Option<serde_json::Value>,
+    pty: Option<pty::PtyConfig>,
     #[serde(default)]
     tag: Option<String>,
     #[serde(default)]
@@ -239,7 +91,7 @@ struct StartRequest {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct Selector {
+pub(super) struct Selector {
     #[serde(default)]
     pid: Option<u32>,
     #[serde(default)]
@@ -254,6 +106,9 @@ struct ProcessRequest {
     input: Option<Input>,
     #[serde(default)]
     signal: Option<serde_json::Value>,
+    /// `Update`'s new terminal size.
+    #[serde(default)]
+    pty: Option<pty::PtyConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,14 +138,12 @@ pub async fn call(
             Err(e) => connect::stream_error(e),
         },
         "List" => connect::unary_response(list(&table, &headers, &body)),
-        "SendInput" | "SendSignal" | "CloseStdin" => {
+        "SendInput" | "SendSignal" | "CloseStdin" | "Update" => {
             connect::unary_response(control(&table, &method, &headers, &body).await)
         }
-        "Update" | "StreamInput" => connect::unary_response::<()>(Err(RpcError::new(
+        "StreamInput" => connect::unary_response::<()>(Err(RpcError::new(
             Code::Unimplemented,
-            format!(
-                "process.Process/{method} (PTY, input streams) is not supported by sandboxd yet"
-            ),
+            "process.Process/StreamInput is not supported by sandboxd yet (use SendInput)",
         ))),
         _ => connect::unary_response::<()>(Err(RpcError::new(
             Code::Unimplemented,
@@ -323,23 +176,32 @@ async fn control(
             let input = req
                 .input
                 .ok_or_else(|| RpcError::invalid("input is missing"))?;
-            if input.pty.is_some() {
-                return Err(RpcError::new(Code::Unimplemented, "PTY input: no PTY here"));
-            }
+            let (field, encoded) = match (input.pty, input.stdin) {
+                (Some(typed), _) => ("input.pty", typed),
+                (None, stdin) => ("input.stdin", stdin.unwrap_or_default()),
+            };
             let data = base64::engine::general_purpose::STANDARD
-                .decode(input.stdin.unwrap_or_default())
-                .map_err(|_| RpcError::invalid("input.stdin: not base64"))?;
+                .decode(encoded)
+                .map_err(|_| RpcError::invalid(format!("{field}: not base64")))?;
             if data.len() > MAX_INPUT {
                 return Err(RpcError::invalid(format!(
-                    "input.stdin: at most {MAX_INPUT} bytes per call"
+                    "{field}: at most {MAX_INPUT} bytes per call"
                 )));
             }
-            no_stdin(&proc)?;
+            if field == "input.pty" {
+                pty::has_terminal(&proc)?;
+            } else {
+                no_stdin(&proc)?;
+            }
             Control::Stdin(data)
         }
         "CloseStdin" => {
             no_stdin(&proc)?;
             Control::CloseStdin
+        }
+        "Update" => {
+            pty::has_terminal(&proc)?;
+            Control::Resize(pty::size_of(req.pty.as_ref())?)
         }
         _ => Control::Signal(signal(req.signal.as_ref())?),
     };
@@ -381,13 +243,14 @@ fn signal(value: Option<&serde_json::Value>) -> Result<i32, RpcError> {
 
 async fn start(table: Arc<Table>, headers: &HeaderMap, body: &[u8]) -> Response {
     let prepared = async {
-        let req: StartRequest = connect::stream_request(headers, body)?;
-        if req.pty.is_some() {
-            return Err(RpcError::new(
-                Code::Unimplemented,
-                "PTY sessions are not supported by sandboxd yet",
-            ));
-        }
+        let mut req: StartRequest = connect::stream_request(headers, body)?;
+        let size = match &req.pty {
+            Some(config) => {
+                pty::default_envs(&mut req.process.envs);
+                Some(pty::size_of(Some(config))?)
+            }
+            None => None,
+        };
         let user = auth::rpc_user(headers).map_err(RpcError::invalid)?;
         let timeout_ms = connect::timeout_ms(headers)?.map(|ms| ms.min(MAX_TIMEOUT_MS));
         let request = exec_request(&table.sandbox, &req, user, timeout_ms)?;
@@ -403,17 +266,18 @@ async fn start(table: Arc<Table>, headers: &HeaderMap, body: &[u8]) -> Response 
                 format!("at most {MAX_PROCESSES} processes per sandbox"),
             ));
         }
-        let (conn, pid) = table
-            .sandbox
-            .init
-            .spawn(request)
-            .await
-            .map_err(spawn_error)?;
+        let init = &table.sandbox.init;
+        let (conn, pid) = match size {
+            Some(size) => init.spawn_pty(request, size).await,
+            None => init.spawn(request).await,
+        }
+        .map_err(spawn_error)?;
         let (control_tx, control_rx) = mpsc::channel(16);
         let proc = Arc::new(Proc {
             pid,
             tag: req.tag,
-            stdin: req.stdin.unwrap_or(false),
+            stdin: req.stdin.unwrap_or(false) && size.is_none(),
+            pty: size.is_some(),
             config: req.process,
             control: control_tx,
             killed: tokio_util::sync::CancellationToken::new(),
@@ -475,148 +339,4 @@ fn exec_request(
         stdin: req.stdin.unwrap_or(false),
         output_limit: None,
     })
-}
-
-/// The task owning a process's connection (see the module).
-async fn own(
-    proc: Arc<Proc>,
-    sandbox: Arc<Sandbox>,
-    conn: crate::init_client::Conn,
-    mut control: mpsc::Receiver<Control>,
-) {
-    // A running process keeps its sandbox from being paused.
-    let _awake = sandbox.hold();
-    let (mut reader, mut writer) = conn.split();
-    // Reading a frame is not cancel-safe: one task reads, this one selects.
-    let (frames_tx, mut frames) = mpsc::channel(4);
-    let read = tokio::spawn(async move {
-        loop {
-            let frame = reader.recv().await;
-            let last = !matches!(frame, Ok(Some(Frame::Stdout(_) | Frame::Stderr(_))));
-            if frames_tx.send(frame).await.is_err() || last {
-                return;
-            }
-        }
-    });
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let outcome = loop {
-        tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(Ok(Some(Frame::Stdout(b)))) => proc.publish(Event::Stdout(b), &sandbox).await,
-                Some(Ok(Some(Frame::Stderr(b)))) => proc.publish(Event::Stderr(b), &sandbox).await,
-                Some(Ok(Some(Frame::Message(Reply::Exited(exit))))) => break exit_event(&exit),
-                Some(Ok(Some(Frame::Message(Reply::Error { message, .. })))) => {
-                    break Event::Failed(RpcError::new(Code::Internal, message))
-                }
-                Some(Ok(Some(_))) => {
-                    break Event::Failed(RpcError::new(Code::Internal, "the sandbox broke the protocol"))
-                }
-                Some(Ok(None)) | None => {
-                    break Event::Failed(RpcError::new(Code::Unavailable, "the sandbox stopped"))
-                }
-                Some(Err(e)) => break Event::Failed(RpcError::from(e)),
-            },
-            Some(ctl) = control.recv() => {
-                let frames = match ctl {
-                    // A frame carries at most MAX_FRAME_LEN: stdin goes in chunks.
-                    Control::Stdin(data) => data
-                        .chunks(sandbox_init::protocol::CHUNK_LEN)
-                        .map(|c| Frame::Stdin(c.to_vec()))
-                        .collect(),
-                    Control::CloseStdin => vec![Frame::Message(Request::CloseStdin)],
-                    Control::Signal(signal) => vec![Frame::Message(Request::Signal { signal })],
-                };
-                for frame in &frames {
-                    if let Err(e) = writer.send(frame).await {
-                        tracing::debug!(pid = proc.pid, "process input not delivered: {e}");
-                        break;
-                    }
-                }
-            }
-            () = sandbox.deleted.cancelled() => {
-                break Event::Failed(RpcError::new(Code::Unavailable, "the sandbox was killed"))
-            }
-            () = proc.killed.cancelled() => break exit_event(&ExitInfo {
-                signal: Some(libc::SIGKILL),
-                ..ExitInfo::default()
-            }),
-            _ = tick.tick() => if proc.abandoned() {
-                tracing::info!(sandbox = %sandbox.id, pid = proc.pid, "killing a process no client is attached to");
-                break Event::Failed(RpcError::new(Code::Unavailable, "killed: no client stayed attached"));
-            },
-        }
-    };
-    // Dropping the connection kills the process group if it still runs.
-    read.abort();
-    drop(writer);
-    proc.finish(outcome).await;
-}
-
-/// envd's `EndEvent` for an exit.
-fn exit_event(exit: &ExitInfo) -> Event {
-    if exit.timed_out {
-        return Event::Failed(RpcError::new(
-            Code::DeadlineExceeded,
-            "the command's timeout passed: it was killed",
-        ));
-    }
-    let (code, status) = match (exit.code, exit.signal) {
-        (Some(code), _) => (code, format!("exit status {code}")),
-        (None, Some(signal)) => (-1, format!("signal: {}", signal_name(signal))),
-        (None, None) => (-1, "unknown".to_owned()),
-    };
-    Event::End(json!({
-        "exitCode": code,
-        "exited": exit.code.is_some(),
-        "status": status,
-    }))
-}
-
-fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGKILL => "killed".into(),
-        libc::SIGTERM => "terminated".into(),
-        libc::SIGINT => "interrupt".into(),
-        libc::SIGPIPE => "broken pipe".into(),
-        other => format!("signal {other}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exits_become_envd_end_events() {
-        let Event::End(end) = exit_event(&ExitInfo {
-            code: Some(3),
-            ..ExitInfo::default()
-        }) else {
-            panic!("an end")
-        };
-        assert_eq!(
-            end,
-            json!({"exitCode": 3, "exited": true, "status": "exit status 3"})
-        );
-        let Event::End(end) = exit_event(&ExitInfo {
-            signal: Some(9),
-            ..ExitInfo::default()
-        }) else {
-            panic!("an end")
-        };
-        assert_eq!(end["status"], "signal: killed");
-        assert!(matches!(
-            exit_event(&ExitInfo {
-                timed_out: true,
-                ..ExitInfo::default()
-            }),
-            Event::Failed(RpcError {
-                code: Code::DeadlineExceeded,
-                ..
-            })
-        ));
-        assert_eq!(signal(Some(&json!("SIGNAL_SIGKILL"))).expect("ok"), 9);
-        assert_eq!(signal(Some(&json!(15))).expect("ok"), 15);
-        assert!(signal(None).is_err());
-    }
 }

@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::super::connect::{self, Code, RpcError, StreamSender};
-use super::{Event, Proc, KEEPALIVE_SECS, PROBE_EVERY};
+use super::table::{Event, Proc};
+use super::{KEEPALIVE_SECS, PROBE_EVERY};
 
 /// Streams a process's events: `start`, output, then its end. With `rx` the stream
 /// is already attached (a `Start`); otherwise it attaches now (a `Connect`).
@@ -70,6 +71,7 @@ async fn forward(tx: StreamSender, mut rx: mpsc::Receiver<Event>, keepalive: Opt
         let sent = match &event {
             Event::Stdout(b) => tx.send(&data("stdout", b)).await,
             Event::Stderr(b) => tx.send(&data("stderr", b)).await,
+            Event::Pty(b) => tx.send(&data("pty", b)).await,
             Event::End(_) | Event::Failed(_) => return deliver_last(tx, event).await,
         };
         if !sent {
@@ -86,6 +88,6 @@ async fn deliver_last(tx: StreamSender, event: Event) {
             }
         }
         Event::Failed(e) => tx.end(Some(e)).await,
-        Event::Stdout(_) | Event::Stderr(_) => tx.end(None).await,
+        Event::Stdout(_) | Event::Stderr(_) | Event::Pty(_) => tx.end(None).await,
     }
 }
