@@ -12,6 +12,7 @@ mod files;
 mod kill;
 mod reaper;
 mod server;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;

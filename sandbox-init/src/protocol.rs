@@ -20,13 +20,15 @@
 //! The protocol is versioned: the client may send [`Request::Hello`] and compare the
 //! server's [`PROTOCOL_VERSION`]. A change that an old peer cannot parse bumps it.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the frames or messages below (2: a listing
-/// is answered in pages ending with [`Reply::End`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// is answered in pages ending with [`Reply::End`]; 3: watches, streamed writes and
+/// file metadata).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest payload one frame may carry. Bigger data is split over several frames.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -318,6 +320,90 @@ pub enum Request {
         /// The new owner (its primary group becomes the group).
         owner: UserName,
     },
+    /// Watch a directory (inotify). Reply: [`Reply::Watching`] (or [`Reply::Error`]),
+    /// then [`Reply::WatchEvents`] batches for as long as the client keeps the
+    /// connection; a watch that cannot go on (its queue overflowed, the directory went
+    /// away) ends with [`Reply::Error`] or [`Reply::End`]. Closing the connection ends
+    /// it. A client that does not read makes the kernel's bounded queue overflow.
+    Watch(WatchRequest),
+    /// Write files whose sizes are not known up front (a streamed upload), all or none.
+    /// Then, for each file, a [`Request::StreamFile`] message followed by its bytes in
+    /// `Data` frames; then [`Request::Commit`]. Reply (after the commit):
+    /// [`Reply::Entries`] of the written files, or [`Reply::Error`] (no file changed).
+    /// A connection closed before the commit changes nothing.
+    WriteStream {
+        /// The account performing the write.
+        #[serde(rename = "as")]
+        as_user: UserName,
+    },
+    /// During a [`Request::WriteStream`]: the next file; its bytes follow.
+    StreamFile(StreamFileSpec),
+    /// During a [`Request::WriteStream`]: every file was sent; put them in place.
+    Commit,
+}
+
+/// A directory to watch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRequest {
+    /// Absolute path of a directory.
+    pub path: String,
+    /// Watch its whole tree (new subdirectories included).
+    #[serde(default)]
+    pub recursive: bool,
+    /// Attach the entry (as [`Request::Stat`] describes it) to create, write and chmod
+    /// events.
+    #[serde(default)]
+    pub include_entry: bool,
+    /// Allow a directory on a network filesystem (NFS, SMB, FUSE); refused otherwise.
+    #[serde(default)]
+    pub allow_network_mounts: bool,
+    /// The account watching (it must be allowed to read the directories).
+    #[serde(rename = "as")]
+    pub as_user: UserName,
+}
+
+/// What happened to a watched path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchOp {
+    /// Created (or moved in).
+    Create,
+    /// Written to.
+    Write,
+    /// Removed.
+    Remove,
+    /// Renamed (or moved out).
+    Rename,
+    /// Its permissions or other attributes changed.
+    Chmod,
+}
+
+/// One event of a watch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchEvent {
+    /// The path relative to the watched directory (`sub/file` in a recursive watch).
+    pub name: String,
+    /// What happened.
+    pub op: WatchOp,
+    /// The entry, when asked for and the path still exists.
+    #[serde(default)]
+    pub entry: Option<FileEntry>,
+}
+
+/// One file of a [`Request::WriteStream`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFileSpec {
+    /// Absolute path. Missing parent directories are created, owned by the writer.
+    pub path: String,
+    /// Permission bits for a new file (default 0o644); an existing file keeps its own.
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// Metadata stored as `user.e2b.<key>` extended attributes (replacing the file's).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A process to start.
@@ -413,6 +499,9 @@ pub struct FileEntry {
     /// Where a symlink points.
     #[serde(default)]
     pub symlink_target: Option<String>,
+    /// Its `user.e2b.*` extended attributes, prefix stripped (protocol 3).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The most a listing may weigh (the sum of [`FileEntry::weight`]): entries' paths and
@@ -424,7 +513,18 @@ impl FileEntry {
     /// fixed allowance for the rest); what [`MAX_LISTING_BYTES`] counts.
     pub fn weight(&self) -> usize {
         let link = self.symlink_target.as_ref().map_or(0, String::len);
-        self.name.len() + self.path.len() + self.owner.len() + self.group.len() + link + 128
+        let metadata: usize = self
+            .metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        metadata
+            + self.name.len()
+            + self.path.len()
+            + self.owner.len()
+            + self.group.len()
+            + link
+            + 128
     }
 }
 
@@ -499,6 +599,13 @@ pub enum Reply {
         kind: ErrorKind,
         /// A message for a person, naming the path or program concerned.
         message: String,
+    },
+    /// A watch is in place; its events follow.
+    Watching,
+    /// Events of a watch, in the order they happened.
+    WatchEvents {
+        /// At least one.
+        events: Vec<WatchEvent>,
     },
 }
 

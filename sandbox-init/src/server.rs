@@ -71,6 +71,7 @@ fn handle(mut stream: UnixStream, registry: &Registry) {
             );
         }
         Request::Exec(exec) => crate::exec::run(stream, exec, registry),
+        Request::Watch(watch) => crate::watch::run(stream, watch),
         Request::SetEnv { env } => match crate::env::set(env) {
             Ok(()) => {
                 let _ = reply(&mut stream, Reply::Ok);
