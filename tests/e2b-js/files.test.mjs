@@ -222,3 +222,28 @@ test('a 100 MB file goes both ways streamed: the daemon memory stays flat', { ti
   assert.ok(peak - before < 64 * 1024, `the daemon grew by ${peak - before} KiB`)
   await sb.files.remove('big')
 })
+
+test('an upload cut off mid-stream changes nothing and leaves nothing behind', { timeout: 120_000 }, async () => {
+  await sb.files.write('cut/keep.txt', 'kept')
+  const controller = new AbortController()
+  let sent = 0
+  const body = new ReadableStream({
+    async pull(c) {
+      if (sent >= 20 << 20) {
+        controller.abort()
+        return new Promise(() => {})
+      }
+      sent += 1 << 20
+      c.enqueue(new Uint8Array(1 << 20))
+    },
+  })
+  await assert.rejects(sb.files.write('cut/keep.txt', body, { signal: controller.signal }))
+  const end = Date.now() + 20_000
+  let left
+  do {
+    await new Promise((r) => setTimeout(r, 100))
+    left = (await sb.commands.run('ls -a cut')).stdout.split('\n').filter((n) => n && n !== '.' && n !== '..')
+  } while (left.length !== 1 && Date.now() < end)
+  assert.deepEqual(left, ['keep.txt'])
+  assert.equal(await sb.files.read('cut/keep.txt'), 'kept')
+})

@@ -86,7 +86,7 @@ async fn the_e2b_sdk_runs_commands() {
 
 #[tokio::test]
 async fn the_e2b_sdk_reads_and_writes_files() {
-    run_suite("files.test.mjs", 6).await;
+    run_suite("files.test.mjs", 7).await;
 }
 
 #[tokio::test]
