@@ -28,6 +28,8 @@ use crate::server::{reply, reply_error};
 pub const MAX_WATCHES: usize = 16;
 /// The most directories one recursive watch covers.
 pub const MAX_DIRS: usize = 10_000;
+/// The most paths reported for what a new directory already held.
+const MAX_FOUND: usize = 10_000;
 /// The most events in one message (a few hundred bytes each, entries included).
 const BATCH: usize = 256;
 
@@ -140,7 +142,9 @@ impl Tree {
             } else {
                 format!("{rel}/{name}")
             };
-            if let Some(found) = found.as_deref_mut() {
+            // What a new directory held is reported up to a bound (a tree moved in
+            // may hold millions of files); its directories are watched regardless.
+            if let Some(found) = found.as_deref_mut().filter(|f| f.len() < MAX_FOUND) {
                 found.push(child.clone());
             }
             if item.file_type().is_ok_and(|t| t.is_dir()) {

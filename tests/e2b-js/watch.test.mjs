@@ -131,3 +131,16 @@ test('watches whose clients went away end in the sandbox', { timeout: 120_000 },
   await until(check, (e) => has(e, 'after.txt', FilesystemEventType.WRITE), 'a new watch')
   await again.stop()
 })
+
+test('a watch ends when its sandbox is killed', { timeout: 120_000 }, async () => {
+  const other = await Sandbox.create('base', { timeoutMs: 120_000 })
+  let exited
+  try {
+    await other.files.watchDir('/home/user', () => {}, { recursive: true, timeoutMs: 0, onExit: (err) => { exited = err ?? 'clean' } })
+  } finally {
+    await other.kill()
+  }
+  const end = Date.now() + 20_000
+  while (exited === undefined && Date.now() < end) await sleep(50)
+  assert.ok(exited !== undefined, 'onExit was called once the sandbox was killed')
+})

@@ -91,7 +91,7 @@ async fn the_e2b_sdk_reads_and_writes_files() {
 
 #[tokio::test]
 async fn the_e2b_sdk_watches_directories() {
-    run_suite("watch.test.mjs", 5).await;
+    run_suite("watch.test.mjs", 6).await;
 }
 
 /// A daemon with the E2B API on `port`.

@@ -135,8 +135,16 @@ pub async fn watch_dir(
             match batch {
                 Ok(Some(events)) => {
                     for event in &events {
-                        if !tx.send(&json!({"filesystem": event_json(event)})).await {
-                            return;
+                        // A client that does not read holds this send; its sandbox
+                        // going away still ends the stream.
+                        let message = json!({"filesystem": event_json(event)});
+                        tokio::select! {
+                            sent = tx.send(&message) => {
+                                if !sent {
+                                    return;
+                                }
+                            }
+                            () = sandbox.deleted.cancelled() => return,
                         }
                     }
                 }
