@@ -201,6 +201,9 @@ pub fn read_frame<M: for<'de> Deserialize<'de>>(
     Frame::from_parts(kind, payload).map(Some)
 }
 
+mod streams;
+pub use streams::{StreamFileSpec, WatchEvent, WatchOp, WatchRequest};
+
 /// A user account inside the sandbox, by name (`"user"` or `"root"`), resolved by the
 /// server from the container's `/etc/passwd`.
 pub type UserName = String;
@@ -340,70 +343,6 @@ pub enum Request {
     StreamFile(StreamFileSpec),
     /// During a [`Request::WriteStream`]: every file was sent; put them in place.
     Commit,
-}
-
-/// A directory to watch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchRequest {
-    /// Absolute path of a directory.
-    pub path: String,
-    /// Watch its whole tree (new subdirectories included).
-    #[serde(default)]
-    pub recursive: bool,
-    /// Attach the entry (as [`Request::Stat`] describes it) to create, write and chmod
-    /// events.
-    #[serde(default)]
-    pub include_entry: bool,
-    /// Allow a directory on a network filesystem (NFS, SMB, FUSE); refused otherwise.
-    #[serde(default)]
-    pub allow_network_mounts: bool,
-    /// The account watching (it must be allowed to read the directories).
-    #[serde(rename = "as")]
-    pub as_user: UserName,
-}
-
-/// What happened to a watched path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WatchOp {
-    /// Created (or moved in).
-    Create,
-    /// Written to.
-    Write,
-    /// Removed.
-    Remove,
-    /// Renamed (or moved out).
-    Rename,
-    /// Its permissions or other attributes changed.
-    Chmod,
-}
-
-/// One event of a watch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchEvent {
-    /// The path relative to the watched directory (`sub/file` in a recursive watch).
-    pub name: String,
-    /// What happened.
-    pub op: WatchOp,
-    /// The entry, when asked for and the path still exists.
-    #[serde(default)]
-    pub entry: Option<FileEntry>,
-}
-
-/// One file of a [`Request::WriteStream`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamFileSpec {
-    /// Absolute path. Missing parent directories are created, owned by the writer.
-    pub path: String,
-    /// Permission bits for a new file (default 0o644); an existing file keeps its own.
-    #[serde(default)]
-    pub mode: Option<u32>,
-    /// Metadata stored as `user.e2b.<key>` extended attributes (replacing the file's).
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
 }
 
 /// A process to start.
