@@ -14,6 +14,8 @@
 
 mod conn;
 mod connect;
+mod transfer;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,6 +31,8 @@ use sandbox_init::protocol::{
 
 use conn::frame_name;
 pub use conn::{Conn, FrameReader, FrameWriter};
+pub use transfer::{FileReader, FileWriter};
+pub use watch::Watch;
 
 /// The most entries a listing may hold; sandbox-init refuses a bigger one (`too_large`,
 /// a 413 with a message naming the bound) instead of the daemon building it up.

@@ -13,6 +13,7 @@ mod kill;
 mod pty;
 mod reaper;
 mod server;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;

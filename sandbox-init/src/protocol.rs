@@ -20,13 +20,14 @@
 //! The protocol is versioned: the client may send [`Request::Hello`] and compare the
 //! server's [`PROTOCOL_VERSION`]. A change that an old peer cannot parse bumps it.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the frames or messages below (2: a listing
-/// is answered in pages ending with [`Reply::End`]; 3: [`Request::PtyExec`] and
-/// [`Request::Resize`]).
+/// is answered in pages ending with [`Reply::End`]; 3: [`Request::PtyExec`],
+/// [`Request::Resize`], watches, streamed writes and file metadata).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest payload one frame may carry. Bigger data is split over several frames.
@@ -200,6 +201,9 @@ pub fn read_frame<M: for<'de> Deserialize<'de>>(
     Frame::from_parts(kind, payload).map(Some)
 }
 
+mod streams;
+pub use streams::{StreamFileSpec, WatchEvent, WatchOp, WatchRequest};
+
 /// A user account inside the sandbox, by name (`"user"` or `"root"`), resolved by the
 /// server from the container's `/etc/passwd`.
 pub type UserName = String;
@@ -337,6 +341,26 @@ pub enum Request {
         /// The new size.
         size: PtySize,
     },
+    /// Watch a directory (inotify). Reply: [`Reply::Watching`] (or [`Reply::Error`]),
+    /// then [`Reply::WatchEvents`] batches for as long as the client keeps the
+    /// connection; a watch that cannot go on (its queue overflowed, the directory went
+    /// away) ends with [`Reply::Error`] or [`Reply::End`]. Closing the connection ends
+    /// it. A client that does not read makes the kernel's bounded queue overflow.
+    Watch(WatchRequest),
+    /// Write files whose sizes are not known up front (a streamed upload), all or none.
+    /// Then, for each file, a [`Request::StreamFile`] message followed by its bytes in
+    /// `Data` frames; then [`Request::Commit`]. Reply (after the commit):
+    /// [`Reply::Entries`] of the written files, or [`Reply::Error`] (no file changed).
+    /// A connection closed before the commit changes nothing.
+    WriteStream {
+        /// The account performing the write.
+        #[serde(rename = "as")]
+        as_user: UserName,
+    },
+    /// During a [`Request::WriteStream`]: the next file; its bytes follow.
+    StreamFile(StreamFileSpec),
+    /// During a [`Request::WriteStream`]: every file was sent; put them in place.
+    Commit,
 }
 
 /// A terminal's size in character cells.
@@ -442,6 +466,9 @@ pub struct FileEntry {
     /// Where a symlink points.
     #[serde(default)]
     pub symlink_target: Option<String>,
+    /// Its `user.e2b.*` extended attributes, prefix stripped (protocol 3).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The most a listing may weigh (the sum of [`FileEntry::weight`]): entries' paths and
@@ -453,7 +480,18 @@ impl FileEntry {
     /// fixed allowance for the rest); what [`MAX_LISTING_BYTES`] counts.
     pub fn weight(&self) -> usize {
         let link = self.symlink_target.as_ref().map_or(0, String::len);
-        self.name.len() + self.path.len() + self.owner.len() + self.group.len() + link + 128
+        let metadata: usize = self
+            .metadata
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum();
+        metadata
+            + self.name.len()
+            + self.path.len()
+            + self.owner.len()
+            + self.group.len()
+            + link
+            + 128
     }
 }
 
@@ -528,6 +566,13 @@ pub enum Reply {
         kind: ErrorKind,
         /// A message for a person, naming the path or program concerned.
         message: String,
+    },
+    /// A watch is in place; its events follow.
+    Watching,
+    /// Events of a watch, in the order they happened.
+    WatchEvents {
+        /// At least one.
+        events: Vec<WatchEvent>,
     },
 }
 

@@ -3,6 +3,8 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { Sandbox, FileType } from 'e2b'
+import { createHash } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
 
 let sb
 before(async () => {
@@ -136,4 +138,112 @@ test('signed upload and download URLs work without headers; bad ones get envd 40
   const posted = await fetch(up, { method: 'POST', body: form })
   assert.equal(posted.status, 200, await posted.clone().text())
   assert.equal(await sb.files.read('uploaded/by-url.txt'), 'from a signed url')
+})
+
+test('metadata: written as user.e2b.* attributes, read back by write, getInfo and list', async () => {
+  const info = await sb.files.write('meta/a.txt', 'a', { metadata: { Team: 'infra', 'build-id': '42' } })
+  const expected = { team: 'infra', 'build-id': '42' }
+  assert.deepEqual(info.metadata, expected)
+  assert.deepEqual((await sb.files.getInfo('meta/a.txt')).metadata, expected)
+  const octet = await sb.files.write('meta/b.txt', 'b', { metadata: { k: 'v' }, useOctetStream: true })
+  assert.deepEqual(octet.metadata, { k: 'v' })
+  const listed = await sb.files.list('meta')
+  assert.deepEqual(Object.fromEntries(listed.map((e) => [e.name, e.metadata])), { 'a.txt': expected, 'b.txt': { k: 'v' } })
+  // The attributes are real: what the sandbox itself sees.
+  const attrs = await sb.commands.run(`python3 -c "import os; print(sorted(os.listxattr('meta/a.txt')))"`)
+  assert.equal(attrs.stdout.trim(), "['user.e2b.build-id', 'user.e2b.team']")
+  // Set inside the sandbox, it shows too; a rewrite without metadata clears it.
+  await sb.commands.run(`python3 -c "import os; os.setxattr('meta/b.txt', 'user.e2b.from', b'inside')"`)
+  assert.deepEqual((await sb.files.getInfo('meta/b.txt')).metadata, { k: 'v', from: 'inside' })
+  await sb.files.write('meta/a.txt', 'again')
+  assert.equal((await sb.files.getInfo('meta/a.txt')).metadata, undefined)
+  // envd's bound: at most 4 KiB of metadata on a file.
+  await assert.rejects(sb.files.write('meta/c.txt', 'c', { metadata: { big: 'x'.repeat(5000) } }))
+  assert.equal(await sb.files.exists('meta/c.txt'), false)
+})
+
+/** The daemon's resident memory, in KiB (`VmRSS` or the peak `VmHWM`). */
+function daemonKiB(field) {
+  const status = readFileSync(`/proc/${process.env.SANDBOXD_PID}/status`, 'utf8')
+  return Number(status.match(new RegExp(`${field}:\\s+(\\d+) kB`))[1])
+}
+
+/** 100 MiB in 1 MiB chunks (each a different byte), as a stream; feeds `hash`. */
+function bigStream(hash) {
+  const size = 100 << 20
+  let sent = 0
+  return new ReadableStream({
+    pull(c) {
+      if (sent >= size) return c.close()
+      const chunk = Buffer.alloc(1 << 20, (sent >> 20) % 251)
+      hash.update(chunk)
+      sent += chunk.length
+      c.enqueue(new Uint8Array(chunk))
+    },
+  })
+}
+
+async function streamedHash(path, opts) {
+  const back = await sb.files.read(path, { format: 'stream', ...opts })
+  const hash = createHash('sha256')
+  let size = 0
+  for await (const part of back) {
+    hash.update(part)
+    size += part.length
+  }
+  return [size, hash.digest('hex')]
+}
+
+test('a 100 MB file goes both ways streamed: the daemon memory stays flat', { timeout: 600_000 }, async () => {
+  assert.ok(process.env.SANDBOXD_PID, 'the daemon pid')
+  // The peak is measured from here (writing 5 to clear_refs resets VmHWM).
+  writeFileSync(`/proc/${process.env.SANDBOXD_PID}/clear_refs`, '5')
+  const before = daemonKiB('VmRSS')
+
+  const up = createHash('sha256')
+  await sb.files.write('big/octet.bin', bigStream(up))
+  const expected = up.digest('hex')
+  const sum = await sb.commands.run('sha256sum big/octet.bin && stat -c %s big/octet.bin')
+  assert.equal(sum.stdout.split(/\s+/)[0], expected)
+  assert.equal(sum.stdout.trim().split('\n')[1], String(100 << 20))
+  assert.deepEqual(await streamedHash('big/octet.bin'), [100 << 20, expected])
+
+  // Multipart (a Blob is sent as form data), and gzip both ways.
+  const blob = await new Response(bigStream(createHash('sha256'))).blob()
+  await sb.files.write('big/multipart.bin', blob)
+  assert.deepEqual(await streamedHash('big/multipart.bin'), [100 << 20, expected])
+  const gz = createHash('sha256')
+  await sb.files.write('big/gzip.bin', bigStream(gz), { gzip: true })
+  assert.equal(gz.digest('hex'), expected)
+  assert.deepEqual(await streamedHash('big/gzip.bin', { gzip: true }), [100 << 20, expected])
+
+  const peak = daemonKiB('VmHWM')
+  console.log(`daemon RSS before ${before} KiB, peak during the transfers ${peak} KiB (+${peak - before} KiB)`)
+  assert.ok(peak - before < 64 * 1024, `the daemon grew by ${peak - before} KiB`)
+  await sb.files.remove('big')
+})
+
+test('an upload cut off mid-stream changes nothing and leaves nothing behind', { timeout: 120_000 }, async () => {
+  await sb.files.write('cut/keep.txt', 'kept')
+  const controller = new AbortController()
+  let sent = 0
+  const body = new ReadableStream({
+    async pull(c) {
+      if (sent >= 20 << 20) {
+        controller.abort()
+        return new Promise(() => {})
+      }
+      sent += 1 << 20
+      c.enqueue(new Uint8Array(1 << 20))
+    },
+  })
+  await assert.rejects(sb.files.write('cut/keep.txt', body, { signal: controller.signal }))
+  const end = Date.now() + 20_000
+  let left
+  do {
+    await new Promise((r) => setTimeout(r, 100))
+    left = (await sb.commands.run('ls -a cut')).stdout.split('\n').filter((n) => n && n !== '.' && n !== '..')
+  } while (left.length !== 1 && Date.now() < end)
+  assert.deepEqual(left, ['keep.txt'])
+  assert.equal(await sb.files.read('cut/keep.txt'), 'kept')
 })

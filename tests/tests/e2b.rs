@@ -33,6 +33,7 @@ async fn run_suite(file: &str, expected_pass: usize) {
     let d = Daemon::start_with(options).await;
     let url = format!("http://127.0.0.1:{port}");
     let file = file.to_owned();
+    let pid = d.pid();
     let started = std::time::Instant::now();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -41,6 +42,7 @@ async fn run_suite(file: &str, expected_pass: usize) {
             .env("E2B_API_URL", &url)
             .env("E2B_SANDBOX_URL", &url)
             .env("E2B_API_KEY", key)
+            .env("SANDBOXD_PID", pid.to_string())
             .env_remove("E2B_DEBUG")
             .env_remove("E2B_DOMAIN")
             .output()
@@ -84,7 +86,12 @@ async fn the_e2b_sdk_runs_commands() {
 
 #[tokio::test]
 async fn the_e2b_sdk_reads_and_writes_files() {
-    run_suite("files.test.mjs", 4).await;
+    run_suite("files.test.mjs", 7).await;
+}
+
+#[tokio::test]
+async fn the_e2b_sdk_watches_directories() {
+    run_suite("watch.test.mjs", 6).await;
 }
 
 #[tokio::test]
@@ -339,6 +346,137 @@ async fn an_e2b_sandbox_paused_when_idle_still_runs_for_the_sdk() {
         .await
         .expect("files");
     assert_eq!(files.status(), 200);
+    let killed = http
+        .delete(format!("{e2b}/sandboxes/{id}"))
+        .header("X-API-Key", &d.key)
+        .send()
+        .await
+        .expect("kill");
+    assert_eq!(killed.status(), 204);
+    d.assert_no_leaks();
+}
+
+/// The polling watcher RPCs the sync Python SDK uses (`filesystem.Filesystem/
+/// CreateWatcher`, `GetWatcherEvents`, `RemoveWatcher`), as Connect JSON unary calls.
+#[tokio::test]
+async fn the_polling_watcher_rpcs_answer_as_envd() {
+    let port = free_port();
+    let d = e2b_daemon(None, port).await;
+    let e2b = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{e2b}/sandboxes"))
+        .header("X-API-Key", &d.key)
+        .json(&json!({"templateID": "base", "timeout": 600}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(created["envdVersion"], "0.6.4");
+    let id = created["sandboxID"].as_str().expect("id").to_owned();
+    let token = created["envdAccessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let rpc = |method: &str, body: serde_json::Value| {
+        http.post(format!("{e2b}/filesystem.Filesystem/{method}"))
+            .header("E2b-Sandbox-Id", &id)
+            .header("X-Access-Token", &token)
+            .json(&body)
+            .send()
+    };
+    let upload = |path: &str, content: &'static str| {
+        http.post(format!("{e2b}/files?path={path}"))
+            .header("E2b-Sandbox-Id", &id)
+            .header("X-Access-Token", &token)
+            .header("Content-Type", "application/octet-stream")
+            .header("X-Metadata-Kind", "polled")
+            .body(content)
+            .send()
+    };
+    let res = rpc("MakeDir", json!({"path": "polled/sub"}))
+        .await
+        .expect("mkdir");
+    assert_eq!(res.status(), 200);
+
+    let res = rpc(
+        "CreateWatcher",
+        json!({"path": "polled", "recursive": true, "includeEntry": true}),
+    )
+    .await
+    .expect("create watcher");
+    assert_eq!(res.status(), 200);
+    let watcher: serde_json::Value = res.json().await.expect("json");
+    let watcher_id = watcher["watcherId"].as_str().expect("watcherId").to_owned();
+    assert!(watcher_id.starts_with('w'), "{watcher}");
+
+    assert_eq!(
+        upload("polled/sub/a.txt", "a")
+            .await
+            .expect("upload")
+            .status(),
+        200
+    );
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let wrote = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .any(|e| e["name"] == "sub/a.txt" && e["type"] == "EVENT_TYPE_WRITE")
+    };
+    while !wrote(&events) {
+        assert!(std::time::Instant::now() < deadline, "polled: {events:?}");
+        let res = rpc("GetWatcherEvents", json!({"watcherId": watcher_id}))
+            .await
+            .expect("poll");
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.expect("json");
+        events.extend(body["events"].as_array().cloned().unwrap_or_default());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let write = events
+        .iter()
+        .find(|e| e["name"] == "sub/a.txt" && e["type"] == "EVENT_TYPE_WRITE")
+        .expect("the write");
+    assert_eq!(write["entry"]["path"], "/home/user/polled/sub/a.txt");
+    assert_eq!(write["entry"]["metadata"], json!({"kind": "polled"}));
+    // Polled events are handed out once.
+    let body: serde_json::Value = rpc("GetWatcherEvents", json!({"watcherId": watcher_id}))
+        .await
+        .expect("poll")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["events"], json!([]), "{body}");
+
+    // Removed: gone, as envd answers an unknown watcher.
+    let res = rpc("RemoveWatcher", json!({"watcherId": watcher_id}))
+        .await
+        .expect("remove");
+    assert_eq!(res.status(), 200);
+    let res = rpc("GetWatcherEvents", json!({"watcherId": watcher_id}))
+        .await
+        .expect("poll");
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "not_found", "{body}");
+    // Watching a file is refused; a missing directory is not found.
+    let res = rpc("CreateWatcher", json!({"path": "polled/sub/a.txt"}))
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 400);
+    let res = rpc("CreateWatcher", json!({"path": "nope"}))
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 404);
+
+    // A polling watcher ends with its sandbox.
+    let res = rpc("CreateWatcher", json!({"path": "polled"}))
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 200);
     let killed = http
         .delete(format!("{e2b}/sandboxes/{id}"))
         .header("X-API-Key", &d.key)

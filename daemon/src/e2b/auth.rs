@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
+use super::envd::connect::{Code, RpcError};
 use super::{ControlError, E2bState};
 use crate::auth::constant_time_eq;
 use crate::sandbox::{Sandbox, ROOT, USER};
@@ -134,6 +135,17 @@ pub fn rpc_user(headers: &HeaderMap) -> Result<&'static str, String> {
     let decoded = String::from_utf8(decoded).map_err(|_| "Authorization: not UTF-8".to_owned())?;
     let name = decoded.split_once(':').map_or(decoded.as_str(), |(n, _)| n);
     user_named(name)
+}
+
+/// The account an envd RPC acts as ([`rpc_user`]), as the Connect error envd answers.
+pub fn rpc_account(headers: &HeaderMap) -> Result<&'static str, RpcError> {
+    rpc_user(headers).map_err(RpcError::invalid)
+}
+
+/// The account a `/files` call acts as (its `username` query; absent: `user`); an
+/// unknown one is envd's 401.
+pub fn files_account(username: Option<&str>) -> Result<&'static str, RpcError> {
+    user_named(username.unwrap_or("")).map_err(|e| RpcError::new(Code::Unauthenticated, e))
 }
 
 /// `user` or `root` by name (empty: `user`).

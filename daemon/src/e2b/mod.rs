@@ -29,11 +29,11 @@ use crate::auth::ApiKey;
 use crate::sandbox::{SandboxError, Sandboxes};
 use crate::tokens::Signer;
 
-/// The envd version reported to the SDKs. The SDKs switch features on by it: 0.5.7
-/// enables stdin control (0.3.0), the default user (0.4.0), `closeStdin` (0.5.2) and
-/// octet-stream uploads (0.5.7), all implemented; file metadata (0.6.2) and watch
-/// entries (0.6.3) stay off because they are not.
-pub const ENVD_VERSION: &str = "0.5.7";
+/// The envd version reported to the SDKs. The SDKs switch features on by it: 0.6.4
+/// enables recursive watches (0.1.4), stdin control (0.3.0), the default user (0.4.0),
+/// `closeStdin` (0.5.2), octet-stream uploads (0.5.7), file metadata (0.6.2), entries
+/// in watch events (0.6.3) and watches of network mounts (0.6.4), all implemented.
+pub const ENVD_VERSION: &str = "0.6.4";
 
 /// What every handler of this surface can reach.
 #[derive(Debug, Clone)]
@@ -50,6 +50,8 @@ pub struct E2bState {
     pub max_body_bytes: usize,
     /// The processes started through envd, per sandbox.
     pub processes: Arc<envd::Processes>,
+    /// The polling directory watchers (`CreateWatcher`), of every sandbox.
+    pub watchers: Arc<envd::Watchers>,
     /// Forwards `getHost` traffic to sandboxes (no proxy from the environment).
     pub http: reqwest::Client,
 }
@@ -70,6 +72,7 @@ impl E2bState {
             domain,
             max_body_bytes,
             processes: Arc::new(envd::Processes::default()),
+            watchers: Arc::new(envd::Watchers::default()),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())

@@ -12,7 +12,7 @@ use crate::init_client::InitError;
 pub const MAX_LIST_DEPTH: u32 = 32;
 
 /// Only the sandbox user and root act on files.
-fn check_user(name: &str) -> Result<(), SandboxError> {
+pub(super) fn check_user(name: &str) -> Result<(), SandboxError> {
     if name == USER || name == ROOT {
         Ok(())
     } else {

@@ -19,6 +19,7 @@ mod quota;
 mod restore;
 mod template;
 mod threads;
+pub mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! what was actually opened, so a symlink the sandbox plants cannot send an operation
 //! somewhere other than where the checks looked.
 
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -334,7 +335,88 @@ pub fn entry_from(
         symlink_target: (kind == EntryKind::Symlink)
             .then_some(symlink_target)
             .flatten(),
+        metadata: Default::default(),
     }
+}
+
+/// The prefix of the extended attributes that hold a file's metadata.
+pub const METADATA_PREFIX: &str = "user.e2b.";
+/// The most bytes of metadata (names with the prefix, and values) a file may carry,
+/// as envd bounds it (ext4 keeps a file's attributes within one block).
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// The `user.e2b.*` attributes of an opened file or directory (an `O_PATH` descriptor
+/// will do: it is reached through its `/proc/self/fd` link, the very inode), prefix
+/// stripped; best-effort, as envd: what cannot be read, or is not UTF-8, is left out.
+/// Symlinks carry none (Linux refuses `user.*` attributes on them).
+pub fn read_metadata(fd: BorrowedFd<'_>, kind: EntryKind) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if !matches!(kind, EntryKind::File | EntryKind::Dir) {
+        return out;
+    }
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let Ok(names) = xattr::list_deref(&link) else {
+        return out;
+    };
+    let mut total = 0;
+    for name in names {
+        let Some(key) = name.to_str().and_then(|n| n.strip_prefix(METADATA_PREFIX)) else {
+            continue;
+        };
+        let Ok(Some(value)) = xattr::get_deref(&link, &name) else {
+            continue;
+        };
+        let Ok(value) = String::from_utf8(value) else {
+            continue;
+        };
+        // A bound whatever was set inside the sandbox (setfattr allows 64 KiB values).
+        total += METADATA_PREFIX.len() + key.len() + value.len();
+        if total > 4 * MAX_METADATA_BYTES {
+            break;
+        }
+        out.insert(key.to_owned(), value);
+    }
+    out
+}
+
+/// Checks metadata as envd does: non-empty printable-ASCII keys of at most 246 bytes,
+/// printable-ASCII values, at most [`MAX_METADATA_BYTES`] in all.
+pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Failure> {
+    let printable = |s: &str| s.bytes().all(|c| (0x20..=0x7e).contains(&c));
+    let mut total = 0;
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > 255 - METADATA_PREFIX.len() || !printable(key) {
+            return Err((
+                ErrorKind::InvalidInput,
+                format!("invalid metadata: key {key:?} must be 1 to 246 printable ASCII bytes"),
+            ));
+        }
+        if !printable(value) {
+            return Err((
+                ErrorKind::InvalidInput,
+                format!("invalid metadata: the value for key {key:?} must be printable ASCII"),
+            ));
+        }
+        total += METADATA_PREFIX.len() + key.len() + value.len();
+    }
+    if total > MAX_METADATA_BYTES {
+        return Err((
+            ErrorKind::InvalidInput,
+            format!(
+                "invalid metadata: total metadata size {total} exceeds {MAX_METADATA_BYTES} bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Sets `user.e2b.*` attributes on an open file.
+pub fn write_metadata(file: &std::fs::File, metadata: &BTreeMap<String, String>) -> io::Result<()> {
+    use xattr::FileExt;
+    for (key, value) in metadata {
+        file.set_xattr(format!("{METADATA_PREFIX}{key}"), value.as_bytes())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

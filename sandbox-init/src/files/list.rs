@@ -122,7 +122,13 @@ impl Walk {
             let link = (st.st_mode & libc::S_IFMT == libc::S_IFLNK)
                 .then(|| fsys::read_link_at(dir, &name))
                 .flatten();
-            let entry = fsys::entry_from(&child, &st, link, &self.names);
+            let mut entry = fsys::entry_from(&child, &st, link, &self.names);
+            if matches!(entry.kind, EntryKind::File | EntryKind::Dir) {
+                let flags = libc::O_PATH | libc::O_NOFOLLOW;
+                if let Ok(fd) = fsys::open_at(Some(dir), &name, flags, 0) {
+                    entry.metadata = fsys::read_metadata(fd.as_fd(), entry.kind);
+                }
+            }
             let descend = entry.kind == EntryKind::Dir && level < self.depth;
             self.weight += entry.weight();
             if self.entries.len() == self.max || self.weight > self.max_bytes {
@@ -248,6 +254,7 @@ mod tests {
             group: "user".into(),
             modified_ms: 0,
             symlink_target: None,
+            metadata: Default::default(),
         };
         let entries: Vec<FileEntry> = (0..6000).map(entry).collect();
         let (mut ours, mut theirs) = UnixStream::pair().expect("pair");

@@ -2,8 +2,9 @@
 //! the connection's thread switches its fsuid/fsgid/groups (per-thread on Linux), so
 //! permission checks are that account's and what it creates is owned by it.
 
-mod fsys;
+pub(crate) mod fsys;
 mod list;
+mod stream;
 mod write;
 
 use std::io::{self, Read};
@@ -59,12 +60,12 @@ pub fn check_path(path: &str) -> Result<(), Failure> {
 }
 
 /// The filesystem identity of an account on this thread, restored on drop.
-struct Identity {
+pub(crate) struct Identity {
     switched: bool,
 }
 
 impl Identity {
-    fn become_(account: &Account) -> Identity {
+    pub(crate) fn become_(account: &Account) -> Identity {
         if account.uid == 0 {
             return Identity { switched: false };
         }
@@ -93,7 +94,7 @@ impl Drop for Identity {
     }
 }
 
-fn account(name: &str) -> Result<Account, Failure> {
+pub(crate) fn account(name: &str) -> Result<Account, Failure> {
     accounts::lookup(name)
         .map_err(|e| (ErrorKind::Io, format!("reading /etc/passwd: {e}")))?
         .ok_or_else(|| (ErrorKind::NotFound, format!("no such user: {name}")))
@@ -108,7 +109,9 @@ pub fn entry(path: &str, names: &Names) -> Result<FileEntry, Failure> {
     let link = (st.st_mode & libc::S_IFMT == libc::S_IFLNK)
         .then(|| fsys::read_link_at(fd.as_fd(), c""))
         .flatten();
-    Ok(fsys::entry_from(path, &st, link, names))
+    let mut entry = fsys::entry_from(path, &st, link, names);
+    entry.metadata = fsys::read_metadata(fd.as_fd(), entry.kind);
+    Ok(entry)
 }
 
 /// Creates `dir` and missing parents (0755); true when `dir` itself was created.
@@ -142,6 +145,7 @@ pub fn handle(stream: &mut UnixStream, request: Request) {
         Request::WriteFiles { files, as_user } => {
             return write::write_files(stream, &files, &as_user);
         }
+        Request::WriteStream { as_user } => return stream::write_stream(stream, &as_user),
         Request::ReadFile {
             path,
             max_size,

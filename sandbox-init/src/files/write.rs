@@ -28,11 +28,11 @@ struct Incoming {
 }
 
 /// Where one file goes: its opened parent directory, its name, and the temp file.
-struct Target {
-    dir: OwnedFd,
-    name: CString,
-    temp: CString,
-    file: Option<std::fs::File>,
+pub(super) struct Target {
+    pub(super) dir: OwnedFd,
+    pub(super) name: CString,
+    pub(super) temp: CString,
+    pub(super) file: Option<std::fs::File>,
 }
 
 /// Handles [`Request::WriteFiles`]; `stream` is positioned after the request frame.
@@ -103,7 +103,7 @@ pub fn write_files(stream: &mut UnixStream, files: &[WriteFileSpec], as_user: &s
 }
 
 /// Opens the parent directory and creates a fresh temp file in it.
-fn open_temp(spec: &WriteFileSpec) -> Result<Target, Failure> {
+pub(super) fn open_temp(spec: &WriteFileSpec) -> Result<Target, Failure> {
     check_path(&spec.path)?;
     let path = Path::new(&spec.path);
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {

@@ -1,25 +1,33 @@
 //! `GET /files` (download) and `POST /files` (upload), envd's file transfer, through
-//! the domain's files layer as the account named by `username` (default `user`).
+//! the domain as the account named by `username` (default `user`).
 //!
-//! Uploads are `application/octet-stream` (one file at `path`) or
+//! Both stream: a download is sent chunk by chunk as sandbox-init reads it (gzipped on
+//! the fly when the client accepts it), an upload is handed to sandbox-init chunk by
+//! chunk as it arrives (inflated on the fly for `Content-Encoding: gzip`), so the
+//! daemon holds a frame or two of a file whatever its size; the sandbox's disk is the
+//! bound. Uploads are `application/octet-stream` (one file at `path`) or
 //! `multipart/form-data` (parts named `file`; without `path` each part's filename is
-//! its destination, which is how `writeFiles` batches). A request's files are written
-//! all or none. Bodies are bounded by the daemon's request limit, a gzip body
-//! (`Content-Encoding: gzip`, octet-stream) by it once inflated too; a download is
-//! gzipped when the client accepts it. A signed URL (see `auth::signed_sandbox`) reaches here with
-//! its sandbox already found by its signature.
+//! its destination, which is how `writeFiles` batches), written all or none, with the
+//! `X-Metadata-<key>` headers as each file's metadata (`user.e2b.<key>` attributes,
+//! keys lowercased as envd does). A signed URL (see `auth::signed_sandbox`) reaches
+//! here with its sandbox already found by its signature.
 
-use axum::body::Bytes;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::StreamExt as _;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::connect::{Code, RpcError};
 use super::{envd_error, resolve_path, Target};
 use crate::e2b::{auth, E2bState};
+use crate::sandbox::transfer::{Download, Upload};
 
 #[derive(Debug, Deserialize)]
 pub struct FilesQuery {
@@ -44,50 +52,82 @@ fn error(e: RpcError) -> Response {
     envd_error(status, e.message)
 }
 
-fn user_of(query: &FilesQuery) -> Result<&'static str, RpcError> {
-    auth::user_named(query.username.as_deref().unwrap_or("")).map_err(|e| {
-        // envd answers an unknown user with 401.
-        RpcError::new(Code::Unauthenticated, e)
-    })
-}
+/// How much compressed input is inflated at a time: deflate expands at most about
+/// 1000 times, so one step yields about a megabyte at most.
+const INFLATE_STEP: usize = 1024;
 
-/// `GET /files?path=&username=`: the file's bytes.
+/// `GET /files?path=&username=`: the file's bytes, streamed.
 pub async fn download(
     State(state): State<E2bState>,
     Extension(Target(sandbox)): Extension<Target>,
     Query(query): Query<FilesQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let result = async {
-        let user = user_of(&query)?;
+    let opened = async {
+        let user = auth::files_account(query.username.as_deref())?;
         let path = resolve_path(query.path.as_deref().unwrap_or(""), user)?;
-        let limit = state.max_body_bytes as u64;
-        let (_, bytes) = state
-            .sandboxes
-            .read_file(&sandbox, user, &path, limit)
-            .await?;
-        Ok::<_, RpcError>(bytes)
+        Ok::<_, RpcError>(state.sandboxes.read_stream(&sandbox, user, &path).await?)
     };
-    let bytes = match result.await {
-        Ok(bytes) => bytes,
+    let download = match opened.await {
+        Ok(download) => download,
         Err(e) => return error(e),
     };
-    if accepts_gzip(&headers) {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let zipped =
-            std::io::Write::write_all(&mut encoder, &bytes).and_then(|()| encoder.finish());
-        if let Ok(zipped) = zipped {
-            return (
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream"),
-                    (header::CONTENT_ENCODING, "gzip"),
-                ],
-                zipped,
-            )
-                .into_response();
-        }
+    if download.size == 0 && !accepts_gzip(&headers) {
+        return (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Vec::new(),
+        )
+            .into_response();
     }
-    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+    let gzip = accepts_gzip(&headers)
+        .then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    // Pulled by the response: the next chunk is read only once the client took the
+    // last one.
+    let body = futures_util::stream::unfold(
+        Some((download, gzip)),
+        |state: Option<(Download, Option<flate2::write::GzEncoder<Vec<u8>>>)>| async move {
+            let (mut download, mut gzip) = state?;
+            loop {
+                let chunk = match download.next().await {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        tracing::warn!("e2b: a download broke off: {e}");
+                        return Some((Err(std::io::Error::other(e.to_string())), None));
+                    }
+                };
+                let Some(bytes) = chunk else {
+                    // The end: what the encoder still holds, then nothing more.
+                    return match gzip.take().map(|g| g.finish()) {
+                        Some(Ok(tail)) => Some((Ok(Bytes::from(tail)), None)),
+                        Some(Err(e)) => Some((Err(e), None)),
+                        None => None,
+                    };
+                };
+                let out = match gzip.as_mut() {
+                    None => bytes,
+                    Some(encoder) => {
+                        if let Err(e) = encoder.write_all(&bytes) {
+                            return Some((Err(e), None));
+                        }
+                        std::mem::take(encoder.get_mut())
+                    }
+                };
+                if !out.is_empty() {
+                    return Some((Ok(Bytes::from(out)), Some((download, gzip))));
+                }
+            }
+        },
+    );
+    let mut response = Body::from_stream(body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("static"),
+    );
+    if accepts_gzip(&headers) {
+        h.insert(header::CONTENT_ENCODING, "gzip".parse().expect("static"));
+    }
+    response
 }
 
 /// Whether `Accept-Encoding` lists gzip (without `q=0`).
@@ -103,21 +143,54 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Inflates a gzip body, refusing one that inflates past `limit` bytes.
-fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, RpcError> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(body)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| RpcError::invalid(format!("body: not valid gzip: {e}")))?;
-    if out.len() > limit {
-        return Err(RpcError::new(
-            Code::ResourceExhausted,
-            format!("body: inflates past {limit} bytes (--max-body-bytes)"),
-        ));
+/// Feeds a body to the current file of an upload, inflating it on the way when it is
+/// gzipped, a bounded step at a time.
+struct Sink {
+    inflate: Option<flate2::write::GzDecoder<Vec<u8>>>,
+}
+
+impl Sink {
+    async fn write(&mut self, upload: &mut Upload, bytes: &[u8]) -> Result<(), RpcError> {
+        let Some(decoder) = self.inflate.as_mut() else {
+            return Ok(upload.write(bytes).await?);
+        };
+        for step in bytes.chunks(INFLATE_STEP) {
+            decoder
+                .write_all(step)
+                .map_err(|e| RpcError::invalid(format!("body: not valid gzip: {e}")))?;
+            let out = std::mem::take(decoder.get_mut());
+            if !out.is_empty() {
+                upload.write(&out).await?;
+            }
+        }
+        Ok(())
     }
-    Ok(out)
+
+    async fn finish(&mut self, upload: &mut Upload) -> Result<(), RpcError> {
+        if let Some(decoder) = self.inflate.take() {
+            let out = decoder
+                .finish()
+                .map_err(|e| RpcError::invalid(format!("body: not valid gzip: {e}")))?;
+            upload.write(&out).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The `X-Metadata-<key>` headers, keys lowercased (as envd).
+fn metadata_of(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.as_str().strip_prefix("x-metadata-")?;
+            (!key.is_empty()).then(|| {
+                (
+                    key.to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// `POST /files?path=&username=`: writes the body's files; answers their entries.
@@ -129,7 +202,7 @@ pub async fn upload(
     request: Request,
 ) -> Response {
     let result = async {
-        let user = user_of(&query)?;
+        let user = auth::files_account(query.username.as_deref())?;
         let gzip = match headers
             .get(header::CONTENT_ENCODING)
             .map(|v| v.to_str().unwrap_or("?"))
@@ -143,21 +216,57 @@ pub async fn upload(
                 ))
             }
         };
-        if headers
-            .keys()
-            .any(|k| k.as_str().starts_with("x-metadata-"))
-        {
-            return Err(RpcError::new(
-                Code::Unimplemented,
-                "file metadata is not supported by sandboxd yet",
-            ));
+        let metadata = metadata_of(&headers);
+        let mut upload = state.sandboxes.write_stream(&sandbox, user).await?;
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type.starts_with("multipart/form-data") {
+            if gzip {
+                return Err(RpcError::new(
+                    Code::Unimplemented,
+                    "a gzip multipart body is not supported: send application/octet-stream",
+                ));
+            }
+            write_parts(
+                &state,
+                request,
+                &mut upload,
+                query.path.as_deref(),
+                user,
+                &metadata,
+            )
+            .await?;
+        } else {
+            let path = query
+                .path
+                .as_deref()
+                .ok_or_else(|| RpcError::invalid("path is required"))?;
+            upload
+                .start_file(&resolve_path(path, user)?, metadata)
+                .await?;
+            let mut sink = Sink {
+                inflate: gzip.then(|| flate2::write::GzDecoder::new(Vec::new())),
+            };
+            let mut body = request.into_body().into_data_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| RpcError::invalid(format!("body: {e}")))?;
+                sink.write(&mut upload, &chunk).await?;
+            }
+            sink.finish(&mut upload).await?;
         }
-        let files = read_files(&state, request, query.path.as_deref(), user, gzip).await?;
-        let entries = state.sandboxes.write_files(&sandbox, user, files).await?;
+        let entries = upload.commit().await?;
         Ok(entries
             .iter()
-            .map(|e| json!({"name": e.name, "type": "file", "path": e.path}))
-            .collect::<Vec<_>>())
+            .map(|e| {
+                let mut v = json!({"name": e.name, "type": "file", "path": e.path});
+                if !e.metadata.is_empty() {
+                    v["metadata"] = json!(e.metadata);
+                }
+                v
+            })
+            .collect::<Vec<Value>>())
     };
     match result.await {
         Ok(entries) => Json(entries).into_response(),
@@ -165,43 +274,20 @@ pub async fn upload(
     }
 }
 
-/// The (path, bytes) of an upload body.
-async fn read_files(
+/// Streams the parts named `file` of a multipart body into the upload.
+async fn write_parts(
     state: &E2bState,
     request: Request,
+    upload: &mut Upload,
     path: Option<&str>,
     user: &str,
-    gzip: bool,
-) -> Result<Vec<(String, Vec<u8>)>, RpcError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if !content_type.starts_with("multipart/form-data") {
-        let path = path.ok_or_else(|| RpcError::invalid("path is required"))?;
-        let body = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| RpcError::invalid(format!("body: {e}")))?;
-        let content = if gzip {
-            gunzip(&body, state.max_body_bytes)?
-        } else {
-            body.to_vec()
-        };
-        return Ok(vec![(resolve_path(path, user)?, content)]);
-    }
-    if gzip {
-        return Err(RpcError::new(
-            Code::Unimplemented,
-            "a gzip multipart body is not supported: send application/octet-stream",
-        ));
-    }
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), RpcError> {
     let mut multipart = Multipart::from_request(request, state)
         .await
         .map_err(|e| RpcError::invalid(format!("body: {e}")))?;
-    let mut files = Vec::new();
-    while let Some(field) = multipart
+    let mut count = 0;
+    while let Some(mut field) = multipart
         .next_field()
         .await
         .map_err(|e| RpcError::invalid(format!("body: {e}")))?
@@ -216,16 +302,22 @@ async fn read_files(
                 .map(str::to_owned)
                 .ok_or_else(|| RpcError::invalid("a part has no filename and path is not given"))?,
         };
-        let bytes = field
-            .bytes()
+        upload
+            .start_file(&resolve_path(&target, user)?, metadata.clone())
+            .await?;
+        count += 1;
+        while let Some(chunk) = field
+            .chunk()
             .await
-            .map_err(|e| RpcError::invalid(format!("body: {e}")))?;
-        files.push((resolve_path(&target, user)?, bytes.to_vec()));
+            .map_err(|e| RpcError::invalid(format!("body: {e}")))?
+        {
+            upload.write(&chunk).await?;
+        }
     }
-    if files.is_empty() {
+    if count == 0 {
         return Err(RpcError::invalid("the body holds no part named file"));
     }
-    Ok(files)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -233,20 +325,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gzip_is_negotiated_and_bombs_are_refused() {
+    fn gzip_is_negotiated_and_metadata_headers_are_read() {
         let mut headers = HeaderMap::new();
         assert!(!accepts_gzip(&headers));
         headers.insert(header::ACCEPT_ENCODING, "br, gzip".parse().expect("header"));
         assert!(accepts_gzip(&headers));
         headers.insert(header::ACCEPT_ENCODING, "gzip;q=0".parse().expect("header"));
         assert!(!accepts_gzip(&headers));
-
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut encoder, &vec![0u8; 1 << 20]).expect("compress");
-        let bomb = encoder.finish().expect("finish");
-        assert_eq!(gunzip(&bomb, 1 << 20).expect("fits").len(), 1 << 20);
-        let e = gunzip(&bomb, 1000).expect_err("refused");
-        assert_eq!(e.code, Code::ResourceExhausted);
-        assert!(gunzip(b"not gzip", 10).is_err());
+        headers.insert("X-Metadata-Owner-Team", "infra".parse().expect("header"));
+        assert_eq!(
+            metadata_of(&headers),
+            BTreeMap::from([("owner-team".to_owned(), "infra".to_owned())])
+        );
     }
 }

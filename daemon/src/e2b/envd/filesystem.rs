@@ -1,5 +1,5 @@
 //! `filesystem.Filesystem`: stat, list, mkdir, move and remove through the domain's
-//! files layer (sandbox-init), as the calling account. Watching is not supported yet.
+//! files layer (sandbox-init), as the calling account; the watches are in `watch.rs`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::connect::{self, Code, RpcError};
-use super::{resolve_path, Target};
+use super::{resolve_path, watch, Target};
 use crate::e2b::{auth, E2bState};
 use crate::sandbox::{files::MAX_LIST_DEPTH, Sandbox};
 
@@ -37,8 +37,15 @@ pub async fn call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let user = match auth::rpc_account(&headers) {
+        Ok(user) => user,
+        Err(e) if method == "WatchDir" => return connect::stream_error(e),
+        Err(e) => return connect::unary_response::<Value>(Err(e)),
+    };
+    if method == "WatchDir" {
+        return watch::watch_dir(&state, sandbox, user, &headers, &body).await;
+    }
     let result = async {
-        let user = auth::rpc_user(&headers).map_err(RpcError::invalid)?;
         match method.as_str() {
             "Stat" => {
                 let req: PathRequest = connect::unary_request(&headers, &body)?;
@@ -78,24 +85,15 @@ pub async fn call(
                 state.sandboxes.remove_file(&sandbox, user, &path).await?;
                 Ok(json!({}))
             }
-            "WatchDir" | "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => {
-                Err(RpcError::new(
-                    Code::Unimplemented,
-                    "watching directories is not supported by sandboxd yet",
-                ))
-            }
+            "CreateWatcher" => watch::create(&state, sandbox.clone(), user, &headers, &body).await,
+            "GetWatcherEvents" => watch::events(&state, &sandbox, &headers, &body),
+            "RemoveWatcher" => watch::remove(&state, &sandbox, &headers, &body),
             _ => Err(RpcError::new(
                 Code::Unimplemented,
                 "no such method of filesystem.Filesystem",
             )),
         }
     };
-    if method == "WatchDir" {
-        return connect::stream_error(RpcError::new(
-            Code::Unimplemented,
-            "watching directories is not supported by sandboxd yet",
-        ));
-    }
     connect::unary_response(result.await)
 }
 
@@ -145,6 +143,9 @@ pub fn entry_info(entry: &FileEntry) -> Value {
     if let Some(target) = &entry.symlink_target {
         info["symlinkTarget"] = json!(target);
     }
+    if !entry.metadata.is_empty() {
+        info["metadata"] = json!(entry.metadata);
+    }
     info
 }
 
@@ -184,12 +185,14 @@ mod tests {
             group: "user".into(),
             modified_ms: 1_000,
             symlink_target: None,
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
         };
         let info = entry_info(&entry);
         assert_eq!(info["type"], "FILE_TYPE_FILE");
         assert_eq!(info["size"], "12");
         assert_eq!(info["permissions"], "-rw-r--r--");
         assert_eq!(info["modifiedTime"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(info["metadata"], json!({"k": "v"}));
         let dir = FileEntry {
             kind: EntryKind::Dir,
             mode: 0o755,

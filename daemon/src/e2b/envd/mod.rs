@@ -5,12 +5,14 @@
 //! - `connect.rs`: the Connect protocol (JSON codec, unary and server streams).
 //! - `process/`: `process.Process` (start, connect, list, input, signals).
 //! - `filesystem.rs`: `filesystem.Filesystem` (stat, list, mkdir, move, remove).
-//! - `files.rs`: `GET`/`POST /files` (download and upload).
+//! - `watch.rs`: its watches (`WatchDir`, and the polling watchers).
+//! - `files.rs`: `GET`/`POST /files` (download and upload, streamed).
 
-mod connect;
+pub(crate) mod connect;
 mod files;
 mod filesystem;
 mod process;
+mod watch;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use process::Processes;
+pub use watch::Watchers;
 
 use super::{auth, E2bState};
 use crate::sandbox::{paths, Sandbox, Status, ROOT};
@@ -35,7 +38,13 @@ pub struct Target(pub Arc<Sandbox>);
 pub fn router(state: E2bState) -> Router<E2bState> {
     Router::new()
         .route("/health", get(health))
-        .route("/files", get(files::download).post(files::upload))
+        .route(
+            "/files",
+            get(files::download)
+                // Streamed: bounded by the sandbox's disk, not by the request limit.
+                .post(files::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/process.Process/{method}", post(process::call))
         .route("/filesystem.Filesystem/{method}", post(filesystem::call))
         .route_layer(middleware::from_fn_with_state(state, resolve))

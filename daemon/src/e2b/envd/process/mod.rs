@@ -251,7 +251,7 @@ async fn start(table: Arc<Table>, headers: &HeaderMap, body: &[u8]) -> Response 
             }
             None => None,
         };
-        let user = auth::rpc_user(headers).map_err(RpcError::invalid)?;
+        let user = auth::rpc_account(headers)?;
         let timeout_ms = connect::timeout_ms(headers)?.map(|ms| ms.min(MAX_TIMEOUT_MS));
         let request = exec_request(&table.sandbox, &req, user, timeout_ms)?;
         if table
