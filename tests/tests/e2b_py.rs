@@ -97,3 +97,8 @@ async fn the_python_sdk_reads_and_writes_files() {
 async fn the_async_python_sdk_works_too() {
     run_pytest("test_async.py", 3).await;
 }
+
+#[tokio::test]
+async fn the_python_sdk_pauses_and_resumes() {
+    run_pytest("test_pause.py", 4).await;
+}

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 
 use crate::auth::ApiKey;
@@ -88,8 +88,9 @@ pub fn app(state: E2bState) -> Router {
         .route("/sandboxes/{id}/timeout", post(control::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(control::refresh))
         .route("/sandboxes/{id}/connect", post(control::connect))
-        .route("/sandboxes/{id}/resume", post(control::connect))
-        .route("/sandboxes/{id}/pause", post(control::unsupported))
+        .route("/sandboxes/{id}/resume", post(control::resume))
+        .route("/sandboxes/{id}/pause", post(control::pause))
+        .route("/sandboxes/{id}/network", put(control::unsupported))
         .route("/sandboxes/{id}/fork", post(control::unsupported))
         .route("/sandboxes/{id}/snapshots", post(control::unsupported))
         .route("/snapshots", get(control::unsupported))

@@ -195,6 +195,7 @@ impl Sandbox {
                 .filter(|a| **a != Attributes::default())
                 .and_then(|a| serde_json::to_string(a).ok()),
             deadline_ms: self.deadline().map(crate::store::millis),
+            held: self.held(),
         }
     }
 

@@ -393,6 +393,8 @@ impl Sandboxes {
             .list_arcs()
             .into_iter()
             .filter(|sb| matches!(sb.status(), Status::Active | Status::Paused))
+            // Paused by a client: neither its deadline nor its idle time counts.
+            .filter(|sb| !sb.held())
             .filter(|sb| sb.idle_expired() || sb.deadline_passed())
             .collect();
         for sandbox in &due {
