@@ -124,3 +124,26 @@ def test_snapshots_and_fork_say_they_are_not_supported(made):
         sb.create_snapshot()
     with pytest.raises(SandboxException, match="not supported"):
         sb.fork()
+
+
+def test_network_options_are_taken_or_refused_clearly(made):
+    # As the SDK serializes them (their mapping onto the firewall is proven with
+    # real peers in tests/tests/e2b_network.rs).
+    from e2b import ALL_TRAFFIC
+
+    offline = Sandbox.create("base", timeout=60, allow_internet_access=False)
+    made.append(offline)
+    assert offline.commands.run("echo offline").stdout == "offline\n"
+    only = Sandbox.create(
+        "base", timeout=60, network={"deny_out": [ALL_TRAFFIC], "allow_out": ["10.9.8.7"]}
+    )
+    made.append(only)
+    assert only.is_running()
+    with pytest.raises(SandboxException, match="allowPublicTraffic"):
+        made.append(Sandbox.create("base", timeout=60, network={"allow_public_traffic": False}))
+    with pytest.raises(SandboxException, match="denyOut"):
+        made.append(
+            Sandbox.create(
+                "base", timeout=60, network={"deny_out": ["10.0.0.0/8"], "allow_out": ["10.1.2.3"]}
+            )
+        )

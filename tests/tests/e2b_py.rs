@@ -80,7 +80,7 @@ fn rand_u128() -> u128 {
 
 #[tokio::test]
 async fn the_python_sdk_manages_sandboxes() {
-    run_pytest("test_lifecycle.py", 4).await;
+    run_pytest("test_lifecycle.py", 5).await;
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ use crate::agents::AgentDef;
 use crate::sandbox::{Attributes, CreateSandbox, Sandbox, SandboxError, Status};
 
 mod list;
+mod network;
 mod pause;
 
 pub use list::{list, list_v1};
@@ -46,8 +47,8 @@ const MAX_METADATA_LEN: usize = 1024;
 /// The largest page of a list.
 const MAX_PAGE: usize = 100;
 
-/// `POST /sandboxes` body (E2B's `NewSandbox`); fields this daemon does not act on
-/// are accepted and ignored, as the SDKs send them all.
+/// `POST /sandboxes` body (E2B's `NewSandbox`). Fields without a counterpart here
+/// are refused when set (see `network.rs`); `secure` is always on.
 #[derive(Debug, Deserialize)]
 struct NewSandbox {
     #[serde(rename = "templateID")]
@@ -59,6 +60,13 @@ struct NewSandbox {
     env_vars: Option<BTreeMap<String, String>>,
     #[serde(rename = "autoPause")]
     auto_pause: Option<bool>,
+    #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
+    allow_internet_access: Option<bool>,
+    network: Option<network::Network>,
+    mcp: Option<serde_json::Value>,
+    iam: Option<serde_json::Value>,
+    #[serde(rename = "volumeMounts")]
+    volume_mounts: Option<serde_json::Value>,
 }
 
 /// `POST /sandboxes/{id}/timeout` and `/connect` body.
@@ -218,6 +226,13 @@ pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Respon
     if body.auto_pause == Some(true) {
         return Err(auto_pause_unsupported());
     }
+    network::refuse_unsupported(
+        body.network.as_ref(),
+        body.mcp.as_ref(),
+        body.iam.as_ref(),
+        body.volume_mounts.as_ref(),
+    )?;
+    let egress = network::egress(body.allow_internet_access, body.network.as_ref())?;
     let lifetime = timeout_secs(body.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
@@ -243,6 +258,8 @@ pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Respon
         definition,
         attributes: Attributes { metadata },
         lifetime_ms: Some(lifetime.as_millis() as u64),
+        network_allow_out: egress.allow,
+        network_deny_out: egress.deny,
         ..CreateSandbox::default()
     };
     let sandbox = state.sandboxes.create(call).await?;
