@@ -125,3 +125,25 @@ def test_async_pause_and_resume():
             await AsyncSandbox.kill(sb.sandbox_id)
 
     asyncio.run(asyncio.wait_for(body(), 170))
+
+
+def test_on_timeout_pause_pauses_at_the_deadline(made):
+    sb = Sandbox.create("base", timeout=3, lifecycle={"on_timeout": "pause"})
+    made.append(sb)
+    sb.files.write("/tmp/kept.txt", "still here")
+    eventually(
+        "the sandbox is paused at its deadline",
+        30,
+        lambda: Sandbox.get_info(sb.sandbox_id).state == SandboxState.PAUSED,
+        0.3,
+    )
+    assert frozen(sb.sandbox_id)
+    assert sb.is_running() is False
+    back = Sandbox.connect(sb.sandbox_id, timeout=60)
+    assert back.files.read("/tmp/kept.txt") == "still here"
+    with pytest.raises(SandboxException, match="autoResume"):
+        made.append(
+            Sandbox.create(
+                "base", timeout=60, lifecycle={"on_timeout": "pause", "auto_resume": True}
+            )
+        )

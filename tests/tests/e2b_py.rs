@@ -100,5 +100,5 @@ async fn the_async_python_sdk_works_too() {
 
 #[tokio::test]
 async fn the_python_sdk_pauses_and_resumes() {
-    run_pytest("test_pause.py", 4).await;
+    run_pytest("test_pause.py", 5).await;
 }

@@ -383,12 +383,27 @@ impl Sandboxes {
     }
 
     /// Stops every active sandbox that has been idle past its timeout, or whose
-    /// absolute deadline passed; its record stays, with status `expired`. Returns how
-    /// many expired.
+    /// absolute deadline passed; its record stays, with status `expired`. One that
+    /// asked for it is paused at its deadline instead. Returns how many expired.
     pub async fn expire_idle(&self) -> usize {
         let Some(engine) = self.readiness.engine() else {
             return 0;
         };
+        // Those that asked to be paused at their deadline are, instead of expiring.
+        for sandbox in self.list_arcs() {
+            if sandbox.attributes.pause_at_deadline
+                && !sandbox.held()
+                && sandbox.deadline_passed()
+                && matches!(sandbox.status(), Status::Active | Status::Paused)
+            {
+                match self.pause_held(&sandbox).await {
+                    Ok(_) => tracing::info!(sandbox = %sandbox.id, "paused at its deadline"),
+                    Err(e) => {
+                        tracing::warn!(sandbox = %sandbox.id, "could not pause at its deadline: {e}")
+                    }
+                }
+            }
+        }
         let due: Vec<Arc<Sandbox>> = self
             .list_arcs()
             .into_iter()

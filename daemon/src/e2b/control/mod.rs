@@ -60,6 +60,10 @@ struct NewSandbox {
     env_vars: Option<BTreeMap<String, String>>,
     #[serde(rename = "autoPause")]
     auto_pause: Option<bool>,
+    #[serde(rename = "autoPauseMemory")]
+    auto_pause_memory: Option<bool>,
+    #[serde(rename = "autoResume")]
+    auto_resume: Option<AutoResume>,
     #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
     allow_internet_access: Option<bool>,
     network: Option<network::Network>,
@@ -67,6 +71,12 @@ struct NewSandbox {
     iam: Option<serde_json::Value>,
     #[serde(rename = "volumeMounts")]
     volume_mounts: Option<serde_json::Value>,
+}
+
+/// `autoResume` of create: resume a paused sandbox on traffic.
+#[derive(Debug, Deserialize)]
+struct AutoResume {
+    enabled: Option<bool>,
 }
 
 /// `POST /sandboxes/{id}/timeout` and `/connect` body.
@@ -211,20 +221,20 @@ fn listed(state: &E2bState, sandbox: &Sandbox, detail: bool) -> Listed {
     }
 }
 
-/// Pausing at the timeout instead of killing (`autoPause`, `lifecycle.onTimeout`).
-fn auto_pause_unsupported() -> ControlError {
-    ControlError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "autoPause is not supported by sandboxd: a sandbox is killed at its timeout \
-         (pause it yourself before, and connect to resume it)",
-    )
-}
-
 /// `POST /sandboxes`, `POST /v2/sandboxes`: 201 once the sandbox runs.
 pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Response, ControlError> {
     let body: NewSandbox = parse(&body)?;
-    if body.auto_pause == Some(true) {
-        return Err(auto_pause_unsupported());
+    let pause_at_deadline = body.auto_pause == Some(true);
+    if pause_at_deadline && body.auto_pause_memory == Some(false) {
+        return Err(ControlError::bad_request(
+            "a filesystem-only pause (keepMemory: false) is not supported by sandboxd: \
+             a paused sandbox always keeps its memory",
+        ));
+    }
+    if body.auto_resume.as_ref().and_then(|a| a.enabled) == Some(true) {
+        return Err(ControlError::bad_request(
+            "autoResume is not supported by sandboxd: resume a paused sandbox with connect",
+        ));
     }
     network::refuse_unsupported(
         body.network.as_ref(),
@@ -256,7 +266,10 @@ pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Respon
         // No idle expiry: an E2B sandbox lives until its absolute deadline.
         timeout_ms: Some(0),
         definition,
-        attributes: Attributes { metadata },
+        attributes: Attributes {
+            metadata,
+            pause_at_deadline,
+        },
         lifetime_ms: Some(lifetime.as_millis() as u64),
         network_allow_out: egress.allow,
         network_deny_out: egress.deny,

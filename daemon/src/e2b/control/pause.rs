@@ -3,7 +3,8 @@
 //! processes, which carry on where they were once it is resumed. While paused, its
 //! envd answers 502 (`isRunning` is false), its deadline does not run, and it is
 //! listed with state `paused`. Resuming gives it `timeout` seconds from then, as E2B
-//! does.
+//! does. A sandbox created with `autoPause` is paused at its deadline instead of
+//! being killed.
 //!
 //! Snapshots, forks and network updates are not supported: they answer 501 with
 //! E2B's `{code, message}`.
@@ -78,10 +79,15 @@ pub async fn resume(
     } else {
         parse(&body)?
     };
-    if body.auto_pause == Some(true) {
-        return Err(super::auto_pause_unsupported());
-    }
     let sandbox = running(&state, &id)?;
+    if body
+        .auto_pause
+        .is_some_and(|a| a != sandbox.attributes.pause_at_deadline)
+    {
+        return Err(ControlError::bad_request(
+            "autoPause is chosen when the sandbox is created, not when it is resumed",
+        ));
+    }
     if !sandbox.held() {
         return Err(ControlError::new(
             StatusCode::CONFLICT,
