@@ -38,7 +38,9 @@ def test_pause_freezes_and_connect_resumes_where_it_was(made):
     eventually("the counter counts", 15, lambda: counter(sb) >= 3)
     sb.files.write("/tmp/before-pause.txt", "kept")
 
+    t0 = time.monotonic()
     assert sb.pause() is True
+    paused_in = time.monotonic() - t0
     assert frozen(sb.sandbox_id)
     assert sb.is_running() is False
     info = sb.get_info()
@@ -62,7 +64,10 @@ def test_pause_freezes_and_connect_resumes_where_it_was(made):
     with pytest.raises(SandboxException, match="paused"):
         sb.set_timeout(60)
 
+    t0 = time.monotonic()
     resumed = Sandbox.connect(sb.sandbox_id, timeout=60)
+    resumed_in = time.monotonic() - t0
+    print(f"# pause {paused_in * 1e3:.1f} ms, connect (resume) {resumed_in * 1e3:.1f} ms")
     assert not frozen(sb.sandbox_id)
     assert resumed.is_running() is True
     info = resumed.get_info()
