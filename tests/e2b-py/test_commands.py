@@ -153,3 +153,9 @@ def test_a_killed_sandbox_ends_its_streams():
     with pytest.raises((SandboxException, CommandExitException)):
         h.wait()
     assert other.is_running() is False
+
+
+def test_sudo_fails_unless_the_daemon_allows_it(sbx):
+    # The default: the sandbox runs with no-new-privileges (see test_sudo.py).
+    with pytest.raises(CommandExitException):
+        sbx.commands.run("sudo -n true")

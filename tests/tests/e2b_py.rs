@@ -15,6 +15,11 @@ const SUITE_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// Runs pytest on one file of tests/e2b-py against a fresh daemon, and checks that
 /// `expected_pass` tests passed and none failed.
 async fn run_pytest(file: &str, expected_pass: usize) {
+    run_pytest_with(file, expected_pass, &[]).await;
+}
+
+/// [`run_pytest`] with extra daemon flags.
+async fn run_pytest_with(file: &str, expected_pass: usize, flags: &[&str]) {
     let dir = workspace().join("tests/e2b-py");
     let python = dir.join(".venv/bin/python");
     assert!(
@@ -34,6 +39,7 @@ async fn run_pytest(file: &str, expected_pass: usize) {
         }),
     );
     options.args = vec!["--e2b-listen".into(), format!("127.0.0.1:{port}")];
+    options.args.extend(flags.iter().map(|f| f.to_string()));
     options.env.push(("SANDBOXD_API_KEY".into(), key.clone()));
     let d = Daemon::start_with(options).await;
     let url = format!("http://127.0.0.1:{port}");
@@ -85,7 +91,7 @@ async fn the_python_sdk_manages_sandboxes() {
 
 #[tokio::test]
 async fn the_python_sdk_runs_commands() {
-    run_pytest("test_commands.py", 8).await;
+    run_pytest("test_commands.py", 9).await;
 }
 
 #[tokio::test]
@@ -101,4 +107,9 @@ async fn the_async_python_sdk_works_too() {
 #[tokio::test]
 async fn the_python_sdk_pauses_and_resumes() {
     run_pytest("test_pause.py", 5).await;
+}
+
+#[tokio::test]
+async fn the_base_template_has_sudo_when_the_daemon_allows_it() {
+    run_pytest_with("test_sudo.py", 1, &["--e2b-base-sudo"]).await;
 }

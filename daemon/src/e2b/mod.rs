@@ -52,6 +52,8 @@ pub struct E2bState {
     pub processes: Arc<envd::Processes>,
     /// Forwards `getHost` traffic to sandboxes (no proxy from the environment).
     pub http: reqwest::Client,
+    /// `sudo` works in sandboxes of the `base` template (`--e2b-base-sudo`).
+    pub base_sudo: bool,
 }
 
 impl E2bState {
@@ -75,7 +77,14 @@ impl E2bState {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            base_sudo: false,
         }
+    }
+
+    /// With `sudo` in the `base` template's sandboxes.
+    pub fn with_base_sudo(mut self, on: bool) -> Self {
+        self.base_sudo = on;
+        self
     }
 }
 

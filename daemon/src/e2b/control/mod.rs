@@ -249,7 +249,11 @@ pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Respon
     let template = body.template_id;
     let definition = match state.sandboxes.agents().get(&template) {
         Some(_) => None,
-        None if template == BASE_TEMPLATE => Some(AgentDef::default()),
+        None if template == BASE_TEMPLATE => {
+            let mut base = AgentDef::default();
+            base.sandbox.sudo = state.base_sudo;
+            Some(base)
+        }
         None => {
             return Err(ControlError::new(
                 StatusCode::NOT_FOUND,
