@@ -142,6 +142,8 @@ def test_get_host_reaches_a_server_in_the_sandbox(sbx):
     eventually("the server answers", 20, lambda: fetch("/served.txt")[0] == 200, 0.2)
     assert fetch("/served.txt") == (200, "served by python\n")
     server.kill()
+    # The kill is answered once the signal is sent: the server may take a moment to go.
+    eventually("the killed server stops answering", 10, lambda: fetch("/served.txt")[0] != 200)
     status, body = fetch("/served.txt")
     assert status == 502, body
 
