@@ -598,6 +598,9 @@ mod tests {
         assert_eq!(rows[0].status, "active");
         assert_eq!(rows[0].container_id.as_deref(), Some("c1"));
         assert_eq!(rows[0].ttl_ms, Some(5));
+        assert!(!rows[0].held);
+        store.set_sandbox_held("sb_1", true).unwrap();
+        assert!(store.sandboxes().unwrap()[0].held);
         store.set_model_usage("sb_1", "{\"requests\":2}").unwrap();
         assert_eq!(
             store.sandboxes().unwrap()[0].model_usage.as_deref(),

@@ -390,20 +390,7 @@ impl Sandboxes {
             return 0;
         };
         // Those that asked to be paused at their deadline are, instead of expiring.
-        for sandbox in self.list_arcs() {
-            if sandbox.attributes.pause_at_deadline
-                && !sandbox.held()
-                && sandbox.deadline_passed()
-                && matches!(sandbox.status(), Status::Active | Status::Paused)
-            {
-                match self.pause_held(&sandbox).await {
-                    Ok(_) => tracing::info!(sandbox = %sandbox.id, "paused at its deadline"),
-                    Err(e) => {
-                        tracing::warn!(sandbox = %sandbox.id, "could not pause at its deadline: {e}")
-                    }
-                }
-            }
-        }
+        self.pause_at_deadlines().await;
         let due: Vec<Arc<Sandbox>> = self
             .list_arcs()
             .into_iter()

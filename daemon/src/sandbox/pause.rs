@@ -169,6 +169,25 @@ impl Sandboxes {
         Ok(held)
     }
 
+    /// Pauses (as a client would) every sandbox that asked to be paused rather than
+    /// expired at its deadline, once that passed.
+    pub(super) async fn pause_at_deadlines(&self) {
+        for sandbox in self.list_arcs() {
+            if sandbox.attributes.pause_at_deadline
+                && !sandbox.held()
+                && sandbox.deadline_passed()
+                && matches!(sandbox.status(), Status::Active | Status::Paused)
+            {
+                match self.pause_held(&sandbox).await {
+                    Ok(_) => tracing::info!(sandbox = %sandbox.id, "paused at its deadline"),
+                    Err(e) => {
+                        tracing::warn!(sandbox = %sandbox.id, "could not pause at its deadline: {e}")
+                    }
+                }
+            }
+        }
+    }
+
     /// Pauses every active sandbox idle for longer than `--pause-after-secs`.
     /// Returns how many were paused.
     pub async fn pause_idle(&self) -> usize {
