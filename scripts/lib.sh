@@ -169,3 +169,25 @@ ensure_codex() {
     export SANDBOXD_CODEX_BIN="$bin"
     say "codex: $bin ($("$bin" --version 2>/dev/null || echo 'version unknown'))"
 }
+
+# The Python suite of the E2B API (tests/e2b-py, run by tests/tests/e2b_py.rs): a venv
+# at tests/e2b-py/.venv holding the pinned packages of its requirements.txt (PyPI e2b
+# and pytest), installed again only when that file changes.
+ensure_e2b_py() {
+    local dir=tests/e2b-py
+    local venv="$dir/.venv"
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating the Python venv of the E2B SDK tests ($venv)"
+        python3 -m venv "$venv"
+    fi
+    if cmp -s "$dir/requirements.txt" "$venv/installed-requirements.txt"; then
+        say "e2b Python SDK and pytest: up to date ($venv)"
+        return
+    fi
+    say "installing the e2b Python SDK and pytest into $venv ($dir/requirements.txt)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt"
+    cp "$dir/requirements.txt" "$venv/installed-requirements.txt"
+}

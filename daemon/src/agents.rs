@@ -132,6 +132,11 @@ pub struct SandboxConfig {
     /// Egress deny list.
     #[serde(default)]
     pub network_deny_out: Option<Vec<String>>,
+    /// Passwordless `sudo` for `user` (the image has it): the sandbox runs without
+    /// no-new-privileges so the setuid `sudo` works. Root inside is still confined by
+    /// the container. Off: `sudo` fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudo: bool,
 }
 
 const PERMISSION_MODES: &[&str] = &[

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_thread_runtime_state.sql"),
     include_str!("../migrations/0004_agent_env.sql"),
     include_str!("../migrations/0005_attributes_deadline.sql"),
+    include_str!("../migrations/0006_held.sql"),
 ];
 
 mod agent_env;
@@ -102,6 +103,8 @@ pub struct SandboxRow {
     pub attributes: Option<String>,
     /// Absolute deadline (ms since the epoch), when it has one.
     pub deadline_ms: Option<i64>,
+    /// Paused by a client until a client resumes it.
+    pub held: bool,
 }
 
 /// A thread row (without messages and events).
@@ -275,6 +278,15 @@ impl Store {
         Ok(())
     }
 
+    /// Records whether a client paused the sandbox (see [`SandboxRow::held`]).
+    pub fn set_sandbox_held(&self, id: &str, held: bool) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sandboxes SET held = ?2 WHERE id = ?1",
+            params![id, held],
+        )?;
+        Ok(())
+    }
+
     /// Updates a sandbox's status, error and container.
     pub fn set_sandbox_state(
         &self,
@@ -313,7 +325,7 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT id, sandbox_id, agent_slug, agent_name, agent, owner, cwd, ttl_ms, policy,
                     model_token, claude_program, status, error, container_id, created_at,
-                    updated_at, model_usage, attributes, deadline_ms
+                    updated_at, model_usage, attributes, deadline_ms, held
              FROM sandboxes ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -337,6 +349,7 @@ impl Store {
                 model_usage: r.get(16)?,
                 attributes: r.get(17)?,
                 deadline_ms: r.get(18)?,
+                held: r.get(19)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -551,6 +564,7 @@ mod tests {
             model_usage: None,
             attributes: None,
             deadline_ms: None,
+            held: false,
         }
     }
 
@@ -584,6 +598,9 @@ mod tests {
         assert_eq!(rows[0].status, "active");
         assert_eq!(rows[0].container_id.as_deref(), Some("c1"));
         assert_eq!(rows[0].ttl_ms, Some(5));
+        assert!(!rows[0].held);
+        store.set_sandbox_held("sb_1", true).unwrap();
+        assert!(store.sandboxes().unwrap()[0].held);
         store.set_model_usage("sb_1", "{\"requests\":2}").unwrap();
         assert_eq!(
             store.sandboxes().unwrap()[0].model_usage.as_deref(),

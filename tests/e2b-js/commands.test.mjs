@@ -211,7 +211,12 @@ test('getHost(port): a server in the sandbox is reachable through the daemon', a
   const posted = await call('POST', '/echo', 'some body')
   assert.equal(posted.text, 'POST /echo some body')
   await server.kill()
-  const closed = await call('GET', '/')
+  // The kill is answered once the signal is sent: the server may take a moment to go.
+  let closed
+  await eventually('the killed server stops answering', 10_000, async () => {
+    closed = await call('GET', '/')
+    return closed.status !== 200
+  })
   assert.equal(closed.status, 502)
   assert.match(JSON.parse(closed.text).message, /nothing answers on port 8000/)
 })

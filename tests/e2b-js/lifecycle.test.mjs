@@ -62,7 +62,15 @@ test('create, info, envs, list with filters and pages, connect, kill', async () 
   const again = await Sandbox.connect(a.sandboxId)
   assert.equal((await again.commands.run('echo again')).stdout, 'again\n')
 
-  await assert.rejects(a.betaPause(), /not supported/)
+  // Pause freezes it (isRunning is false, state paused); connect resumes it.
+  assert.equal(await a.betaPause(), true)
+  assert.equal(await a.isRunning(), false)
+  assert.equal((await a.getInfo()).state, 'paused')
+  assert.deepEqual((await Sandbox.list({ query: { state: ['paused'] } }).nextItems()).map((s) => s.sandboxId), [a.sandboxId])
+  assert.equal(await Sandbox.betaPause(a.sandboxId), false)
+  const resumed = await Sandbox.connect(a.sandboxId)
+  assert.equal(await resumed.isRunning(), true)
+  assert.equal((await resumed.commands.run('echo resumed')).stdout, 'resumed\n')
 
   assert.equal(await Sandbox.kill(b.sandboxId), true)
   assert.equal(await Sandbox.kill(b.sandboxId), false)

@@ -67,6 +67,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_E2B_LISTEN")]
     pub e2b_listen: Option<SocketAddr>,
 
+    /// Passwordless `sudo` in sandboxes of the E2B API's `base` template, as on E2B
+    /// (they then run without no-new-privileges; root inside stays confined by the
+    /// container). Off: `sudo` fails there; an agent opts in with `sudo: true`.
+    #[arg(long, env = "SANDBOXD_E2B_BASE_SUDO")]
+    pub e2b_base_sudo: bool,
+
     /// Where state lives (API key, sandbox directories). Default:
     /// $XDG_DATA_HOME/sandboxd or ~/.local/share/sandboxd.
     #[arg(long, env = "SANDBOXD_STATE_DIR")]
@@ -281,6 +287,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The E2B-compatible API's address, when on.
     pub e2b_listen: Option<SocketAddr>,
+    /// `sudo` in the E2B `base` template's sandboxes.
+    pub e2b_base_sudo: bool,
     /// State directory (created if missing).
     pub state_dir: PathBuf,
     /// Agent definitions directory.
@@ -381,6 +389,7 @@ impl Config {
         Ok(Self {
             listen: args.listen,
             e2b_listen: args.e2b_listen,
+            e2b_base_sudo: args.e2b_base_sudo,
             state_dir,
             agents_dir: args.agents_dir,
             image: args.image,

@@ -76,6 +76,9 @@ pub struct ContainerSpec {
     pub runtime: Option<String>,
     /// `name:address` lines for the container's `/etc/hosts`.
     pub extra_hosts: Vec<String>,
+    /// Lets setuid programs raise privileges (`sudo`): no-new-privileges is off. The
+    /// capabilities stay the same few ([`KEPT_CAPABILITIES`]).
+    pub allow_setuid: bool,
 }
 
 /// Resource limits of a container.
@@ -230,7 +233,11 @@ impl Engine {
                 runtime: spec.runtime,
                 cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
-                security_opt: Some(vec!["no-new-privileges".into()]),
+                security_opt: Some(if spec.allow_setuid {
+                    Vec::new()
+                } else {
+                    vec!["no-new-privileges".into()]
+                }),
                 pids_limit: spec.limits.pids,
                 memory: spec.limits.memory_bytes,
                 memory_swap: spec.limits.memory_bytes,

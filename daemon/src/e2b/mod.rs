@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
 
 use crate::auth::ApiKey;
@@ -54,6 +54,8 @@ pub struct E2bState {
     pub watchers: Arc<envd::Watchers>,
     /// Forwards `getHost` traffic to sandboxes (no proxy from the environment).
     pub http: reqwest::Client,
+    /// `sudo` works in sandboxes of the `base` template (`--e2b-base-sudo`).
+    pub base_sudo: bool,
 }
 
 impl E2bState {
@@ -78,7 +80,14 @@ impl E2bState {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            base_sudo: false,
         }
+    }
+
+    /// With `sudo` in the `base` template's sandboxes.
+    pub fn with_base_sudo(mut self, on: bool) -> Self {
+        self.base_sudo = on;
+        self
     }
 }
 
@@ -91,8 +100,9 @@ pub fn app(state: E2bState) -> Router {
         .route("/sandboxes/{id}/timeout", post(control::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(control::refresh))
         .route("/sandboxes/{id}/connect", post(control::connect))
-        .route("/sandboxes/{id}/resume", post(control::connect))
-        .route("/sandboxes/{id}/pause", post(control::unsupported))
+        .route("/sandboxes/{id}/resume", post(control::resume))
+        .route("/sandboxes/{id}/pause", post(control::pause))
+        .route("/sandboxes/{id}/network", put(control::unsupported))
         .route("/sandboxes/{id}/fork", post(control::unsupported))
         .route("/sandboxes/{id}/snapshots", post(control::unsupported))
         .route("/snapshots", get(control::unsupported))

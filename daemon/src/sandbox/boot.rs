@@ -51,6 +51,8 @@ pub(super) struct Shape {
     pub image: String,
     /// Resource limits.
     pub limits: Limits,
+    /// `sudo` works (no-new-privileges off; see the agent's Sandbox config).
+    pub sudo: bool,
 }
 
 /// A started container.
@@ -184,6 +186,7 @@ impl Sandboxes {
             runtime: self.settings.runtime.clone(),
             extra_hosts: extras.extra_hosts,
             limits: shape.limits,
+            allow_setuid: shape.sudo,
         };
         let container = engine.run(spec).await.map_err(Provision::Engine)?;
         started(&container);

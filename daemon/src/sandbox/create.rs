@@ -73,6 +73,8 @@ struct Plan {
     deny: Vec<String>,
     /// Both, resolved when the sandbox is created.
     policy: Policy,
+    /// `sudo` works in it.
+    sudo: bool,
 }
 
 impl Plan {
@@ -123,6 +125,7 @@ impl Plan {
             allow,
             deny,
             policy: Policy::default(),
+            sudo: sb.sudo,
         })
     }
 }
@@ -313,6 +316,7 @@ impl Sandboxes {
                 let shape = Shape {
                     image: self.image_for(engine, plan).await?,
                     limits: self.limits(plan.memory_mb, plan.cpus),
+                    sudo: plan.sudo,
                 };
                 check_cancelled(&sb.deleted)?;
                 let extras = Extras {
@@ -385,7 +389,8 @@ impl Sandboxes {
     /// pins host names, its template is not built yet, or the agent's pool is off
     /// (then it is created cold).
     async fn warm_shape(&self, engine: &Engine, agent: &str, plan: &Plan) -> Option<Shape> {
-        if !plan.policy.hosts.is_empty() || self.pool.sizes().of(agent) == 0 {
+        // (Warm containers run with no-new-privileges: a sudo sandbox starts cold.)
+        if !plan.policy.hosts.is_empty() || plan.sudo || self.pool.sizes().of(agent) == 0 {
             return None;
         }
         let image = if plan.apt.is_empty() && plan.build.is_empty() {
@@ -397,6 +402,7 @@ impl Sandboxes {
         Some(Shape {
             image,
             limits: self.limits(plan.memory_mb, plan.cpus),
+            sudo: false,
         })
     }
 }

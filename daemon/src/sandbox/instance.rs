@@ -81,6 +81,10 @@ pub struct Sandbox {
 pub struct Attributes {
     /// Key-value pairs a client filters sandboxes by.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Paused (as a client pauses it) rather than expired when its deadline passes
+    /// (the E2B API's `autoPause`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pause_at_deadline: bool,
 }
 
 /// Keeps a sandbox busy (not expirable) while alive.
@@ -195,6 +199,7 @@ impl Sandbox {
                 .filter(|a| **a != Attributes::default())
                 .and_then(|a| serde_json::to_string(a).ok()),
             deadline_ms: self.deadline().map(crate::store::millis),
+            held: self.held(),
         }
     }
 

@@ -384,16 +384,20 @@ impl Sandboxes {
     }
 
     /// Stops every active sandbox that has been idle past its timeout, or whose
-    /// absolute deadline passed; its record stays, with status `expired`. Returns how
-    /// many expired.
+    /// absolute deadline passed; its record stays, with status `expired`. One that
+    /// asked for it is paused at its deadline instead. Returns how many expired.
     pub async fn expire_idle(&self) -> usize {
         let Some(engine) = self.readiness.engine() else {
             return 0;
         };
+        // Those that asked to be paused at their deadline are, instead of expiring.
+        self.pause_at_deadlines().await;
         let due: Vec<Arc<Sandbox>> = self
             .list_arcs()
             .into_iter()
             .filter(|sb| matches!(sb.status(), Status::Active | Status::Paused))
+            // Paused by a client: neither its deadline nor its idle time counts.
+            .filter(|sb| !sb.held())
             .filter(|sb| sb.idle_expired() || sb.deadline_passed())
             .collect();
         for sandbox in &due {

@@ -8,6 +8,12 @@
 //! sets `pausing`, then looks at `users` (both sequentially consistent). So either the
 //! pauser sees the caller and gives up, or the caller sees the pause and waits for it
 //! on the sandbox's lock, then resumes. No call ever reaches a frozen sandbox-init.
+//!
+//! A client may also pause a sandbox itself (the E2B API's pause): it is then *held*,
+//! frozen whatever runs in it (its processes carry on where they were once resumed),
+//! its deadline and idle expiry stop counting, and uses do not resume it (they fail
+//! with a message saying so) until a client resumes it ([`Sandboxes::resume_held`]).
+//! Held is kept in the store, so a paused sandbox stays paused across a restart.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -24,6 +30,8 @@ pub struct Power {
     users: AtomicUsize,
     /// Set while a pause is being decided or done.
     pausing: AtomicBool,
+    /// Paused by a client: only a client resumes it.
+    held: AtomicBool,
 }
 
 /// Keeps a sandbox from being paused while alive (see [`Sandboxes::awake`]).
@@ -37,6 +45,24 @@ impl Drop for Awake {
 }
 
 impl Sandbox {
+    /// Whether a client paused it (see the module).
+    pub fn held(&self) -> bool {
+        self.power.held.load(SeqCst)
+    }
+
+    /// Sets the held flag in memory only (when restoring from the store).
+    pub(super) fn restore_held(&self, held: bool) {
+        self.power.held.store(held, SeqCst);
+    }
+
+    fn held_error(&self) -> SandboxError {
+        SandboxError::NotActive {
+            id: self.id.clone(),
+            status: Status::Paused,
+            error: Some("a client paused it; resume it first (E2B: connect)".into()),
+        }
+    }
+
     /// Keeps the sandbox from being paused until the guard drops, without resuming
     /// it: for streams that read only the store.
     pub fn hold(&self) -> Awake {
@@ -63,8 +89,14 @@ impl Sandboxes {
     /// from being paused until the guard drops. Fails unless it is active or paused.
     pub async fn awake(&self, sandbox: &Sandbox) -> Result<Awake, SandboxError> {
         let guard = sandbox.hold();
+        if sandbox.held() {
+            return Err(sandbox.held_error());
+        }
         if sandbox.power.pausing.load(SeqCst) || sandbox.status() == Status::Paused {
             let _power = sandbox.power.lock.lock().await;
+            if sandbox.held() {
+                return Err(sandbox.held_error());
+            }
             if sandbox.status() == Status::Paused {
                 self.resume(sandbox).await?;
             }
@@ -87,6 +119,73 @@ impl Sandboxes {
             "resumed"
         );
         Ok(())
+    }
+
+    /// Pauses a sandbox at a client's request, whatever runs in it, until a client
+    /// resumes it. Returns `false` when a client had paused it already.
+    pub async fn pause_held(&self, sandbox: &Sandbox) -> Result<bool, SandboxError> {
+        let engine = self.engine()?;
+        let _power = sandbox.power.lock.lock().await;
+        if sandbox.held() {
+            return Ok(false);
+        }
+        sandbox.ensure_live()?;
+        // Visible first: calls that come now fail instead of reaching a frozen init.
+        sandbox.power.held.store(true, SeqCst);
+        if sandbox.status() == Status::Active {
+            let frozen = match sandbox.container_id() {
+                Some(container) => engine.pause(&container).await.map_err(SandboxError::from),
+                None => Err(sandbox.held_error()),
+            };
+            if let Err(e) = frozen {
+                sandbox.power.held.store(false, SeqCst);
+                return Err(e);
+            }
+            sandbox.set_status(Status::Paused, None);
+        }
+        if let Err(e) = self.store.set_sandbox_held(&sandbox.id, true) {
+            tracing::error!(sandbox = %sandbox.id, "{e}");
+        }
+        tracing::info!(sandbox = %sandbox.id, "paused by a client");
+        Ok(true)
+    }
+
+    /// Resumes a sandbox that is paused (by a client or for being idle). Returns
+    /// whether a client had paused it.
+    pub async fn resume_held(&self, sandbox: &Sandbox) -> Result<bool, SandboxError> {
+        let _power = sandbox.power.lock.lock().await;
+        let held = sandbox.held();
+        sandbox.ensure_live()?;
+        if sandbox.status() == Status::Paused {
+            self.resume(sandbox).await?;
+        }
+        if held {
+            sandbox.power.held.store(false, SeqCst);
+            if let Err(e) = self.store.set_sandbox_held(&sandbox.id, false) {
+                tracing::error!(sandbox = %sandbox.id, "{e}");
+            }
+        }
+        sandbox.touch();
+        Ok(held)
+    }
+
+    /// Pauses (as a client would) every sandbox that asked to be paused rather than
+    /// expired at its deadline, once that passed.
+    pub(super) async fn pause_at_deadlines(&self) {
+        for sandbox in self.list_arcs() {
+            if sandbox.attributes.pause_at_deadline
+                && !sandbox.held()
+                && sandbox.deadline_passed()
+                && matches!(sandbox.status(), Status::Active | Status::Paused)
+            {
+                match self.pause_held(&sandbox).await {
+                    Ok(_) => tracing::info!(sandbox = %sandbox.id, "paused at its deadline"),
+                    Err(e) => {
+                        tracing::warn!(sandbox = %sandbox.id, "could not pause at its deadline: {e}")
+                    }
+                }
+            }
+        }
     }
 
     /// Pauses every active sandbox idle for longer than `--pause-after-secs`.

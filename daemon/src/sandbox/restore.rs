@@ -55,7 +55,8 @@ impl Sandboxes {
             .into_iter()
             .map(|t| Thread::restore(self.store.clone(), t))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Sandbox {
+        let held = row.held;
+        let sandbox = Sandbox {
             init: InitClient::new(dir.join("run")),
             agent: serde_json::from_str(&row.agent).unwrap_or_default(),
             policy: serde_json::from_str(&row.policy).unwrap_or_default(),
@@ -88,7 +89,9 @@ impl Sandboxes {
                 updated_at: time(row.updated_at),
                 container_id: row.container_id,
             }),
-        })
+        };
+        sandbox.restore_held(held);
+        Ok(sandbox)
     }
 
     /// Matches stored sandboxes with this instance's containers (see the module).

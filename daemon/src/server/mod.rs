@@ -259,7 +259,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 signer.clone(),
                 format!("localhost:{}", local.port()),
                 config.max_body_bytes,
-            );
+            )
+            .with_base_sudo(config.e2b_base_sudo);
             let server = axum::serve(listener, crate::e2b::app(state))
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             Some(tokio::spawn(async move {

@@ -12,4 +12,5 @@ mod initsock;
 mod network;
 mod proxy;
 mod runner;
+mod sudo;
 mod tokens;

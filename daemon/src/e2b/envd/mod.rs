@@ -101,9 +101,10 @@ async fn resolve(State(state): State<E2bState>, mut request: Request, next: Next
             "missing the E2b-Sandbox-Id header".into(),
         );
     }
-    // A paused sandbox (paused when idle) is still running to an E2B client.
+    // A sandbox paused when idle is still running to an E2B client; one a client
+    // paused is not.
     let sandbox = match state.sandboxes.get(&id) {
-        Ok(sb) if matches!(sb.status(), Status::Active | Status::Paused) => sb,
+        Ok(sb) if matches!(sb.status(), Status::Active | Status::Paused) && !sb.held() => sb,
         _ => {
             return fail(
                 StatusCode::BAD_GATEWAY,

@@ -113,7 +113,7 @@ impl Sandboxes {
                 .iter()
                 .flatten()
                 .any(|entry| matches!(Target::parse(entry), Ok(Target::Domain(_))));
-            if size == 0 || pins {
+            if size == 0 || pins || sb.sudo {
                 continue;
             }
             let base = sb
@@ -134,6 +134,8 @@ impl Sandboxes {
             let shape = Shape {
                 image,
                 limits: self.limits(sb.memory_mb, sb.cpu_count),
+                // A sudo agent's sandboxes start cold (see `warm_shape`).
+                sudo: false,
             };
             let entry = wanted.entry(key(&shape)).or_insert((shape, 0));
             entry.1 = entry.1.max(size);

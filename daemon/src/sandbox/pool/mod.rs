@@ -164,6 +164,7 @@ mod tests {
 
     fn shape(image: &str, memory: Option<i64>) -> Shape {
         Shape {
+            sudo: false,
             image: image.into(),
             limits: Limits {
                 memory_bytes: memory,

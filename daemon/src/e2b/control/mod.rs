@@ -1,6 +1,8 @@
 //! E2B's control plane over the sandbox domain: create (`POST /sandboxes` and
-//! `/v2/sandboxes`), connect, kill, info, list (with metadata and state filters and
-//! `x-next-token` pages), and the absolute timeout (`endAt`).
+//! `/v2/sandboxes`), connect, kill, info, and the absolute timeout (`endAt`).
+//!
+//! - `list.rs`: the lists (filters and `x-next-token` pages).
+//! - `pause.rs`: pause and resume (the cgroup freezer), and what is not supported.
 //!
 //! Templates: `base` is the daemon's default image with nothing added (unless an agent
 //! named `base` exists); any other template is an agent slug, its image and Sandbox
@@ -12,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,13 @@ use serde::{Deserialize, Serialize};
 use super::{auth, ControlError, E2bState, ENVD_VERSION};
 use crate::agents::AgentDef;
 use crate::sandbox::{Attributes, CreateSandbox, Sandbox, SandboxError, Status};
+
+mod list;
+mod network;
+mod pause;
+
+pub use list::{list, list_v1};
+pub use pause::{pause, resume, unsupported};
 
 /// The template that is the default image as it is.
 pub const BASE_TEMPLATE: &str = "base";
@@ -38,8 +47,8 @@ const MAX_METADATA_LEN: usize = 1024;
 /// The largest page of a list.
 const MAX_PAGE: usize = 100;
 
-/// `POST /sandboxes` body (E2B's `NewSandbox`); fields this daemon does not act on
-/// are accepted and ignored, as the SDKs send them all.
+/// `POST /sandboxes` body (E2B's `NewSandbox`). Fields without a counterpart here
+/// are refused when set (see `network.rs`); `secure` is always on.
 #[derive(Debug, Deserialize)]
 struct NewSandbox {
     #[serde(rename = "templateID")]
@@ -51,6 +60,23 @@ struct NewSandbox {
     env_vars: Option<BTreeMap<String, String>>,
     #[serde(rename = "autoPause")]
     auto_pause: Option<bool>,
+    #[serde(rename = "autoPauseMemory")]
+    auto_pause_memory: Option<bool>,
+    #[serde(rename = "autoResume")]
+    auto_resume: Option<AutoResume>,
+    #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
+    allow_internet_access: Option<bool>,
+    network: Option<network::Network>,
+    mcp: Option<serde_json::Value>,
+    iam: Option<serde_json::Value>,
+    #[serde(rename = "volumeMounts")]
+    volume_mounts: Option<serde_json::Value>,
+}
+
+/// `autoResume` of create: resume a paused sandbox on traffic.
+#[derive(Debug, Deserialize)]
+struct AutoResume {
+    enabled: Option<bool>,
 }
 
 /// `POST /sandboxes/{id}/timeout` and `/connect` body.
@@ -139,8 +165,8 @@ fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ControlErro
     Ok(())
 }
 
-/// A running sandbox by its E2B id (either of its ids); one that is not running is
-/// gone, as it would be on E2B. One paused for being idle counts as running.
+/// A live sandbox by its E2B id (either of its ids), running or paused; one that is
+/// neither is gone, as it would be on E2B.
 fn running(state: &E2bState, id: &str) -> Result<Arc<Sandbox>, ControlError> {
     let gone = || ControlError::new(StatusCode::NOT_FOUND, format!("sandbox {id:?} not found"));
     let sandbox = state.sandboxes.get(id).map_err(|_| gone())?;
@@ -188,7 +214,7 @@ fn listed(state: &E2bState, sandbox: &Sandbox, detail: bool) -> Listed {
         memory_mb: config.memory_mb.unwrap_or(settings.default_memory_mb),
         disk_size_mb: settings.disk_mb,
         metadata: sandbox.attributes.metadata.clone(),
-        state: "running",
+        state: if sandbox.held() { "paused" } else { "running" },
         envd_version: ENVD_VERSION,
         envd_access_token: detail.then(|| auth::access_token(state, sandbox)),
         domain: detail.then(|| state.domain.clone()),
@@ -198,19 +224,36 @@ fn listed(state: &E2bState, sandbox: &Sandbox, detail: bool) -> Listed {
 /// `POST /sandboxes`, `POST /v2/sandboxes`: 201 once the sandbox runs.
 pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Response, ControlError> {
     let body: NewSandbox = parse(&body)?;
-    if body.auto_pause == Some(true) {
-        return Err(ControlError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "autoPause is not supported by sandboxd yet: a sandbox is killed at its timeout",
+    let pause_at_deadline = body.auto_pause == Some(true);
+    if pause_at_deadline && body.auto_pause_memory == Some(false) {
+        return Err(ControlError::bad_request(
+            "a filesystem-only pause (keepMemory: false) is not supported by sandboxd: \
+             a paused sandbox always keeps its memory",
         ));
     }
+    if body.auto_resume.as_ref().and_then(|a| a.enabled) == Some(true) {
+        return Err(ControlError::bad_request(
+            "autoResume is not supported by sandboxd: resume a paused sandbox with connect",
+        ));
+    }
+    network::refuse_unsupported(
+        body.network.as_ref(),
+        body.mcp.as_ref(),
+        body.iam.as_ref(),
+        body.volume_mounts.as_ref(),
+    )?;
+    let egress = network::egress(body.allow_internet_access, body.network.as_ref())?;
     let lifetime = timeout_secs(body.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let template = body.template_id;
     let definition = match state.sandboxes.agents().get(&template) {
         Some(_) => None,
-        None if template == BASE_TEMPLATE => Some(AgentDef::default()),
+        None if template == BASE_TEMPLATE => {
+            let mut base = AgentDef::default();
+            base.sandbox.sudo = state.base_sudo;
+            Some(base)
+        }
         None => {
             return Err(ControlError::new(
                 StatusCode::NOT_FOUND,
@@ -227,8 +270,13 @@ pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Respon
         // No idle expiry: an E2B sandbox lives until its absolute deadline.
         timeout_ms: Some(0),
         definition,
-        attributes: Attributes { metadata },
+        attributes: Attributes {
+            metadata,
+            pause_at_deadline,
+        },
         lifetime_ms: Some(lifetime.as_millis() as u64),
+        network_allow_out: egress.allow,
+        network_deny_out: egress.deny,
         ..CreateSandbox::default()
     };
     let sandbox = state.sandboxes.create(call).await?;
@@ -243,19 +291,25 @@ pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Respon
     Ok((StatusCode::CREATED, Json(created(&state, &sandbox))).into_response())
 }
 
-/// `POST /sandboxes/{id}/connect`: the sandbox's connection details; its timeout is
-/// extended to at least `timeout` seconds from now, never shortened.
+/// `POST /sandboxes/{id}/connect`: the sandbox's connection details. A running one
+/// (200) has its timeout extended to at least `timeout` seconds from now, never
+/// shortened; a paused one is resumed (201) and ends `timeout` seconds from now.
 pub async fn connect(
     State(state): State<E2bState>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ControlError> {
+) -> Result<Response, ControlError> {
     let body: TimeoutBody = parse(&body)?;
+    let timeout = timeout_secs(body.timeout)?;
     let sandbox = running(&state, &id)?;
-    extend(&sandbox, timeout_secs(body.timeout)?)?;
-    Ok(Json(
-        serde_json::to_value(created(&state, &sandbox)).unwrap_or_default(),
-    ))
+    let status = if sandbox.held() {
+        pause::resume_for(&state, &sandbox, timeout).await?;
+        StatusCode::CREATED
+    } else {
+        extend(&sandbox, timeout)?;
+        StatusCode::OK
+    };
+    Ok((status, Json(created(&state, &sandbox))).into_response())
 }
 
 /// Moves the deadline to `from_now` from now unless it is later already.
@@ -278,6 +332,7 @@ pub async fn set_timeout(
 ) -> Result<StatusCode, ControlError> {
     let body: TimeoutBody = parse(&body)?;
     let sandbox = running(&state, &id)?;
+    pause::refuse_held(&sandbox)?;
     let deadline = SystemTime::now() + timeout_secs(body.timeout)?;
     sandbox.set_deadline(Some(deadline))?;
     Ok(StatusCode::NO_CONTENT)
@@ -296,6 +351,7 @@ pub async fn refresh(
         parse(&body)?
     };
     let sandbox = running(&state, &id)?;
+    pause::refuse_held(&sandbox)?;
     extend(
         &sandbox,
         timeout_secs(body.duration.unwrap_or(DEFAULT_TIMEOUT_SECS))?,
@@ -329,207 +385,4 @@ pub async fn info(
     Ok(Json(
         serde_json::to_value(listed(&state, &sandbox, true)).unwrap_or_default(),
     ))
-}
-
-/// `GET /sandboxes` (deprecated): every running sandbox, with an optional
-/// `metadata` filter.
-pub async fn list_v1(
-    State(state): State<E2bState>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Vec<serde_json::Value>>, ControlError> {
-    let mut filter = Filter::parse(query.as_deref().unwrap_or(""))?;
-    filter.limit = usize::MAX;
-    let (page, _) = filter.page(&state);
-    Ok(Json(page))
-}
-
-/// `GET /v2/sandboxes`: a page of sandboxes; the next page's token is the
-/// `x-next-token` header.
-pub async fn list(
-    State(state): State<E2bState>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ControlError> {
-    let filter = Filter::parse(query.as_deref().unwrap_or(""))?;
-    let (page, next) = filter.page(&state);
-    let mut response = Json(page).into_response();
-    if let Some(token) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
-        response.headers_mut().insert("x-next-token", token);
-    }
-    Ok(response)
-}
-
-/// The query of a list.
-#[derive(Debug, Default)]
-struct Filter {
-    metadata: Vec<(String, String)>,
-    /// Whether running sandboxes are asked for (paused ones never exist here).
-    running: bool,
-    started_after: Option<SystemTime>,
-    template: Option<String>,
-    ascending: bool,
-    limit: usize,
-    /// The sort key of the last item of the previous page.
-    after: Option<(i64, String)>,
-}
-
-impl Filter {
-    fn parse(query: &str) -> Result<Self, ControlError> {
-        let mut filter = Self {
-            limit: MAX_PAGE,
-            ..Self::default()
-        };
-        let mut states = Vec::new();
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            match &*key {
-                "metadata" => {
-                    // An encoded `k=v&…` string, its keys and values encoded again.
-                    for (k, v) in url::form_urlencoded::parse(value.as_bytes()) {
-                        let k = percent_decoded(&k);
-                        let v = percent_decoded(&v);
-                        filter.metadata.push((k, v));
-                    }
-                }
-                "state" => states.extend(value.split(',').map(str::to_owned)),
-                "startedAfter" => {
-                    let t = humantime::parse_rfc3339_weak(&value)
-                        .map_err(|e| ControlError::bad_request(format!("startedAfter: {e}")))?;
-                    filter.started_after = Some(t);
-                }
-                "template" => filter.template = Some(value.into_owned()),
-                "order" => match &*value {
-                    "asc" => filter.ascending = true,
-                    "desc" => filter.ascending = false,
-                    other => {
-                        return Err(ControlError::bad_request(format!(
-                            "order: {other:?} is not asc or desc"
-                        )))
-                    }
-                },
-                "limit" => {
-                    let limit: usize = value
-                        .parse()
-                        .map_err(|_| ControlError::bad_request("limit: not a number"))?;
-                    if !(1..=MAX_PAGE).contains(&limit) {
-                        return Err(ControlError::bad_request(format!(
-                            "limit: between 1 and {MAX_PAGE}"
-                        )));
-                    }
-                    filter.limit = limit;
-                }
-                "nextToken" => {
-                    let bad = || ControlError::bad_request("nextToken: not a token of this API");
-                    let (ms, id) = value.split_once('.').ok_or_else(bad)?;
-                    filter.after = Some((ms.parse().map_err(|_| bad())?, id.to_owned()));
-                }
-                _ => {}
-            }
-        }
-        for state in &states {
-            match state.as_str() {
-                "running" => filter.running = true,
-                "paused" => {}
-                other => {
-                    return Err(ControlError::bad_request(format!(
-                        "state: {other:?} is not running or paused"
-                    )))
-                }
-            }
-        }
-        if states.is_empty() {
-            filter.running = true;
-        }
-        Ok(filter)
-    }
-
-    /// The matching sandboxes after the token, at most a page, and the next token.
-    fn page(&self, state: &E2bState) -> (Vec<serde_json::Value>, Option<String>) {
-        if !self.running {
-            return (Vec::new(), None);
-        }
-        let mut matching: Vec<(i64, String, Arc<Sandbox>)> = state
-            .sandboxes
-            .list()
-            .into_iter()
-            .filter(|view| matches!(view.status, Status::Active | Status::Paused))
-            .filter_map(|view| state.sandboxes.peek(&view.id))
-            .filter(|sb| {
-                self.metadata
-                    .iter()
-                    .all(|(k, v)| sb.attributes.metadata.get(k) == Some(v))
-                    && self.template.as_ref().is_none_or(|t| *t == sb.agent_slug)
-                    && self.started_after.is_none_or(|t| sb.created_at > t)
-            })
-            .map(|sb| (crate::store::millis(sb.created_at), sb.id.clone(), sb))
-            .collect();
-        matching.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        if !self.ascending {
-            matching.reverse();
-        }
-        let start = match &self.after {
-            None => 0,
-            Some((ms, id)) => matching
-                .iter()
-                .position(|(m, i, _)| {
-                    let key = (*m, i.as_str());
-                    let after = (*ms, id.as_str());
-                    if self.ascending {
-                        key > after
-                    } else {
-                        key < after
-                    }
-                })
-                .unwrap_or(matching.len()),
-        };
-        let rest = &matching[start..];
-        let page: Vec<_> = rest.iter().take(self.limit).collect();
-        let next = (rest.len() > page.len())
-            .then(|| page.last().map(|(ms, id, _)| format!("{ms}.{id}")))
-            .flatten();
-        let items = page
-            .iter()
-            .map(|(_, _, sb)| serde_json::to_value(listed(state, sb, false)).unwrap_or_default())
-            .collect();
-        (items, next)
-    }
-}
-
-/// Undoes the second encoding the SDK gives metadata keys and values.
-fn percent_decoded(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| text.to_owned())
-}
-
-/// Pause, fork and snapshots: not supported yet, said plainly.
-pub async fn unsupported() -> ControlError {
-    ControlError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "pause, fork and snapshots are not supported by sandboxd yet",
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_queries_parse() {
-        let f = Filter::parse(
-            "metadata=a%3D1%26b%3Dx%2520y&state=running,paused&limit=2&order=asc&nextToken=5.sb_x",
-        )
-        .expect("parses");
-        assert_eq!(
-            f.metadata,
-            vec![("a".into(), "1".into()), ("b".into(), "x y".into())]
-        );
-        assert!(f.running && f.ascending);
-        assert_eq!(f.limit, 2);
-        assert_eq!(f.after, Some((5, "sb_x".into())));
-        let paused = Filter::parse("state=paused").expect("parses");
-        assert!(!paused.running);
-        assert!(Filter::parse("state=gone").is_err());
-        assert!(Filter::parse("limit=0").is_err());
-        assert!(Filter::parse("nextToken=x").is_err());
-    }
 }
