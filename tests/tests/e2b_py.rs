@@ -105,6 +105,11 @@ async fn the_async_python_sdk_works_too() {
 }
 
 #[tokio::test]
+async fn the_python_sdk_watches_directories() {
+    run_pytest("test_watch.py", 2).await;
+}
+
+#[tokio::test]
 async fn the_python_sdk_pauses_and_resumes() {
     run_pytest("test_pause.py", 5).await;
 }
