@@ -268,14 +268,21 @@ fn prepare(
     // SIGINT would never reach the process.
     // The process is also made a child subreaper, so that orphans of what it starts
     // stay in its tree for `kill::everything`.
+    // Signals ignored where sandbox-init was started (a shell's background job starts
+    // with SIGINT and SIGQUIT ignored) would stay ignored across exec too: every
+    // disposition goes back to the default, as in a fresh login.
     // SAFETY: the closure runs between fork and exec and calls only sigemptyset,
-    // sigprocmask and prctl, which are async-signal-safe.
+    // sigprocmask, signal and prctl, which are async-signal-safe.
     unsafe {
         command.pre_exec(|| {
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // SIGKILL, SIGSTOP and the numbers past SIGRTMAX fail harmlessly.
+            for signal in 1..=64 {
+                libc::signal(signal, libc::SIG_DFL);
             }
             kill::become_subreaper()
         });

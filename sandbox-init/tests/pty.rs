@@ -2,48 +2,17 @@
 //! socket.rs): the process gets a controlling terminal of the asked size, typed input
 //! echoes, a resize is seen by `stty`, signals reach it, and a hang-up kills it.
 
+mod common;
+use common::Init;
+
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use sandbox_init::protocol::{
-    read_frame, write_frame, ExecRequest, Frame, PtySize, Reply, Request, SOCKET_NAME,
+    read_frame, write_frame, ExecRequest, Frame, PtySize, Reply, Request,
 };
 
-struct Init {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Init {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Init {
-    fn start() -> Init {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(env!("CARGO_BIN_EXE_sandbox-init"))
-            .args(["--socket-dir"])
-            .arg(dir.path().join("run"))
-            .args(["--user", "root", "--uid", "0", "--home", "/root"])
-            .spawn()
-            .expect("spawn sandbox-init");
-        let init = Init { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(init.socket()).is_err() {
-            assert!(Instant::now() < deadline, "sandbox-init did not listen");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        init
-    }
-
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("run").join(SOCKET_NAME)
-    }
-
     /// Starts `sh` on a terminal of `cols` x `rows`; returns the stream and the pid.
     fn shell(&self, cols: u16, rows: u16) -> (UnixStream, i32) {
         let mut s = UnixStream::connect(self.socket()).expect("connect");

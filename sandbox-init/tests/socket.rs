@@ -2,54 +2,18 @@
 //! root account, so the host's /etc is left alone: exec with exit codes, stdin
 //! streaming, signals, timeouts that kill the whole group, output limits, and files.
 
+mod common;
+use common::Init;
+
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use sandbox_init::protocol::{
-    read_frame, write_frame, ErrorKind, ExecRequest, ExitInfo, Frame, Reply, Request,
-    WriteFileSpec, SOCKET_NAME,
+    read_frame, write_frame, ErrorKind, ExecRequest, ExitInfo, Frame, Reply, Request, WriteFileSpec,
 };
 
-struct Init {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Init {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Init {
-    fn start() -> Init {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(env!("CARGO_BIN_EXE_sandbox-init"))
-            .args(["--socket-dir"])
-            .arg(dir.path().join("run"))
-            .args(["--user", "root", "--uid", "0", "--home", "/root"])
-            .spawn()
-            .expect("spawn sandbox-init");
-        let init = Init { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(init.socket()).is_err() {
-            assert!(Instant::now() < deadline, "sandbox-init did not listen");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        init
-    }
-
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("run").join(SOCKET_NAME)
-    }
-
-    fn connect(&self) -> UnixStream {
-        UnixStream::connect(self.socket()).expect("connect")
-    }
-
     fn call(&self, request: Request) -> Reply {
         let mut s = self.connect();
         write_frame(&mut s, &Frame::Message(request)).expect("send");

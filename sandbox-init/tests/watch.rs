@@ -3,54 +3,19 @@
 //! files API's own writes seen as the target's create and write, entries with their
 //! metadata, the bound of the event queue, and watches ending with their connection.
 
+mod common;
+use common::Init;
+
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use sandbox_init::protocol::{
     read_frame, write_frame, ErrorKind, Frame, Reply, Request, StreamFileSpec, WatchEvent, WatchOp,
-    WatchRequest, SOCKET_NAME,
+    WatchRequest,
 };
 
-struct Init {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Init {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Init {
-    fn start() -> Init {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(env!("CARGO_BIN_EXE_sandbox-init"))
-            .args(["--socket-dir"])
-            .arg(dir.path().join("run"))
-            .args(["--user", "root", "--uid", "0", "--home", "/root"])
-            .spawn()
-            .expect("spawn sandbox-init");
-        let init = Init { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(init.dir.path().join("run").join(SOCKET_NAME)).is_err() {
-            assert!(Instant::now() < deadline, "sandbox-init did not listen");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        init
-    }
-
-    fn connect(&self) -> UnixStream {
-        let s =
-            UnixStream::connect(self.dir.path().join("run").join(SOCKET_NAME)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        s
-    }
-
     fn watch(&self, path: &str, recursive: bool, include_entry: bool) -> (UnixStream, Reply) {
         let mut s = self.connect();
         let request = Request::Watch(WatchRequest {
