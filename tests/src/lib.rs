@@ -13,6 +13,9 @@ use serde_json::Value;
 
 pub use reqwest::StatusCode;
 
+pub mod peer;
+pub mod suites;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,22 +5,13 @@
 //! `@21st-sdk/react` with the seeds' session pattern. Screenshots of the console land
 //! in `target/test-artifacts/console/`.
 
-use std::process::Command;
-
+use sandboxd_e2e::suites::{assert_chromium, relay_env, Suite};
 use sandboxd_e2e::{workspace, Daemon, Options, ScriptedModel};
 use serde_json::json;
 
 #[tokio::test]
 async fn the_console_and_a_page_of_another_origin_work_in_chromium() {
-    let dir = workspace().join("tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core").is_dir(),
-        "tests/browser has no node_modules: run the suite with scripts/test (npm ci there)"
-    );
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").is_file(),
-        "no /usr/bin/chromium: scripts/test installs Debian's chromium"
-    );
+    assert_chromium();
     // Each reply belongs to the prompt browser.test.mjs sends (the scripted model plays
     // per conversation; within a turn, the next reply of that prompt follows a tool result).
     let story = (1..=120)
@@ -47,27 +38,19 @@ async fn the_console_and_a_page_of_another_origin_work_in_chromium() {
     )
     .await;
     let artifacts = workspace().join("target/test-artifacts/console");
-    let (url, key) = (d.url.clone(), d.key.clone());
-    let shots = artifacts.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "--test-concurrency=1", "browser.test.mjs"])
-            .current_dir(dir)
-            .env("SANDBOXD_URL", url)
-            .env("SANDBOXD_API_KEY", key)
-            .env("SANDBOXD_ARTIFACTS", shots)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("joined");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "browser tests failed:\n{stdout}");
-    assert!(
-        stdout.contains("# pass 3") && stdout.contains("# fail 0"),
-        "{stdout}"
-    );
+    let mut env = relay_env(&d);
+    env.push((
+        "SANDBOXD_ARTIFACTS".into(),
+        artifacts.to_string_lossy().into_owned(),
+    ));
+    Suite {
+        dir: "tests/browser",
+        file: "browser.test.mjs",
+        installed: "node_modules/playwright-core",
+        env,
+    }
+    .node(3)
+    .await;
     for name in [
         "console-2-agents.png",
         "console-4-chat.png",

@@ -1,48 +1,25 @@
 //! The real npm client packages against the real daemon: runs Node's test runner on
 //! tests/node (installed by scripts/test) with a scripted model behind the daemon.
 
-use std::process::Command;
-
-use sandboxd_e2e::{workspace, Daemon, Options, ScriptedModel};
+use sandboxd_e2e::suites::{relay_env, Suite};
+use sandboxd_e2e::{Daemon, Options, ScriptedModel};
 use serde_json::json;
 
 /// Runs one Node test file against a daemon and checks that `passes` tests passed and
 /// none failed.
-async fn node_tests(d: &Daemon, file: &'static str, passes: usize) {
-    let node_dir = workspace().join("tests/node");
-    assert!(
-        node_dir.join("node_modules/ai5").is_dir(),
-        "tests/node has no node_modules: run the suite with scripts/test (npm ci there)"
-    );
-    let url = d.url.clone();
-    let key = d.key.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "--test-concurrency=1", file])
-            .current_dir(node_dir)
-            .env("SANDBOXD_URL", url)
-            .env("SANDBOXD_API_KEY", key)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .expect("joined");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "node tests failed:\n{stdout}");
-    assert!(
-        stdout.contains(&format!("# pass {passes}")) && stdout.contains("# fail 0"),
-        "{stdout}"
-    );
+async fn node_tests(d: &Daemon, file: &str, passes: usize) {
+    Suite {
+        dir: "tests/node",
+        file,
+        installed: "node_modules/ai5",
+        env: relay_env(d),
+    }
+    .node(passes)
+    .await;
 }
 
 #[tokio::test]
 async fn the_official_clients_work_unchanged() {
-    let node_dir = workspace().join("tests/node");
-    assert!(
-        node_dir.join("node_modules/ai5").is_dir(),
-        "tests/node has no node_modules: run the suite with scripts/test (npm ci there)"
-    );
     let model = ScriptedModel::start(&json!([
         // Each client test's turn plays the replies bound to its prompt.
         { "prompt": "write a file", "text": "Writing.", "toolUse": { "name": "Bash", "input": { "command": "echo 'from v5'", "description": "echo" } } },

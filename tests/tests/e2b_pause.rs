@@ -4,19 +4,10 @@
 //! its processes where they were; snapshots and network updates say plainly that
 //! they are not supported.
 
-use sandboxd_e2e::{docker_inspect, eventually, free_port, Daemon, Options};
+use sandboxd_e2e::suites::e2b_daemon;
+use sandboxd_e2e::{docker_inspect, eventually, free_port};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-async fn e2b_daemon(reuse: Option<&Daemon>, port: u16) -> Daemon {
-    let mut options = Options::default();
-    if let Some(d) = reuse {
-        options.agents = Vec::new();
-        options.reuse = Some((d.state_dir.clone(), d.agents_dir.clone()));
-    }
-    options.args = vec!["--e2b-listen".into(), format!("127.0.0.1:{port}")];
-    Daemon::start_with(options).await
-}
 
 #[tokio::test]
 async fn a_paused_sandbox_stays_paused_across_a_restart_until_connect() {
