@@ -82,8 +82,14 @@ pub async fn call(
             "Remove" => {
                 let req: PathRequest = connect::unary_request(&headers, &body)?;
                 let path = resolve_path(&req.path, user)?;
-                state.sandboxes.remove_file(&sandbox, user, &path).await?;
-                Ok(json!({}))
+                // envd removes as `rm -rf` does: a path that is not there is no error.
+                match state.sandboxes.remove_file(&sandbox, user, &path).await {
+                    Ok(()) => Ok(json!({})),
+                    Err(e) => match RpcError::from(e) {
+                        gone if gone.code == Code::NotFound => Ok(json!({})),
+                        other => Err(other),
+                    },
+                }
             }
             "CreateWatcher" => watch::create(&state, sandbox.clone(), user, &headers, &body).await,
             "GetWatcherEvents" => watch::events(&state, &sandbox, &headers, &body),
@@ -141,12 +147,33 @@ pub fn entry_info(entry: &FileEntry) -> Value {
         "modifiedTime": humantime::format_rfc3339_millis(modified).to_string(),
     });
     if let Some(target) = &entry.symlink_target {
-        info["symlinkTarget"] = json!(target);
+        info["symlinkTarget"] = json!(absolute_target(&entry.path, target));
     }
     if !entry.metadata.is_empty() {
         info["metadata"] = json!(entry.metadata);
     }
     info
+}
+
+/// A symlink's target as envd reports it: absolute, a relative target taken from the
+/// link's directory, `.` and `..` folded lexically (the target need not exist).
+fn absolute_target(link: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    let base = if target.starts_with('/') {
+        ""
+    } else {
+        link.rsplit_once('/').map_or("", |(dir, _)| dir)
+    };
+    for part in base.split('/').chain(target.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// The `ls -l` form of an entry's type and permission bits, as Go prints a file mode.
@@ -172,6 +199,19 @@ fn permissions(entry: &FileEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symlink_targets_are_reported_absolute() {
+        let t = |link, target| absolute_target(link, target);
+        assert_eq!(t("/home/user/link", "one.txt"), "/home/user/one.txt");
+        assert_eq!(
+            t("/home/user/link", "tree/one.txt"),
+            "/home/user/tree/one.txt"
+        );
+        assert_eq!(t("/home/user/a/link", "../b/./c"), "/home/user/b/c");
+        assert_eq!(t("/home/user/link", "/etc/hosts"), "/etc/hosts");
+        assert_eq!(t("/link", "../../x"), "/x");
+    }
 
     #[test]
     fn entries_map_to_envd_entry_info() {
