@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use crate::config::ChatArgs;
 
 /// Runs one chat turn against a daemon; returns the process exit code.
-pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
+pub async fn chat(args: ChatArgs) -> anyhow::Result<i32> {
+    let daemon = http::Daemon::new(&args.client)?;
     let mut body = json!({
         "messages": [{
             "id": crate::sandbox::new_id("msg_"),
@@ -32,22 +33,14 @@ pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
     if let Some(mode) = &args.permission_mode {
         body["options"] = json!({ "permissionMode": mode });
     }
-    let url = format!("{}/v1/chat/{}", args.url.trim_end_matches('/'), args.agent);
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&api_key)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {}: {e}", args.url))?;
+    let request = daemon
+        .request(reqwest::Method::POST, &format!("/v1/chat/{}", args.agent))
+        .json(&body);
+    let response = daemon.send(request).await?;
     if !response.status().is_success() {
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        eprintln!("error: {status}: {message}");
+        if let Err(message) = http::answer(response).await {
+            eprintln!("error: {message}");
+        }
         return Ok(1);
     }
     let header = |name: &str| {
@@ -60,7 +53,6 @@ pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
     };
     let (sandbox, thread) = (header("x-sandbox-id"), header("x-thread-id"));
 
-    let base = args.url.trim_end_matches('/').to_owned();
     let mut printer = Printer::default();
     let mut stream = response.bytes_stream();
     let mut pending = Vec::new();
@@ -76,14 +68,13 @@ pub async fn chat(args: ChatArgs, api_key: String) -> anyhow::Result<i32> {
                         && chunk["data"]["status"] == "pending"
                     {
                         printer.end_line();
-                        let answer = format!(
-                            "{base}/v1/sandboxes/{sandbox}/threads/{thread}/permissions/{}",
+                        let path = format!(
+                            "/v1/sandboxes/{sandbox}/threads/{thread}/permissions/{}",
                             chunk["data"]["requestId"].as_str().unwrap_or_default()
                         );
                         let reply = ask(&chunk["data"]).await;
-                        let sent = reqwest::Client::new()
-                            .post(&answer)
-                            .bearer_auth(&api_key)
+                        let sent = daemon
+                            .request(reqwest::Method::POST, &path)
                             .json(&json!({ "reply": reply }))
                             .send()
                             .await;

@@ -24,8 +24,7 @@ fn main() -> anyhow::Result<()> {
                 sandboxd::server::run(config, shutdown).await
             }
             Command::Chat(args) => {
-                let key = args.api_key()?;
-                let code = sandboxd::cli::chat(args, key).await?;
+                let code = sandboxd::cli::chat(args).await?;
                 std::process::exit(code);
             }
             Command::ScriptedModel(args) => {

@@ -129,20 +129,9 @@ pub struct ChatArgs {
     /// about is asked here, on the terminal).
     #[arg(long)]
     pub permission_mode: Option<String>,
-    /// The daemon's URL.
-    #[arg(long, env = "SANDBOXD_URL", default_value = "http://127.0.0.1:7878")]
-    pub url: String,
-    /// The daemon's state directory, where its API key is kept (when
-    /// SANDBOXD_API_KEY is not set).
-    #[arg(long, env = "SANDBOXD_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-}
-
-impl ChatArgs {
-    /// The API key: `SANDBOXD_API_KEY`, else the daemon's key file.
-    pub fn api_key(&self) -> anyhow::Result<String> {
-        api_key(self.state_dir.as_ref())
-    }
+    /// The daemon.
+    #[command(flatten)]
+    pub client: DaemonArgs,
 }
 
 /// `SANDBOXD_API_KEY`, else the key file in the state directory.
