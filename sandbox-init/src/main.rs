@@ -6,6 +6,7 @@
 //! thread, and runs the reaper loop on the main thread until a termination signal.
 
 mod accounts;
+mod dial;
 mod env;
 mod exec;
 mod files;

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the frames or messages below (2: a listing
 /// is answered in pages ending with [`Reply::End`]; 3: [`Request::PtyExec`],
-/// [`Request::Resize`], watches, streamed writes and file metadata).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// [`Request::Resize`], watches, streamed writes and file metadata; 4: [`Request::Dial`]).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest payload one frame may carry. Bigger data is split over several frames.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -223,7 +223,8 @@ pub enum Request {
     /// [`Request::Signal`] on the same connection. Closing the connection kills the
     /// process group.
     Exec(ExecRequest),
-    /// During an exec: close the process's stdin.
+    /// During an exec: close the process's stdin. During a [`Request::Dial`]: shut down
+    /// the writing half of the TCP connection (the peer reads its end of stream).
     CloseStdin,
     /// During an exec: send a signal to the process group.
     Signal {
@@ -361,6 +362,19 @@ pub enum Request {
     StreamFile(StreamFileSpec),
     /// During a [`Request::WriteStream`]: every file was sent; put them in place.
     Commit,
+    /// Connect to a TCP port on the sandbox's own loopback (`127.0.0.1`, else `[::1]`;
+    /// a server bound to `0.0.0.0` or to localhost only is reached alike) and relay raw
+    /// bytes both ways (protocol 4). Reply: [`Reply::Ok`] once connected (or
+    /// [`Reply::Error`]: `not_found` when nothing listens there). Then the client's
+    /// `Data` frames are written to the TCP connection and what it reads comes back as
+    /// `Data` frames; its end of stream is [`Reply::End`], a failure [`Reply::Error`].
+    /// [`Request::CloseStdin`] shuts down the writing half; closing the connection
+    /// closes the TCP connection. Each direction holds one chunk at a time: a side that
+    /// does not read stalls the other.
+    Dial {
+        /// The TCP port.
+        port: u16,
+    },
 }
 
 /// A terminal's size in character cells.

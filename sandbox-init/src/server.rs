@@ -73,6 +73,7 @@ fn handle(mut stream: UnixStream, registry: &Registry) {
         Request::Exec(exec) => crate::exec::run(stream, exec, None, registry),
         Request::PtyExec { exec, size } => crate::exec::run(stream, exec, Some(size), registry),
         Request::Watch(watch) => crate::watch::run(stream, watch),
+        Request::Dial { port } => crate::dial::run(stream, port),
         Request::SetEnv { env } => match crate::env::set(env) {
             Ok(()) => {
                 let _ = reply(&mut stream, Reply::Ok);
