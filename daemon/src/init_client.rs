@@ -14,6 +14,7 @@
 
 mod conn;
 mod connect;
+mod dial;
 mod transfer;
 mod watch;
 
@@ -31,6 +32,7 @@ use sandbox_init::protocol::{
 
 use conn::frame_name;
 pub use conn::{Conn, FrameReader, FrameWriter};
+pub use dial::DialStream;
 pub use transfer::{FileReader, FileWriter};
 pub use watch::Watch;
 
@@ -100,6 +102,9 @@ pub const EXEC_GRACE: Duration = Duration::from_secs(30);
 /// take: generous for a huge tree, but a peer that never answers does not hold a task
 /// and a connection forever.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long [`InitClient::dial`] may take to connect (sandbox-init gives up after 10 s).
+pub const DIAL_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The client for one sandbox's socket.
 #[derive(Debug, Clone)]
@@ -207,6 +212,29 @@ impl InitClient {
             limit,
         )
         .await
+    }
+
+    /// Connects to TCP `port` on the sandbox's own loopback through sandbox-init (a
+    /// server bound to localhost only is reached too) and returns the byte stream
+    /// (see [`DialStream`]). Nothing listening there is [`InitError::Remote`] with
+    /// `not_found`; connecting takes at most [`DIAL_DEADLINE`].
+    pub async fn dial(&self, port: u16) -> Result<DialStream, InitError> {
+        let exchange = async {
+            let mut conn = self.connect().await?;
+            conn.send(&Frame::Message(Request::Dial { port })).await?;
+            match conn.recv_reply().await? {
+                Reply::Ok => Ok(DialStream::start(conn)),
+                other => Err(unexpected(&other)),
+            }
+        };
+        tokio::time::timeout(DIAL_DEADLINE, exchange)
+            .await
+            .map_err(|_| {
+                InitError::Protocol(format!(
+                    "port {port} did not accept within {} s",
+                    DIAL_DEADLINE.as_secs()
+                ))
+            })?
     }
 
     async fn start(&self, request: Request, limit: Option<u64>) -> Result<(Conn, u32), InitError> {

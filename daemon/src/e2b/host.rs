@@ -1,23 +1,41 @@
 //! `getHost(port)`: a request whose Host is `<port>-<sandboxID>.<domain>` goes to that
-//! port of that sandbox (its address on the sandbox network), as E2B's edge proxy
-//! routes it; the envd port (49983) is this API itself. Like E2B's public sandbox
-//! URLs, these requests carry no credentials: the listener's address is the boundary.
-//! A server must listen on the sandbox's network interface (0.0.0.0), not only on
-//! localhost. Plain HTTP, streamed both ways; no WebSocket upgrades yet.
+//! port of that sandbox, as E2B's edge proxy routes it; the envd port (49983) is this
+//! API itself. Like E2B's public sandbox URLs, these requests carry no credentials: the
+//! listener's address is the boundary.
+//!
+//! Every request is carried by a connection sandbox-init opens on the sandbox's own
+//! loopback ([`crate::init_client::InitClient::dial`]), never by the container's
+//! address: a server bound to localhost only (dev servers' default) is reached like
+//! one bound to 0.0.0.0. HTTP/1.1 is spoken over it with hyper's client, streamed both
+//! ways; a WebSocket (any `Upgrade`) is passed through: after the server's 101 the two
+//! connections are spliced. The sandbox's server is not trusted: connecting and its
+//! response's head have deadlines, its head is bounded by hyper, and a client that goes
+//! away closes the dial.
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
 
 use super::E2bState;
-use crate::sandbox::Status;
+use crate::init_client::InitError;
+use crate::sandbox::{Awake, Sandbox, Status};
 
 /// envd's port, which the SDKs put in a sandbox's direct URL.
 const ENVD_PORT: u16 = 49983;
 
-/// Hop-by-hop headers, not forwarded either way.
+/// How long the sandbox's server may take to send its response's head (a dev server
+/// compiling on its first request is slow; one that never answers is cut off).
+const HEAD_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The most bytes of a response's head hyper buffers from the sandbox's server.
+const MAX_HEAD: usize = 256 * 1024;
+
+/// Hop-by-hop headers, not forwarded either way (an upgrade's own are put back).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -75,61 +93,124 @@ pub async fn route(State(state): State<E2bState>, mut request: Request, next: Ne
             format!("sandbox {} is not running", sandbox.sandbox_id),
         );
     }
-    // Resumed if paused, and kept awake until the response's body is sent.
+    // Resumed if paused, and kept awake until the response's body (or the upgraded
+    // connection) ends.
     let awake = match state.sandboxes.awake(&sandbox).await {
         Ok(guard) => guard,
         Err(e) => return proxy_error(StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    let address = match state.sandboxes.address(&sandbox).await {
-        Ok(a) => a,
-        Err(e) => return proxy_error(StatusCode::BAD_GATEWAY, e.to_string()),
-    };
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let url = format!("http://{address}:{port}{path}");
+    forward(&sandbox, port, host, request, awake)
+        .await
+        .unwrap_or_else(|message| proxy_error(StatusCode::BAD_GATEWAY, message))
+}
+
+/// Sends `request` to `port` over a dial and relays the answer; `Err` is a 502's
+/// message.
+async fn forward(
+    sandbox: &Sandbox,
+    port: u16,
+    host: String,
+    mut request: Request,
+    awake: Awake,
+) -> Result<Response, String> {
+    let id = &sandbox.sandbox_id;
+    let stream = sandbox.init.dial(port).await.map_err(|e| match e {
+        InitError::Remote { .. } => format!("nothing answers on port {port} of sandbox {id} ({e})"),
+        e => format!("sandbox {id} cannot be reached: {e}"),
+    })?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("port {port} of sandbox {id}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("a getHost connection ended: {e}");
+        }
+    });
+
+    let upgrade = wants_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
-    let mut forward = state.http.request(parts.method, &url);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut outgoing = hyper::Request::builder().method(parts.method).uri(path);
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {
-            forward = forward.header(name, value);
+            outgoing = outgoing.header(name, value);
         }
     }
-    forward = forward.header(header::HOST, host);
-    let forward = forward.body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    let upstream = match forward.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            return proxy_error(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "nothing answers on port {port} of sandbox {} ({}); a server must listen \
-                     on 0.0.0.0",
-                    sandbox.sandbox_id,
-                    e.without_url()
-                ),
-            )
+    outgoing = outgoing.header(header::HOST, host);
+    if upgrade {
+        outgoing = outgoing.header(header::CONNECTION, "upgrade");
+        if let Some(value) = parts.headers.get(header::UPGRADE) {
+            outgoing = outgoing.header(header::UPGRADE, value);
         }
-    };
-    let mut response = Response::builder().status(upstream.status().as_u16());
+    }
+    let outgoing = outgoing.body(body).map_err(|e| e.to_string())?;
+    let mut upstream = tokio::time::timeout(HEAD_DEADLINE, sender.send_request(outgoing))
+        .await
+        .map_err(|_| {
+            format!(
+                "port {port} of sandbox {id} did not answer within {} s",
+                HEAD_DEADLINE.as_secs()
+            )
+        })?
+        .map_err(|e| format!("nothing answers on port {port} of sandbox {id} ({e})"))?;
+
+    let switching = upstream.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let mut response = Response::builder().status(upstream.status());
     for (name, value) in upstream.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {
-            if let Ok(name) = HeaderName::from_bytes(name.as_str().as_bytes()) {
-                response = response.header(name, value.as_bytes());
-            }
+            response = response.header(name, value);
         }
     }
+    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        for name in [header::CONNECTION, header::UPGRADE] {
+            if let Some(value) = upstream.headers().get(&name) {
+                response = response.header(name, value);
+            }
+        }
+        let server_upgrade = hyper::upgrade::on(&mut upstream);
+        tokio::spawn(async move {
+            let _awake = awake;
+            let (client, server) = match tokio::join!(client_upgrade, server_upgrade) {
+                (Ok(client), Ok(server)) => (client, server),
+                (c, s) => {
+                    tracing::debug!(
+                        "a getHost upgrade failed: client {:?}, server {:?}",
+                        c.err(),
+                        s.err()
+                    );
+                    return;
+                }
+            };
+            let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        });
+        return response.body(Body::empty()).map_err(|e| e.to_string());
+    }
+    let body = Body::new(upstream.into_body()).into_data_stream();
     response
         .body(Body::from_stream(futures_util::StreamExt::map(
-            upstream.bytes_stream(),
+            body,
             move |chunk| {
-                let _ = &awake;
+                let _ = (&awake, &sender);
                 chunk
             },
         )))
-        .unwrap_or_else(|e| proxy_error(StatusCode::BAD_GATEWAY, e.to_string()))
+        .map_err(|e| e.to_string())
+}
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` and an
+/// `Upgrade` header), which is then passed through.
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade && headers.contains_key(header::UPGRADE)
 }
 
 #[cfg(test)]

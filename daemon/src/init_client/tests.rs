@@ -107,3 +107,69 @@ async fn exec_output_past_the_limit_is_cut_off() {
     eprintln!("the fake peer got {sent} bytes out before it was cut off");
     assert!(sent < FLOOD, "the client read the whole flood");
 }
+
+#[tokio::test]
+async fn a_dial_is_a_byte_stream_with_half_close_and_drop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, run) = run_dir();
+    let listener = UnixListener::bind(run.join(SOCKET_NAME)).expect("bind");
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let first = read_frame::<Request>(&mut s).expect("request");
+        assert_eq!(first, Some(Frame::Message(Request::Dial { port: 8000 })));
+        write_frame(&mut s, &Frame::Message(Reply::Ok)).expect("ok");
+        let data = read_frame::<Request>(&mut s).expect("data");
+        assert_eq!(data, Some(Frame::Data(b"ping".to_vec())));
+        write_frame(&mut s, &Frame::<Reply>::Data(b"pong".to_vec())).expect("data");
+        write_frame(&mut s, &Frame::Message(Reply::End)).expect("end");
+        let close = read_frame::<Request>(&mut s).expect("close");
+        assert_eq!(close, Some(Frame::Message(Request::CloseStdin)));
+        // Dropping the stream ends the relay: the connection closes.
+        read_frame::<Request>(&mut s).expect("end of stream")
+    });
+    let client = InitClient::new(run);
+    client.set_init_pid(std::process::id());
+    let mut stream = client.dial(8000).await.expect("dial");
+    stream.write_all(b"ping").await.expect("write");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(got, b"pong");
+    stream.shutdown().await.expect("shutdown");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    let rest = tokio::task::spawn_blocking(move || peer.join().expect("peer"))
+        .await
+        .expect("join");
+    assert_eq!(rest, None);
+}
+
+#[tokio::test]
+async fn a_refused_dial_is_a_remote_error() {
+    let (_dir, run) = run_dir();
+    let listener = UnixListener::bind(run.join(SOCKET_NAME)).expect("bind");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _ = read_frame::<Request>(&mut s);
+        let refused = Reply::Error {
+            kind: ErrorKind::NotFound,
+            message: "nothing accepts connections on port 9".into(),
+        };
+        let _ = write_frame(&mut s, &Frame::Message(refused));
+    });
+    let client = InitClient::new(run);
+    client.set_init_pid(std::process::id());
+    let err = client.dial(9).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            InitError::Remote {
+                kind: ErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
