@@ -48,6 +48,11 @@ async fn the_e2b_sdk_drives_ptys() {
 }
 
 #[tokio::test]
+async fn the_e2b_sdk_reaches_servers_and_websockets_through_get_host() {
+    run_suite("host.test.mjs", 5).await;
+}
+
+#[tokio::test]
 async fn e2b_sandboxes_are_relay_sandboxes_and_survive_a_restart() {
     let port = free_port();
     let mut first = e2b_daemon(None, port).await;
