@@ -57,6 +57,9 @@ pub enum InitError {
     /// its container stopped).
     #[error("the sandbox stopped during the operation ({0})")]
     Closed(String),
+    /// Too many connections of a kind are open at once (see [`MAX_DIALS`]).
+    #[error("{0}")]
+    Busy(String),
     /// sandbox-init reported a failure of the operation itself.
     #[error("{message}")]
     Remote {
@@ -106,12 +109,18 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(600);
 /// How long [`InitClient::dial`] may take to connect (sandbox-init gives up after 10 s).
 pub const DIAL_DEADLINE: Duration = Duration::from_secs(15);
 
+/// The most dialed connections open at once in one sandbox: each costs sandbox-init
+/// two threads, which count against the sandbox's pids limit.
+pub const MAX_DIALS: usize = 128;
+
 /// The client for one sandbox's socket.
 #[derive(Debug, Clone)]
 pub struct InitClient {
     run_dir: PathBuf,
     /// The host pid of the container's init (0 while unknown); shared by clones.
     init_pid: Arc<AtomicU32>,
+    /// Permits for open dials ([`MAX_DIALS`]); shared by clones.
+    dials: Arc<tokio::sync::Semaphore>,
 }
 
 impl InitClient {
@@ -121,6 +130,7 @@ impl InitClient {
         Self {
             run_dir,
             init_pid: Arc::new(AtomicU32::new(0)),
+            dials: Arc::new(tokio::sync::Semaphore::new(MAX_DIALS)),
         }
     }
 
@@ -217,13 +227,19 @@ impl InitClient {
     /// Connects to TCP `port` on the sandbox's own loopback through sandbox-init (a
     /// server bound to localhost only is reached too) and returns the byte stream
     /// (see [`DialStream`]). Nothing listening there is [`InitError::Remote`] with
-    /// `not_found`; connecting takes at most [`DIAL_DEADLINE`].
+    /// `not_found`; connecting takes at most [`DIAL_DEADLINE`]; past [`MAX_DIALS`]
+    /// open ones it is [`InitError::Busy`].
     pub async fn dial(&self, port: u16) -> Result<DialStream, InitError> {
+        let permit = self.dials.clone().try_acquire_owned().map_err(|_| {
+            InitError::Busy(format!(
+                "the sandbox already has {MAX_DIALS} open connections to its ports"
+            ))
+        })?;
         let exchange = async {
             let mut conn = self.connect().await?;
             conn.send(&Frame::Message(Request::Dial { port })).await?;
             match conn.recv_reply().await? {
-                Reply::Ok => Ok(DialStream::start(conn)),
+                Reply::Ok => Ok(DialStream::start(conn, permit)),
                 other => Err(unexpected(&other)),
             }
         };

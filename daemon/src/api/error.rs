@@ -199,6 +199,9 @@ impl From<InitError> for ApiError {
                 format!("{message}; its container may have stopped (see GET /v1/sandboxes/:id)"),
             ),
             InitError::Closed(_) => Self::new(StatusCode::BAD_GATEWAY, "sandbox_gone", message),
+            InitError::Busy(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "sandbox_busy", message)
+            }
             // The sandbox's side broke the conversation: a bad gateway, not our fault.
             InitError::Protocol(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "sandbox_protocol", message)

@@ -114,10 +114,18 @@ async fn forward(
     awake: Awake,
 ) -> Result<Response, String> {
     let id = &sandbox.sandbox_id;
-    let stream = sandbox.init.dial(port).await.map_err(|e| match e {
-        InitError::Remote { .. } => format!("nothing answers on port {port} of sandbox {id} ({e})"),
-        e => format!("sandbox {id} cannot be reached: {e}"),
-    })?;
+    let stream = match sandbox.init.dial(port).await {
+        Ok(stream) => stream,
+        Err(InitError::Busy(message)) => {
+            return Ok(proxy_error(StatusCode::SERVICE_UNAVAILABLE, message))
+        }
+        Err(e @ InitError::Remote { .. }) => {
+            return Err(format!(
+                "nothing answers on port {port} of sandbox {id} ({e})"
+            ))
+        }
+        Err(e) => return Err(format!("sandbox {id} cannot be reached: {e}")),
+    };
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_HEAD)
         .handshake::<_, Body>(TokioIo::new(stream))

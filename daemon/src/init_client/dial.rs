@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use sandbox_init::protocol::{Frame, Reply, Request, CHUNK_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::{frame_name, Conn, InitError};
 
@@ -29,10 +29,12 @@ pub struct DialStream {
 
 impl DialStream {
     /// Starts the relay over `conn`, positioned after the dial's `Ok`.
-    pub(super) fn start(conn: Conn) -> Self {
+    /// `permit` is held until the relay ends (the socket connection is closed).
+    pub(super) fn start(conn: Conn, permit: OwnedSemaphorePermit) -> Self {
         let (pipe, ours) = tokio::io::duplex(PIPE_LEN);
         let (cancel, cancelled) = oneshot::channel();
         tokio::spawn(async move {
+            let _permit = permit;
             tokio::select! {
                 _ = cancelled => {}
                 result = relay(conn, ours) => {

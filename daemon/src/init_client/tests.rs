@@ -173,3 +173,37 @@ async fn a_refused_dial_is_a_remote_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn dials_past_the_bound_are_refused_until_one_ends() {
+    let (_dir, run) = run_dir();
+    let listener = UnixListener::bind(run.join(SOCKET_NAME)).expect("bind");
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let _ = read_frame::<Request>(&mut s);
+            let _ = write_frame(&mut s, &Frame::Message(Reply::Ok));
+            open.push(s);
+        }
+    });
+    let client = InitClient::new(run);
+    client.set_init_pid(std::process::id());
+    let mut dials = Vec::new();
+    for _ in 0..MAX_DIALS {
+        dials.push(client.dial(80).await.expect("dial"));
+    }
+    let err = client.dial(80).await.expect_err("one too many");
+    assert!(matches!(err, InitError::Busy(_)), "{err}");
+    drop(dials.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.dial(80).await {
+            Ok(_) => break,
+            Err(InitError::Busy(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("a freed dial is not given back: {e}"),
+        }
+    }
+}
