@@ -659,6 +659,16 @@ mod tests {
     }
 
     #[test]
+    fn dial_has_a_stable_wire_name() {
+        let req = Request::Dial { port: 5173 };
+        let json = serde_json::to_string(&req).expect("serializes");
+        assert_eq!(json, r#"{"type":"dial","port":5173}"#);
+        assert_eq!(roundtrip(Frame::Message(req.clone())), Frame::Message(req));
+        let r: Result<Request, _> = serde_json::from_str(r#"{"type":"dial","port":70000}"#);
+        assert!(r.is_err(), "a port past u16 is refused");
+    }
+
+    #[test]
     fn oversized_and_unknown_frames_are_rejected() {
         let mut bytes = encode_header(FrameKind::Data, MAX_FRAME_LEN + 1).to_vec();
         assert!(matches!(
