@@ -433,24 +433,6 @@ impl Sandboxes {
         self.map_read().get(key).cloned()
     }
 
-    /// An active sandbox's address on the sandbox network, where the daemon reaches
-    /// a server it runs.
-    pub async fn address(&self, sandbox: &Sandbox) -> Result<std::net::Ipv4Addr, SandboxError> {
-        sandbox.ensure_active()?;
-        let engine = self.engine()?;
-        let container = sandbox
-            .container_id()
-            .ok_or_else(|| SandboxError::NotActive {
-                id: sandbox.id.clone(),
-                status: sandbox.status(),
-                error: Some("it has no container".into()),
-            })?;
-        let (address, _) = engine
-            .container_address(&container, &self.settings.network)
-            .await?;
-        Ok(address)
-    }
-
     /// Looks up an active sandbox.
     pub fn get_active(&self, key: &str) -> Result<Arc<Sandbox>, SandboxError> {
         let sandbox = self.get(key)?;
