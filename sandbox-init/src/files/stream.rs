@@ -10,9 +10,8 @@ use std::os::unix::net::UnixStream;
 use sandbox_init::protocol::{read_frame, ErrorKind, Frame, Reply, Request, WriteFileSpec};
 
 use super::fsys;
-use super::write::{open_temp, Target};
+use super::write::{commit, open_temp, Target};
 use super::{account, classify, Failure, Identity};
-use crate::accounts::Names;
 use crate::server::{reply, reply_error};
 
 /// The most files one streamed write may carry (each holds a directory descriptor).
@@ -89,31 +88,16 @@ pub fn write_stream(stream: &mut UnixStream, as_user: &str) {
         cleanup(&mut files);
         return reply_error(stream, kind, message);
     }
-    for i in 0..files.len() {
-        if let Some(t) = &files[i].target {
-            if let Err(e) = fsys::rename_at(t.dir.as_fd(), &t.temp, &t.name) {
-                let (kind, message) = classify(&files[i].path, &e);
-                cleanup(&mut files[i..]);
-                return reply_error(stream, kind, message);
-            }
-        }
-    }
-    let names = Names::load();
-    let entries: Result<Vec<_>, Failure> = files
+    let written: Vec<_> = files
         .iter()
-        .filter_map(|i| i.target.as_ref().map(|t| (i, t)))
-        .map(|(i, t)| {
-            let st = fsys::stat_at(t.dir.as_fd(), &t.name).map_err(|e| classify(&i.path, &e))?;
-            let mut entry = fsys::entry_from(&i.path, &st, None, &names);
-            let flags = libc::O_PATH | libc::O_NOFOLLOW;
-            if let Ok(fd) = fsys::open_at(Some(t.dir.as_fd()), &t.name, flags, 0) {
-                entry.metadata = fsys::read_metadata(fd.as_fd(), entry.kind);
-            }
-            Ok(entry)
-        })
+        .filter_map(|i| i.target.as_ref().map(|t| (i.path.as_str(), t)))
         .collect();
+    let committed = commit(&written);
+    if committed.is_err() {
+        cleanup(&mut files);
+    }
     drop(identity);
-    match entries {
+    match committed {
         Ok(entries) => {
             let _ = reply(stream, Reply::Entries { entries });
         }

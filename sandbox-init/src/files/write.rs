@@ -10,7 +10,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use sandbox_init::protocol::{read_frame, ErrorKind, Frame, Reply, Request, WriteFileSpec};
+use sandbox_init::protocol::{
+    read_frame, ErrorKind, FileEntry, Frame, Reply, Request, WriteFileSpec,
+};
 
 use super::fsys::{self, c_path};
 use super::{account, check_path, classify, make_dirs, Failure, Identity};
@@ -73,33 +75,44 @@ pub fn write_files(stream: &mut UnixStream, files: &[WriteFileSpec], as_user: &s
         cleanup(&incoming);
         return reply_error(stream, kind, message);
     }
-    for item in &incoming {
-        if let Some(t) = &item.target {
-            if let Err(e) = fsys::rename_at(t.dir.as_fd(), &t.temp, &t.name) {
-                cleanup(&incoming);
-                let (kind, message) = classify(&item.spec.path, &e);
-                return reply_error(stream, kind, message);
-            }
-        }
-    }
-    let names = Names::load();
-    let entries: Result<Vec<_>, _> = incoming
+    let written: Vec<_> = incoming
         .iter()
-        .filter_map(|i| i.target.as_ref().map(|t| (i, t)))
-        .map(|(i, t)| {
-            let st =
-                fsys::stat_at(t.dir.as_fd(), &t.name).map_err(|e| classify(&i.spec.path, &e))?;
-            let link = fsys::read_link_at(t.dir.as_fd(), &t.name);
-            Ok(fsys::entry_from(&i.spec.path, &st, link, &names))
-        })
+        .filter_map(|i| i.target.as_ref().map(|t| (i.spec.path.as_str(), t)))
         .collect();
+    let committed = commit(&written);
+    if committed.is_err() {
+        cleanup(&incoming);
+    }
     drop(identity);
-    match entries {
+    match committed {
         Ok(entries) => {
             let _ = reply(stream, Reply::Entries { entries });
         }
         Err((kind, message)) => reply_error(stream, kind, message),
     }
+}
+
+/// Puts written temporary files in place, in order, then reads back what was written
+/// (metadata included): the entries a write answers. It stops at the first rename
+/// that fails; the caller then removes the temporary files left.
+pub(super) fn commit(written: &[(&str, &Target)]) -> Result<Vec<FileEntry>, Failure> {
+    for (path, t) in written {
+        fsys::rename_at(t.dir.as_fd(), &t.temp, &t.name).map_err(|e| classify(path, &e))?;
+    }
+    let names = Names::load();
+    written
+        .iter()
+        .map(|(path, t)| {
+            let st = fsys::stat_at(t.dir.as_fd(), &t.name).map_err(|e| classify(path, &e))?;
+            let link = fsys::read_link_at(t.dir.as_fd(), &t.name);
+            let mut entry = fsys::entry_from(path, &st, link, &names);
+            let flags = libc::O_PATH | libc::O_NOFOLLOW;
+            if let Ok(fd) = fsys::open_at(Some(t.dir.as_fd()), &t.name, flags, 0) {
+                entry.metadata = fsys::read_metadata(fd.as_fd(), entry.kind);
+            }
+            Ok(entry)
+        })
+        .collect()
 }
 
 /// Opens the parent directory and creates a fresh temp file in it.
