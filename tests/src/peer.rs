@@ -4,6 +4,8 @@
 
 use std::process::{Child, Command, Stdio};
 
+use crate::Daemon;
+
 /// A TCP server in its own network namespace at `addr`, greeting with `hello <addr>`.
 #[derive(Debug)]
 pub struct Peer {
@@ -94,4 +96,24 @@ impl Drop for Peer {
             .args(["link", "del", &self.host_link])
             .output();
     }
+}
+
+/// What a sandbox gets connecting to `host:port`: the greeting, or `None` when the
+/// connection is refused. Anything else (a timeout) fails the test: the firewall
+/// rejects, it never leaves a client hanging.
+pub async fn reach(d: &Daemon, sandbox: &str, host: &str, port: u16) -> Option<String> {
+    let command = format!(
+        "timeout 10 bash -c 'exec 3<>/dev/tcp/{host}/{port} && head -n1 <&3'; echo \"rc=$?\""
+    );
+    let out = d.exec(sandbox, &command).await;
+    let stdout = out["stdout"].as_str().unwrap_or_default();
+    let stderr = out["stderr"].as_str().unwrap_or_default();
+    if stdout.contains("rc=0") {
+        return Some(stdout.lines().next().unwrap_or_default().to_owned());
+    }
+    assert!(
+        stderr.contains("refused") || stderr.contains("unreachable"),
+        "{sandbox} -> {host}:{port} neither connected nor was refused: {out}"
+    );
+    None
 }

@@ -4,29 +4,9 @@
 //! express or the daemon has no counterpart for. The "internet" is two peers in
 //! network namespaces of their own, routed by the host (as in egress.rs).
 
-use sandboxd_e2e::peer::{Peer, PORT};
+use sandboxd_e2e::peer::{reach, Peer, PORT};
 use sandboxd_e2e::{free_port, Daemon, Options};
 use serde_json::{json, Value};
-
-/// What a sandbox gets connecting to `host:port`: the greeting, or `None` when the
-/// connection is refused. Anything else (a timeout) fails the test: the firewall
-/// rejects, it never leaves a client hanging.
-async fn reach(d: &Daemon, sandbox: &str, host: &str, port: u16) -> Option<String> {
-    let command = format!(
-        "timeout 10 bash -c 'exec 3<>/dev/tcp/{host}/{port} && head -n1 <&3'; echo \"rc=$?\""
-    );
-    let out = d.exec(sandbox, &command).await;
-    let stdout = out["stdout"].as_str().unwrap_or_default();
-    let stderr = out["stderr"].as_str().unwrap_or_default();
-    if stdout.contains("rc=0") {
-        return Some(stdout.lines().next().unwrap_or_default().to_owned());
-    }
-    assert!(
-        stderr.contains("refused") || stderr.contains("unreachable"),
-        "{sandbox} -> {host}:{port} neither connected nor was refused: {out}"
-    );
-    None
-}
 
 /// Creates a sandbox through the E2B API; returns its id, or the error status and body.
 async fn create(d: &Daemon, port: u16, body: Value) -> Result<String, (u16, Value)> {

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::process::Command;
 
-use sandboxd_e2e::peer::{Peer, PORT};
+use sandboxd_e2e::peer::{reach, Peer, PORT};
 use sandboxd_e2e::{user_message, Daemon, Options, ScriptedModel, StatusCode};
 use serde_json::{json, Value};
 
@@ -25,26 +25,6 @@ fn host_service() -> u16 {
         }
     });
     port
-}
-
-/// What a sandbox gets connecting to `host:port`: the greeting, or `None` when the
-/// connection is refused. Anything else (a timeout) fails the test: the firewall
-/// rejects, it never leaves a client hanging.
-async fn reach(d: &Daemon, sandbox: &str, host: &str, port: u16) -> Option<String> {
-    let command = format!(
-        "timeout 10 bash -c 'exec 3<>/dev/tcp/{host}/{port} && head -n1 <&3'; echo \"rc=$?\""
-    );
-    let out = d.exec(sandbox, &command).await;
-    let stdout = out["stdout"].as_str().unwrap_or_default();
-    let stderr = out["stderr"].as_str().unwrap_or_default();
-    if stdout.contains("rc=0") {
-        return Some(stdout.lines().next().unwrap_or_default().to_owned());
-    }
-    assert!(
-        stderr.contains("refused") || stderr.contains("unreachable"),
-        "{sandbox} -> {host}:{port} neither connected nor was refused: {out}"
-    );
-    None
 }
 
 /// The sandbox's default gateway: the host as sandboxes see it.
