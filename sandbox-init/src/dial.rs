@@ -15,10 +15,8 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use sandbox_init::protocol::{
-    read_frame, write_frame, ErrorKind, Frame, Reply, Request, CHUNK_LEN,
+    read_frame, reply, reply_error, write_frame, ErrorKind, Frame, Reply, Request, CHUNK_LEN,
 };
-
-use crate::server::{reply, reply_error};
 
 /// How long a connect may take (a listener whose backlog is full never answers).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -14,14 +14,13 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sandbox_init::protocol::{
-    decode_header, ErrorKind, ExecRequest, ExitInfo, Frame, PtySize, Reply, Request, CHUNK_LEN,
-    HEADER_LEN,
+    decode_header, reply, reply_error, ErrorKind, ExecRequest, ExitInfo, Frame, PtySize, Reply,
+    Request, CHUNK_LEN, HEADER_LEN,
 };
 
 use crate::accounts;
 use crate::kill;
 use crate::reaper::{signal_group, Registry};
-use crate::server::{reply, reply_error};
 
 /// How long output pipes are drained after the process exits (a background child
 /// may hold them open forever).
@@ -215,7 +214,7 @@ fn prepare(
     match std::fs::metadata(&cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err((ErrorKind::NotADirectory, format!("{cwd}: not a directory"))),
-        Err(e) => return Err(crate::files::classify(&cwd, &e)),
+        Err(e) => return Err(crate::failure::classify(&cwd, &e)),
     }
     let mut command = Command::new(program);
     // The sandbox's envs stand where the container's environment does: under the

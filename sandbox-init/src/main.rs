@@ -9,6 +9,7 @@ mod accounts;
 mod dial;
 mod env;
 mod exec;
+mod failure;
 mod files;
 mod kill;
 mod pty;

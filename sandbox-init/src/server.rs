@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sandbox_init::protocol::{
-    read_frame, write_frame, ErrorKind, Frame, FrameError, Reply, Request, PROTOCOL_VERSION,
+    read_frame, reply, reply_error, ErrorKind, Frame, FrameError, Reply, Request, PROTOCOL_VERSION,
     SOCKET_NAME,
 };
 
@@ -90,20 +90,4 @@ fn handle(mut stream: UnixStream, registry: &Registry) {
         ),
         file_request => crate::files::handle(&mut stream, file_request),
     }
-}
-
-/// Sends one reply message.
-pub fn reply(stream: &mut UnixStream, reply: Reply) -> Result<(), FrameError> {
-    write_frame(stream, &Frame::Message(reply))
-}
-
-/// Sends an error reply (the client may already be gone).
-pub fn reply_error(stream: &mut UnixStream, kind: ErrorKind, message: impl Into<String>) {
-    let _ = reply(
-        stream,
-        Reply::Error {
-            kind,
-            message: message.into(),
-        },
-    );
 }

@@ -18,11 +18,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
-use sandbox_init::protocol::{ErrorKind, Reply, WatchEvent, WatchOp, WatchRequest};
+use sandbox_init::protocol::{
+    reply, reply_error, ErrorKind, Reply, WatchEvent, WatchOp, WatchRequest,
+};
 
 use crate::accounts::Names;
-use crate::files::{self, fsys, Failure, Identity};
-use crate::server::{reply, reply_error};
+use crate::failure::{classify, Failure};
+use crate::files::{self, fsys, Identity};
 
 /// The most watches running at once in a sandbox.
 pub const MAX_WATCHES: usize = 16;
@@ -123,7 +125,7 @@ impl Tree {
                 ),
                 ))
             }
-            Err(e) => return Err(files::classify(&path, &e)),
+            Err(e) => return Err(classify(&path, &e)),
         };
         if rel.is_empty() {
             self.root_wd = Some(wd.clone());
@@ -234,7 +236,7 @@ fn start(request: &WatchRequest) -> Result<Tree, Failure> {
             ErrorKind::TooLarge,
             "the host's inotify instances (fs.inotify.max_user_instances) are used up".to_owned(),
         ),
-        _ => files::classify(path, &e),
+        _ => classify(path, &e),
     })?;
     let root = if path == "/" {
         "/".to_owned()
@@ -296,7 +298,7 @@ fn watch(
         let read = match tree.inotify.read_events(&mut buf) {
             Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(Some(files::classify(&tree.root, &e))),
+            Err(e) => return Err(Some(classify(&tree.root, &e))),
         };
         for event in read {
             if event.mask.contains(EventMask::Q_OVERFLOW) {

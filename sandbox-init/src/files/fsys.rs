@@ -11,8 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use sandbox_init::protocol::{EntryKind, ErrorKind, FileEntry};
 
-use super::{classify, Failure};
 use crate::accounts::Names;
+use crate::failure::{classify, Failure};
 
 /// The kernel's pseudo filesystems (`statfs.f_type`): their files describe the kernel
 /// and the processes (sandbox-init's included), not the sandbox's files.

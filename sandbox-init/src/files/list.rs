@@ -7,13 +7,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
 use sandbox_init::protocol::{
-    EntryKind, ErrorKind, FileEntry, Reply, MAX_FRAME_LEN, MAX_LISTING_BYTES,
+    reply, EntryKind, ErrorKind, FileEntry, Reply, MAX_FRAME_LEN, MAX_LISTING_BYTES,
 };
 
+use super::check_path;
 use super::fsys::{self, DirStream};
-use super::{check_path, classify, Failure};
 use crate::accounts::Names;
-use crate::server::reply;
+use crate::failure::{classify, Failure};
 
 /// The most entries a listing holds when the client asks for no lower bound.
 pub const MAX_ENTRIES: u64 = 100_000;

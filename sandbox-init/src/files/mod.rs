@@ -13,34 +13,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use sandbox_init::protocol::{ErrorKind, FileEntry, Frame, Reply, Request, CHUNK_LEN};
+use sandbox_init::protocol::{
+    reply, reply_error, ErrorKind, FileEntry, Frame, Reply, Request, CHUNK_LEN,
+};
 
 use crate::accounts::{self, Account, Names};
-use crate::server::{reply, reply_error};
-
-/// A failure with its class and a message naming the path.
-pub type Failure = (ErrorKind, String);
-
-/// Maps an OS error on `path` to a protocol error.
-pub fn classify(path: &str, e: &io::Error) -> Failure {
-    let kind = match e.raw_os_error() {
-        Some(libc::ENOENT) => ErrorKind::NotFound,
-        Some(libc::EEXIST) => ErrorKind::AlreadyExists,
-        Some(libc::ENOTDIR) => ErrorKind::NotADirectory,
-        Some(libc::EISDIR) => ErrorKind::IsADirectory,
-        Some(libc::EACCES | libc::EPERM | libc::EROFS) => ErrorKind::PermissionDenied,
-        Some(libc::ENAMETOOLONG | libc::EINVAL | libc::ELOOP) => ErrorKind::InvalidInput,
-        Some(libc::ENOSPC | libc::EDQUOT) => ErrorKind::NoSpace,
-        _ => ErrorKind::Io,
-    };
-    let text = e.to_string();
-    let text = text
-        .split(" (os error")
-        .next()
-        .unwrap_or(&text)
-        .to_lowercase();
-    (kind, format!("{path}: {text}"))
-}
+use crate::failure::{classify, Failure};
 
 /// Checks that a path is absolute, non-empty, NUL-free and not under `/proc` or `/sys`.
 pub fn check_path(path: &str) -> Result<(), Failure> {

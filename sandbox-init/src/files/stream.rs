@@ -7,12 +7,14 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 
-use sandbox_init::protocol::{read_frame, ErrorKind, Frame, Reply, Request, WriteFileSpec};
+use sandbox_init::protocol::{
+    read_frame, reply, reply_error, ErrorKind, Frame, Reply, Request, WriteFileSpec,
+};
 
 use super::fsys;
 use super::write::{commit, open_temp, Target};
-use super::{account, classify, Failure, Identity};
-use crate::server::{reply, reply_error};
+use super::{account, Identity};
+use crate::failure::{classify, Failure};
 
 /// The most files one streamed write may carry (each holds a directory descriptor).
 pub const MAX_STREAM_FILES: usize = 1024;

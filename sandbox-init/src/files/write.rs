@@ -11,13 +11,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use sandbox_init::protocol::{
-    read_frame, ErrorKind, FileEntry, Frame, Reply, Request, WriteFileSpec,
+    read_frame, reply, reply_error, ErrorKind, FileEntry, Frame, Reply, Request, WriteFileSpec,
 };
 
 use super::fsys::{self, c_path};
-use super::{account, check_path, classify, make_dirs, Failure, Identity};
+use super::{account, check_path, make_dirs, Identity};
 use crate::accounts::Names;
-use crate::server::{reply, reply_error};
+use crate::failure::{classify, Failure};
 
 /// How many random names are tried before giving up (each collision is 1 in 2^64,
 /// unless something inside the sandbox is creating the same names).
