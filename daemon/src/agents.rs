@@ -159,10 +159,10 @@ impl AgentDef {
     /// Checks the values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(runtime) = &self.runtime {
-            if !crate::runner::runtime::NAMES.contains(&runtime.as_str()) {
+            if !crate::names::RUNTIMES.contains(&runtime.as_str()) {
                 return Err(format!(
                     "runtime {runtime:?} is not supported (one of {})",
-                    crate::runner::runtime::NAMES.join(", ")
+                    crate::names::RUNTIMES.join(", ")
                 ));
             }
         }

@@ -19,7 +19,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<i32> {
     let daemon = http::Daemon::new(&args.client)?;
     let mut body = json!({
         "messages": [{
-            "id": crate::sandbox::new_id("msg_"),
+            "id": crate::names::new_id("msg_"),
             "role": "user",
             "parts": [{"type": "text", "text": args.prompt}]
         }]

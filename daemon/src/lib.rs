@@ -5,6 +5,8 @@
 //!   environment besides `main`.
 //! - [`server`]: `run(config, shutdown)`, wiring everything and serving HTTP.
 //! - [`api`]: the HTTP API (axum): handlers, [`api::ApiError`], auth.
+//! - [`names`]: the names every floor shares (ids, accounts, mount paths, labels,
+//!   runtime names); a leaf.
 //! - [`sandbox`]: the sandbox domain: create, exec, delete; one Docker container each.
 //! - [`agents`]: agent definitions (`agents/<slug>.json`).
 //! - [`docker`]: the Docker engine, for lifecycle only.
@@ -16,7 +18,7 @@
 //! - [`console`]: the web console at `/`: the embedded single-page app of `console/`.
 //! - [`cli`]: `sandboxd chat`, a terminal client for one turn.
 //! - [`threads`]: threads and the stream of a running turn.
-//! - [`runner`]: one turn = one run of the Claude Code CLI, translated to the UI
+//! - [`runner`]: one turn = one run of a runtime's CLI, translated to the UI
 //!   message stream.
 //! - [`proxy`]: the model proxy sandboxes reach the model through.
 //! - [`scripted`]: `sandboxd scripted-model`, a scripted Messages API for hermetic runs.
@@ -32,6 +34,7 @@ pub mod e2b;
 pub mod firewall;
 pub mod image;
 pub mod init_client;
+pub mod names;
 pub mod proxy;
 pub mod readiness;
 pub mod runner;

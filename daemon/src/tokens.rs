@@ -135,7 +135,7 @@ impl Signer {
             agents,
             iat,
             exp: iat + lifetime.as_secs(),
-            jti: crate::sandbox::new_id(""),
+            jti: crate::names::new_id(""),
         };
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let payload =

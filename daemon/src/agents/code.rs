@@ -243,7 +243,7 @@ pub async fn deploy(
     let staging = settings
         .state_dir
         .join("agent-code")
-        .join(crate::sandbox::new_id("deploy-"));
+        .join(crate::names::new_id("deploy-"));
     let file = staging.join(format!("{slug}.{ext}"));
     let result = async {
         std::fs::create_dir_all(&staging)
@@ -283,7 +283,7 @@ async fn build(
     let work = settings
         .state_dir
         .join("agent-code")
-        .join(crate::sandbox::new_id("load-"));
+        .join(crate::names::new_id("load-"));
     let built = match run_loader(engine, settings, dir, extra, entries, &work).await {
         Ok(built) => built,
         Err(message) => {
@@ -370,7 +370,7 @@ async fn run_loader(
         argv.push(format!("{mount}/{rel}"));
     }
     let spec = ContainerSpec {
-        name: format!("sandboxd-agent-loader-{}", crate::sandbox::new_id("")),
+        name: format!("sandboxd-agent-loader-{}", crate::names::new_id("")),
         image: settings.image.clone(),
         entrypoint: argv,
         // Sources deployed through the API resolve imports from the project too.

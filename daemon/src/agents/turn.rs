@@ -141,7 +141,7 @@ pub fn prepare(
     let has = |hook: &str| code.hooks.iter().any(|h| h == hook);
     if has("onFinish") || has("onError") {
         let mut env = turn.env.clone();
-        env.push(("HOME".into(), crate::sandbox::paths::HOME.into()));
+        env.push(("HOME".into(), crate::names::HOME.into()));
         turn.after = Some(AfterTurn {
             runtime,
             entry,
@@ -202,7 +202,7 @@ pub async fn install(
     if files.is_empty() {
         return Ok(());
     }
-    let root = crate::sandbox::ROOT;
+    let root = crate::names::ROOT;
     let parent = Path::new(&files[0].0).parent().unwrap_or(Path::new("/"));
     let mut dir = std::path::PathBuf::from("/");
     for part in parent.components().skip(1) {
@@ -258,7 +258,7 @@ pub async fn after(
         ],
         env,
         cwd: Some(cwd.to_owned()),
-        user: crate::sandbox::USER.into(),
+        user: crate::names::USER.into(),
         // The runtime stops a hook that yields; this stops one that never does.
         timeout_ms: Some(HOOK_TIMEOUT_MS + AFTER_GRACE_MS),
         stdin: false,

@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiJson, ApiQuery, AppState, Principal};
 use crate::agents::{check_permission_mode, SystemPrompt};
-use crate::runner::claude::TurnOptions;
-use crate::sandbox::{new_id, CreateSandbox, Sandbox};
+use crate::names::new_id;
+use crate::runner::runtime::TurnOptions;
+use crate::sandbox::{CreateSandbox, Sandbox};
 use crate::threads::Turn;
 use axum::Extension;
 
@@ -254,7 +255,7 @@ pub async fn post(
     let options = body.options.unwrap_or_default().into_options()?;
     // What the agent's runtime cannot honour is refused before anything is created
     // (the thread's settings are checked again when the turn starts).
-    crate::runner::runtime::of(&agent)
+    crate::runner::of(&agent)
         .check(&agent, &options)
         .map_err(crate::sandbox::SandboxError::Invalid)?;
     let by_token = matches!(principal, Principal::Token(_));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sandboxes::rfc3339_ms;
 use super::{ApiError, ApiJson, ApiQuery, AppState};
-use crate::sandbox::USER;
+use crate::names::USER;
 
 /// How content is carried in JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 
 use super::ApiError;
 use crate::agents::AgentDef;
-use crate::runner::claude::{TurnOptions, DEFAULT_PERMISSION_MODE};
+use crate::runner::runtime::{TurnOptions, DEFAULT_PERMISSION_MODE};
 
 /// Permission modes from the most restrictive to the most permissive.
 const MODE_ORDER: &[&str] = &[

@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 use super::sandboxes::ExecBody;
 use super::{ApiError, ApiJson, ApiQuery, AppState};
 use crate::init_client::{Conn, FrameWriter, InitError};
-use crate::sandbox::{paths, Sandbox, SandboxError, USER};
+use crate::names::USER;
+use crate::sandbox::{paths, Sandbox, SandboxError};
 
 /// The exit code of a command its timeout killed (as `timeout(1)` and `/exec` report).
 const TIMEOUT_EXIT_CODE: i32 = 124;

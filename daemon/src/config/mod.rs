@@ -11,9 +11,6 @@ use clap::{Args, Parser, Subcommand};
 mod client;
 pub use client::{ChatArgs, DaemonArgs, EnvAction, EnvArgs, ExecArgs, RmArgs, ShellArgs};
 
-/// The default sandbox image, built from `images/default` on first start.
-pub const DEFAULT_IMAGE: &str = "sandboxd/default:bookworm";
-
 /// `sandboxd`: a local sandbox runtime for coding agents.
 #[derive(Debug, Parser)]
 #[command(name = "sandboxd", version, about)]
@@ -84,7 +81,7 @@ pub struct ServeArgs {
 
     /// The default sandbox image (built from the embedded `images/default` when it is
     /// the default and missing).
-    #[arg(long, env = "SANDBOXD_IMAGE", default_value = DEFAULT_IMAGE)]
+    #[arg(long, env = "SANDBOXD_IMAGE", default_value = crate::image::DEFAULT_IMAGE)]
     pub image: String,
 
     /// Anthropic-compatible API the model proxy forwards to.

@@ -12,7 +12,8 @@ use base64::Engine as _;
 use super::envd::connect::{Code, RpcError};
 use super::{ControlError, E2bState};
 use crate::auth::constant_time_eq;
-use crate::sandbox::{Sandbox, ROOT, USER};
+use crate::names::{ROOT, USER};
+use crate::sandbox::Sandbox;
 
 /// Refuses a control-plane call without the daemon's API key.
 pub async fn require_api_key(

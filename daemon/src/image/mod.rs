@@ -47,6 +47,9 @@ pub enum ImageError {
     },
 }
 
+/// The default sandbox image, built from `images/default` on first start.
+pub const DEFAULT_IMAGE: &str = "sandboxd/default:bookworm";
+
 /// Where the default image's ingredients come from.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -84,7 +87,7 @@ pub async fn ensure_image(
     sources: &Sources,
     progress: &dyn Progress,
 ) -> Result<(), ImageError> {
-    if image != crate::config::DEFAULT_IMAGE {
+    if image != DEFAULT_IMAGE {
         if engine.image_labels(image).await?.is_some() {
             return Ok(());
         }

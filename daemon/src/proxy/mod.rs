@@ -228,7 +228,7 @@ impl ModelProxy {
 
     /// Issues the token of a sandbox.
     pub fn register(&self, sandbox_id: &str) -> String {
-        let token = format!("sbxtok_{}", crate::sandbox::new_id(""));
+        let token = format!("sbxtok_{}", crate::names::new_id(""));
         lock(&self.tokens).insert(token.clone(), sandbox_id.to_owned());
         token
     }

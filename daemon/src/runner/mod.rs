@@ -8,13 +8,13 @@
 //! when the CLI reports its result and exits, fails, or is cancelled (the runtime's
 //! interrupt first, then SIGTERM, then SIGKILL).
 
+pub mod chunks;
 pub mod claude;
 pub mod codex;
 pub mod fold;
 pub mod lines;
 pub mod out;
 pub mod runtime;
-pub mod translate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +37,20 @@ const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// How much of the CLI's stderr is kept for error messages.
 const STDERR_TAIL: usize = 4096;
 
+/// The runtime of an agent (`None`: Claude Code), by one of [`crate::names::RUNTIMES`].
+pub fn for_name(name: Option<&str>) -> Option<Arc<dyn Runtime>> {
+    match name.unwrap_or(crate::names::RUNTIMES[0]) {
+        "claude-code" => Some(Arc::new(claude::Claude)),
+        "codex" => Some(Arc::new(codex::Codex)),
+        _ => None,
+    }
+}
+
+/// The runtime of an agent whose definition was validated.
+pub fn of(agent: &crate::agents::AgentDef) -> Arc<dyn Runtime> {
+    for_name(agent.runtime.as_deref()).unwrap_or_else(|| Arc::new(claude::Claude))
+}
+
 /// Everything one turn needs.
 #[derive(Debug)]
 pub struct TurnSpec {
@@ -58,8 +72,6 @@ pub struct TurnSpec {
     /// used when the session was never recorded (a turn cut off before the CLI
     /// recorded anything, e.g. by a daemon restart).
     pub resume: Option<(String, Launch)>,
-    /// Keeps the sandbox from expiring while the turn runs.
-    pub busy: Option<crate::sandbox::BusyGuard>,
     /// Holds the turn's budget at the model proxy while the turn runs.
     pub budget: Option<crate::proxy::TurnBudget>,
     /// The agent's `onFinish` / `onError`, run once the turn has ended.
@@ -244,7 +256,7 @@ fn plausible_session_id(id: &str) -> bool {
 
 /// Keeps the session id the CLI reported as soon as it does, so a turn cut off by a
 /// daemon restart is resumed by the next one.
-fn adopt_session(thread: &Thread, outcome: &translate::Outcome) {
+fn adopt_session(thread: &Thread, outcome: &runtime::Outcome) {
     let Some(id) = outcome
         .session_id
         .as_deref()
@@ -277,7 +289,7 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -
             .iter()
             .map(|(path, content)| (path.clone(), content.clone(), Some(0o600)))
             .collect();
-        if let Err(e) = spec.init.write_files(&files, crate::sandbox::USER).await {
+        if let Err(e) = spec.init.write_files(&files, crate::names::USER).await {
             ending.failure = Some(format!("could not prepare {cli}'s files: {e}"));
             return ending;
         }
@@ -286,7 +298,7 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -
         argv: spec.launch.argv.clone(),
         env: spec.launch.env.clone(),
         cwd: Some(spec.cwd.clone()),
-        user: crate::sandbox::USER.into(),
+        user: crate::names::USER.into(),
         timeout_ms: None,
         stdin: true,
         output_limit: None,
@@ -479,5 +491,17 @@ mod tests {
         for id in ["", "-x", "a b", "../x", "a;b", &"a".repeat(129)] {
             assert!(!plausible_session_id(id), "{id:?}");
         }
+    }
+
+    #[test]
+    fn every_runtime_name_an_agent_may_use_has_a_runtime() {
+        for name in crate::names::RUNTIMES {
+            assert_eq!(for_name(Some(name)).map(|r| r.name()), Some(*name));
+        }
+        assert_eq!(
+            for_name(None).map(|r| r.name()),
+            Some(crate::names::RUNTIMES[0])
+        );
+        assert!(for_name(Some("gemini")).is_none());
     }
 }

@@ -4,18 +4,74 @@
 //! asks the runtime only what differs: how a turn is started (argv, environment, what
 //! goes on stdin), how its output lines become UI message chunks, whether a session it
 //! would resume was ever recorded, and how the process is interrupted. A new runtime
-//! is one module implementing [`Runtime`] and one entry in [`for_name`].
-
-use std::sync::Arc;
+//! is one module implementing [`Runtime`], one entry in [`super::for_name`] and its name
+//! in [`crate::names::RUNTIMES`].
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::claude::{Session, TurnOptions};
-use super::translate::Outcome;
-use crate::agents::AgentDef;
+use crate::agents::{AgentDef, SystemPrompt};
 use crate::init_client::InitClient;
 use crate::threads::PermissionReply;
+
+/// Per-request overrides of the agent (`options` of a chat call).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnOptions {
+    /// Model id.
+    pub model: Option<String>,
+    /// System prompt.
+    pub system_prompt: Option<SystemPrompt>,
+    /// Turn limit.
+    pub max_turns: Option<u32>,
+    /// Cost limit.
+    pub max_budget_usd: Option<f64>,
+    /// Permission mode.
+    pub permission_mode: Option<String>,
+    /// Tools to disable.
+    pub disallowed_tools: Option<Vec<String>>,
+    /// Thinking effort (`--effort`).
+    pub effort: Option<String>,
+}
+
+/// Whether this turn starts Claude's session or resumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Session {
+    /// First turn: create the session with this id.
+    Start(String),
+    /// Later turn: resume it.
+    Resume(String),
+}
+
+/// The permission mode when neither the agent nor the request sets one: the sandbox
+/// is the boundary, as in the hosted relay.
+pub const DEFAULT_PERMISSION_MODE: &str = "bypassPermissions";
+
+/// What a turn came to: usage and identity gathered from the runtime's result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// The runtime's session id.
+    pub session_id: Option<String>,
+    /// Cost in USD (cumulative for the process, i.e. this turn).
+    pub total_cost_usd: Option<f64>,
+    /// Input tokens (including cache reads and writes).
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// Wall time of the turn.
+    pub duration_ms: Option<u64>,
+    /// The result's text.
+    pub result_text: Option<String>,
+    /// The result's subtype (`success`, `error_max_turns`, …).
+    pub subtype: Option<String>,
+    /// Model turns of the turn.
+    pub num_turns: Option<u64>,
+    /// A failure the turn ended with, for a person.
+    pub error: Option<String>,
+    /// The `result` line arrived.
+    pub finished: bool,
+    /// The turn was interrupted.
+    pub interrupted: bool,
+}
 
 /// What a turn is started from.
 #[derive(Debug, Clone, Copy)]
@@ -118,21 +174,4 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     fn permission_response(&self, _ask: &Ask, _reply: PermissionReply) -> Option<Vec<u8>> {
         None
     }
-}
-
-/// The runtime names agent definitions may use.
-pub const NAMES: &[&str] = &["claude-code", "codex"];
-
-/// The runtime of an agent (`None`: Claude Code).
-pub fn for_name(name: Option<&str>) -> Option<Arc<dyn Runtime>> {
-    match name.unwrap_or("claude-code") {
-        "claude-code" => Some(Arc::new(super::claude::Claude)),
-        "codex" => Some(Arc::new(super::codex::Codex)),
-        _ => None,
-    }
-}
-
-/// The runtime of an agent whose definition was validated.
-pub fn of(agent: &AgentDef) -> Arc<dyn Runtime> {
-    for_name(agent.runtime.as_deref()).unwrap_or_else(|| Arc::new(super::claude::Claude))
 }

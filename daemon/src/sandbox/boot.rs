@@ -11,9 +11,10 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use super::disk::{self, Disk};
-use super::{mounts, Sandboxes, LABEL_INSTANCE, LABEL_SANDBOX};
+use super::Sandboxes;
 use crate::docker::{ContainerSpec, Engine, EngineError, Limits, NetworkInfo};
 use crate::init_client::InitError;
+use crate::names::{mounts, LABEL_INSTANCE, LABEL_SANDBOX};
 
 /// How long a new container has to answer on its socket.
 pub(super) const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);

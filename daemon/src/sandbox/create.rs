@@ -13,14 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::boot::{check_cancelled, Extras, Identity, Provision, Shape, StepError, INIT_DEADLINE};
 use super::disk;
-use super::paths::{self, HOME};
+use super::paths;
 use super::pool::Warm;
-use super::{merged, mounts, new_id, Attachment, Sandbox, SandboxError, Sandboxes, State, Status};
-use super::{ROOT, USER};
+use super::{merged, Attachment, Sandbox, SandboxError, Sandboxes, State, Status};
 use crate::agents::{check_env_name, AgentDef};
 use crate::docker::Engine;
 use crate::firewall::{Policy, Target};
 use crate::init_client::{InitClient, InitError};
+use crate::names::{mounts, new_id, HOME, ROOT, USER};
 
 /// How much of a failing step's output the error keeps.
 const ERROR_TAIL_BYTES: usize = 2000;

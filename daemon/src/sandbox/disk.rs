@@ -39,7 +39,7 @@ const TOOL_DEADLINE: Duration = Duration::from_secs(30);
 /// Directories of the disk and where they appear in the container; the first one is
 /// the home, given as a volume so that the image's content is copied in.
 pub const DIRS: [(&str, &str); 4] = [
-    ("home", super::paths::HOME),
+    ("home", crate::names::HOME),
     ("tmp", "/tmp"),
     ("var-tmp", "/var/tmp"),
     ("run-lock", "/run/lock"),

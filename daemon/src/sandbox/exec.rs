@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use sandbox_init::protocol::ExecRequest;
 
-use super::{paths, Sandbox, SandboxError, Sandboxes, USER};
+use super::{paths, Sandbox, SandboxError, Sandboxes};
 use crate::agents::check_env_name;
+use crate::names::USER;
 
 /// The longest timeout a call may ask for (a day).
 const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;

@@ -5,8 +5,9 @@
 use sandbox_init::protocol::{ErrorKind, FileEntry};
 
 use super::paths;
-use super::{Sandbox, SandboxError, Sandboxes, ROOT, USER};
+use super::{Sandbox, SandboxError, Sandboxes};
 use crate::init_client::InitError;
+use crate::names::{HOME, ROOT, USER};
 
 /// The deepest listing a call may ask for.
 pub const MAX_LIST_DEPTH: u32 = 32;
@@ -159,7 +160,7 @@ impl Sandboxes {
         let _awake = self.awake(sandbox).await?;
         check_user(as_user)?;
         let path = paths::resolve(path)?;
-        if path == "/" || path == paths::HOME {
+        if path == "/" || path == HOME {
             return Err(SandboxError::Invalid(format!("refusing to remove {path}")));
         }
         Ok(sandbox.init.remove(&path, as_user).await?)

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use sandbox_init::protocol::{ErrorKind, ExecRequest, Frame, Reply, Request, CHUNK_LEN};
 use tokio::sync::mpsc;
 
-use super::{paths, Sandbox, SandboxError, Sandboxes, USER};
+use super::{paths, Sandbox, SandboxError, Sandboxes};
 use crate::init_client::InitError;
+use crate::names::{HOME, USER};
 
 /// A clone call.
 #[derive(Debug, Clone, Default)]
@@ -276,7 +277,7 @@ impl Sandboxes {
             .or_else(|| url.password.clone());
         let target = match &params.path {
             Some(path) => paths::resolve(path)?,
-            None => format!("{}/workspace/{}", paths::HOME, url.name),
+            None => format!("{}/workspace/{}", HOME, url.name),
         };
         ensure_empty_target(sandbox, &target).await?;
 

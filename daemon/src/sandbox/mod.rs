@@ -43,27 +43,6 @@ use crate::proxy::ModelProxy;
 use crate::readiness::{Phase, Readiness};
 use crate::store::{Store, StoreError};
 
-/// The sandbox account's name inside every container.
-pub const USER: &str = "user";
-/// Root, for setup steps and the daemon's own housekeeping.
-pub const ROOT: &str = "root";
-/// The label naming a container's sandbox.
-pub const LABEL_SANDBOX: &str = "sandboxd.sandbox";
-/// The label naming the daemon instance (its state directory) that owns a container.
-pub const LABEL_INSTANCE: &str = "sandboxd.instance";
-
-/// Where things are mounted inside a container.
-pub mod mounts {
-    /// The sandbox-init binary (read-only).
-    pub const INIT: &str = "/.sandboxd/init";
-    /// The host's Claude Code CLI, when it is mounted (read-only).
-    pub const CLAUDE: &str = "/.sandboxd/bin/claude";
-    /// The host's Codex CLI, when it is mounted (read-only).
-    pub const CODEX: &str = "/.sandboxd/bin/codex";
-    /// The directory of sandbox-init's socket.
-    pub const RUN: &str = "/.sandboxd/run";
-}
-
 /// A sandbox's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -195,7 +174,7 @@ pub struct Settings {
     pub init_bin: PathBuf,
     /// Host directory holding one directory per sandbox.
     pub sandboxes_dir: PathBuf,
-    /// The value of [`LABEL_INSTANCE`] for this daemon.
+    /// The value of [`crate::names::LABEL_INSTANCE`] for this daemon.
     pub instance: String,
     /// Extra labels for every container.
     pub labels: Vec<(String, String)>,
@@ -553,27 +532,9 @@ fn merged<V: Clone>(base: &BTreeMap<String, V>, over: &BTreeMap<String, V>) -> B
     out
 }
 
-/// A random id with a prefix: 16 lowercase base-32 characters (80 bits).
-pub fn new_id(prefix: &str) -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut rng = rand::rng();
-    let body: String = (0..16)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("{prefix}{body}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_prefixed_and_distinct() {
-        let a = new_id("sb_");
-        assert!(a.starts_with("sb_") && a.len() == 19, "{a}");
-        assert_ne!(a, new_id("sb_"));
-    }
 
     #[test]
     fn merge_prefers_the_override() {

@@ -3,11 +3,7 @@
 
 use std::fmt;
 
-/// The sandbox user's home and the root of relative paths.
-pub const HOME: &str = "/home/user";
-
-/// Where sandbox-init and its socket are mounted; no API call may touch it.
-pub const RESERVED: &str = "/.sandboxd";
+use crate::names::{HOME, RESERVED};
 
 /// A path a client gave that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Sandbox, SandboxError, Sandboxes, State, Status, LABEL_INSTANCE, LABEL_SANDBOX};
+use super::{Sandbox, SandboxError, Sandboxes, State, Status};
 use crate::init_client::InitClient;
+use crate::names::{LABEL_INSTANCE, LABEL_SANDBOX};
 use crate::store::{time, SandboxRow};
 use crate::threads::Thread;
 
@@ -263,7 +264,7 @@ mod tests {
 
     #[test]
     fn only_sandbox_ids_are_swept() {
-        assert!(is_sandbox_id(&crate::sandbox::new_id("sb_")));
+        assert!(is_sandbox_id(&crate::names::new_id("sb_")));
         assert!(!is_sandbox_id("sb_short"));
         assert!(!is_sandbox_id("sb_../../etc/passwd1"));
         assert!(!is_sandbox_id("state.db"));

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{new_id, Sandbox, SandboxError, Sandboxes};
-use crate::runner::claude::{Session, TurnOptions};
-use crate::runner::runtime::{self, TurnInput};
+use super::{Sandbox, SandboxError, Sandboxes};
+use crate::names::new_id;
+use crate::runner::runtime::{Session, TurnInput, TurnOptions};
 use crate::threads::{events, Thread, ThreadSettings, ThreadStatus, Turn};
 
 /// Levels of `thinking` (the CLI's `--effort`).
@@ -156,9 +156,9 @@ impl Sandboxes {
         .map_err(SandboxError::Invalid)?;
         self.proxy
             .set_agent_budget(&sandbox.id, agent.max_sandbox_budget_usd);
-        let runtime = runtime::of(&agent);
+        let runtime = crate::runner::of(&agent);
         let program = match runtime.name() {
-            "codex" if self.settings.codex_bin.is_some() => super::mounts::CODEX.to_owned(),
+            "codex" if self.settings.codex_bin.is_some() => crate::names::mounts::CODEX.to_owned(),
             "codex" => "codex".to_owned(),
             _ => sandbox.claude_program.clone(),
         };
@@ -245,7 +245,6 @@ impl Sandboxes {
             runtime,
             launch,
             resume,
-            busy: Some(sandbox.busy()),
             budget: Some(
                 self.proxy
                     .open_turn(&sandbox.id, options.max_budget_usd.or(agent.max_budget_usd)),
@@ -254,7 +253,10 @@ impl Sandboxes {
         };
         tracing::info!(sandbox = %sandbox.id, thread = %thread.id, resume = matches!(session, Session::Resume(_)), "turn started");
         let init = sandbox.init.clone();
+        // Keeps the sandbox from expiring while the turn runs.
+        let busy = sandbox.busy();
         tokio::spawn(async move {
+            let _busy = busy;
             if let Err(e) = crate::agents::turn::install(&init, &code.files).await {
                 // The CLI then reports the tools' server as failed; the turn goes on.
                 tracing::warn!(thread = %spec.thread.id, "{e}");

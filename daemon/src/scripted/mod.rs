@@ -265,7 +265,7 @@ async fn messages(
         .unwrap_or("scripted-model")
         .to_owned();
     let input_tokens = estimate_tokens(&body["messages"].to_string());
-    let id = format!("msg_{}", crate::sandbox::new_id(""));
+    let id = format!("msg_{}", crate::names::new_id(""));
     let blocks = content_blocks(&reply);
     let output_tokens: u64 = blocks.iter().map(|b| estimate_tokens(&b.to_string())).sum();
     let stop_reason = if reply.tool_use.is_some() {
@@ -308,7 +308,7 @@ fn content_blocks(reply: &Reply) -> Vec<Value> {
         let id = tool
             .id
             .clone()
-            .unwrap_or_else(|| format!("toolu_{}", crate::sandbox::new_id("")));
+            .unwrap_or_else(|| format!("toolu_{}", crate::names::new_id("")));
         blocks.push(json!({"type": "tool_use", "id": id, "name": tool.name, "input": tool.input}));
     }
     blocks

@@ -29,7 +29,7 @@ pub(super) async fn responses(
         return (status, Json(body)).into_response();
     }
     let model = body["model"].as_str().unwrap_or("scripted-model");
-    let id = format!("resp_{}", crate::sandbox::new_id(""));
+    let id = format!("resp_{}", crate::names::new_id(""));
     let items = output_items(&reply);
     let input_tokens = estimate_tokens(&body["input"].to_string());
     let output_tokens: u64 = items.iter().map(|i| estimate_tokens(&i.to_string())).sum();
@@ -77,7 +77,7 @@ fn event(kind: &str, mut data: Value) -> String {
 
 /// The output items of a reply, complete.
 fn output_items(reply: &Reply) -> Vec<Value> {
-    let new_id = |prefix: &str| format!("{prefix}_{}", crate::sandbox::new_id(""));
+    let new_id = |prefix: &str| format!("{prefix}_{}", crate::names::new_id(""));
     let mut items = Vec::new();
     if let Some(thinking) = &reply.thinking {
         items.push(json!({ "id": new_id("rs"), "type": "reasoning",

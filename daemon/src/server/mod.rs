@@ -195,7 +195,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .iter()
                 .cloned()
                 .chain([(
-                    crate::sandbox::LABEL_INSTANCE.to_owned(),
+                    crate::names::LABEL_INSTANCE.to_owned(),
                     settings.instance.clone(),
                 )])
                 .collect(),

@@ -27,7 +27,8 @@ pub use process::Processes;
 pub use watch::Watchers;
 
 use super::{auth, E2bState};
-use crate::sandbox::{paths, Sandbox, Status, ROOT};
+use crate::names::ROOT;
+use crate::sandbox::{paths, Sandbox, Status};
 use connect::{Code, RpcError};
 
 /// The sandbox an envd call is for, resolved by [`resolve`].
@@ -155,7 +156,7 @@ fn home(user: &str) -> &'static str {
     if user == ROOT {
         "/root"
     } else {
-        paths::HOME
+        crate::names::HOME
     }
 }
 

@@ -1,48 +1,19 @@
 //! The Claude Code runtime: how its CLI is started for a turn (its arguments and
 //! environment, from the agent's definition and the request's overrides), its
 //! control channel (permission questions, interrupts) and where it records sessions.
-//! Its `stream-json` output is translated by [`super::translate`].
+//! Its `stream-json` output is translated by [`translate`].
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::runtime::{Ask, Interrupt, Launch, Runtime, Translate, TurnInput};
+mod translate;
+
+use super::runtime::DEFAULT_PERMISSION_MODE;
+use super::runtime::{Ask, Interrupt, Launch, Runtime, Session, Translate, TurnInput, TurnOptions};
 use crate::agents::{AgentDef, SystemPrompt};
 use crate::init_client::{InitClient, InitError};
 use crate::threads::PermissionReply;
 use sandbox_init::protocol::ErrorKind;
-
-/// Per-request overrides of the agent (`options` of a chat call).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TurnOptions {
-    /// Model id.
-    pub model: Option<String>,
-    /// System prompt.
-    pub system_prompt: Option<SystemPrompt>,
-    /// Turn limit.
-    pub max_turns: Option<u32>,
-    /// Cost limit.
-    pub max_budget_usd: Option<f64>,
-    /// Permission mode.
-    pub permission_mode: Option<String>,
-    /// Tools to disable.
-    pub disallowed_tools: Option<Vec<String>>,
-    /// Thinking effort (`--effort`).
-    pub effort: Option<String>,
-}
-
-/// Whether this turn starts Claude's session or resumes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Session {
-    /// First turn: create the session with this id.
-    Start(String),
-    /// Later turn: resume it.
-    Resume(String),
-}
-
-/// The permission mode when neither the agent nor the request sets one: the sandbox
-/// is the boundary, as in the hosted relay.
-pub const DEFAULT_PERMISSION_MODE: &str = "bypassPermissions";
 
 /// The CLI's arguments (without the program).
 pub fn args(agent: &AgentDef, options: &TurnOptions, session: &Session) -> Vec<String> {
@@ -170,7 +141,7 @@ impl Runtime for Claude {
     }
 
     fn translator(&self, _state: &Value) -> Box<dyn Translate> {
-        Box::new(super::translate::Translator::default())
+        Box::new(translate::Translator::default())
     }
 
     /// Claude Code records session `id` as `~/.claude/projects/<cwd>/<id>.jsonl`.
@@ -178,7 +149,7 @@ impl Runtime for Claude {
         Box::pin(async move {
             let file = format!("{id}.jsonl");
             match init
-                .list("/home/user/.claude/projects", 2, crate::sandbox::USER)
+                .list("/home/user/.claude/projects", 2, crate::names::USER)
                 .await
             {
                 Ok(entries) => entries.iter().any(|e| e.name == file),

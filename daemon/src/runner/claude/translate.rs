@@ -8,34 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-/// Usage and identity gathered from the `result` line.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
-    /// Claude's session id.
-    pub session_id: Option<String>,
-    /// Cost in USD (cumulative for the process, i.e. this turn).
-    pub total_cost_usd: Option<f64>,
-    /// Input tokens (including cache reads and writes).
-    pub input_tokens: Option<u64>,
-    /// Output tokens.
-    pub output_tokens: Option<u64>,
-    /// Wall time of the turn.
-    pub duration_ms: Option<u64>,
-    /// The result's text.
-    pub result_text: Option<String>,
-    /// The result's subtype (`success`, `error_max_turns`, …).
-    pub subtype: Option<String>,
-    /// Model turns of the turn.
-    pub num_turns: Option<u64>,
-    /// A failure the turn ended with, for a person.
-    pub error: Option<String>,
-    /// The `result` line arrived.
-    pub finished: bool,
-    /// The turn was interrupted.
-    pub interrupted: bool,
-}
+use crate::runner::chunks::{chunk, tool_input_available, tool_input_start};
+use crate::runner::runtime::{Outcome, Translate};
 
 /// What a block of the current model message is.
 #[derive(Debug, Clone)]
@@ -72,16 +48,6 @@ pub struct Translator {
     streamed: HashSet<String>,
     /// The result, once seen.
     pub outcome: Outcome,
-}
-
-/// A chunk of type `kind` with `fields`.
-pub fn chunk(kind: &str, fields: Value) -> Value {
-    let mut map = Map::new();
-    map.insert("type".into(), Value::String(kind.into()));
-    if let Value::Object(extra) = fields {
-        map.extend(extra);
-    }
-    Value::Object(map)
 }
 
 impl Translator {
@@ -399,7 +365,7 @@ impl Translator {
     }
 }
 
-impl super::runtime::Translate for Translator {
+impl Translate for Translator {
     fn line(&mut self, line: &Value) -> Vec<Value> {
         Translator::line(self, line)
     }
@@ -417,23 +383,6 @@ impl super::runtime::Translate for Translator {
     fn outcome(&self) -> &Outcome {
         &self.outcome
     }
-}
-
-/// A `tool-input-start` chunk of a tool run in the sandbox.
-pub fn tool_input_start(id: &str, name: &str) -> Value {
-    chunk(
-        "tool-input-start",
-        json!({ "toolCallId": id, "toolName": name, "providerExecuted": true, "dynamic": true }),
-    )
-}
-
-/// A `tool-input-available` chunk of a tool run in the sandbox.
-pub fn tool_input_available(id: &str, name: &str, input: Value) -> Value {
-    chunk(
-        "tool-input-available",
-        json!({ "toolCallId": id, "toolName": name, "input": input,
-                "providerExecuted": true, "dynamic": true }),
-    )
 }
 
 fn tool_result_text(content: Option<&Value>) -> String {

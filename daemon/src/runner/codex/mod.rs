@@ -18,8 +18,8 @@ use futures_util::future::BoxFuture;
 use sandbox_init::protocol::ExecRequest;
 use serde_json::Value;
 
-use super::claude::{Session, TurnOptions, DEFAULT_PERMISSION_MODE};
-use super::runtime::{Interrupt, Launch, Runtime, Translate, TurnInput};
+use super::runtime::DEFAULT_PERMISSION_MODE;
+use super::runtime::{Interrupt, Launch, Runtime, Session, Translate, TurnInput, TurnOptions};
 use crate::agents::{AgentDef, SystemPrompt};
 use crate::init_client::InitClient;
 
@@ -262,7 +262,7 @@ impl Runtime for Codex {
                 .to_vec(),
                 env: Vec::new(),
                 cwd: None,
-                user: crate::sandbox::USER.into(),
+                user: crate::names::USER.into(),
                 timeout_ms: Some(10_000),
                 stdin: false,
                 output_limit: Some(4096),

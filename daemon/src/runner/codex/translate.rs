@@ -16,7 +16,8 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::runner::translate::{chunk, tool_input_available, tool_input_start, Outcome};
+use crate::runner::chunks::{chunk, tool_input_available, tool_input_start};
+use crate::runner::runtime::{Outcome, Translate};
 
 /// Codex's running token totals of one session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -290,7 +291,7 @@ fn tool_output(id: &str, item: &Value) -> Value {
     )
 }
 
-impl crate::runner::runtime::Translate for Translator {
+impl Translate for Translator {
     fn line(&mut self, line: &Value) -> Vec<Value> {
         Translator::line(self, line)
     }
@@ -325,7 +326,6 @@ impl crate::runner::runtime::Translate for Translator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::runtime::Translate;
 
     fn run(t: &mut Translator, lines: &[&str]) -> Vec<Value> {
         let mut out = Vec::new();

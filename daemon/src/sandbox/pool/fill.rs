@@ -10,9 +10,10 @@ use super::{key, Warm, BACKOFF, CHECK_EVERY, FILLS_AT_ONCE, LABEL_POOL};
 use crate::docker::Engine;
 use crate::firewall::{Policy, Target};
 use crate::init_client::InitClient;
+use crate::names::new_id;
 use crate::readiness::Phase;
 use crate::sandbox::boot::{Extras, Identity, Provision, Shape, INIT_DEADLINE};
-use crate::sandbox::{disk, new_id, remove_dir, Attachment, Sandboxes};
+use crate::sandbox::{disk, remove_dir, Attachment, Sandboxes};
 
 /// How long shutdown waits for refills under way to stop.
 const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
