@@ -13,6 +13,7 @@
 //! - [`image`]: building the default image, online or offline.
 //! - [`init_client`]: talking to sandbox-init over its unix socket.
 //! - [`readiness`]: start-up progress, reported by `/healthz`.
+//! - [`rfc3339`]: times as both APIs write and read them; a leaf.
 //! - [`auth`]: the API key.
 //! - [`tokens`]: short-lived chat tokens (JWT) scoped to agents and a user.
 //! - [`console`]: the web console at `/`: the embedded single-page app of `console/`.
@@ -37,6 +38,7 @@ pub mod init_client;
 pub mod names;
 pub mod proxy;
 pub mod readiness;
+pub mod rfc3339;
 pub mod runner;
 pub mod sandbox;
 pub mod scripted;

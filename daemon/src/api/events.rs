@@ -15,8 +15,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::sandboxes::rfc3339_ms;
 use super::{ApiError, AppState};
+use crate::rfc3339;
 use crate::store::EventRow;
 
 /// Most events in one page.
@@ -39,7 +39,7 @@ pub struct PageQuery {
 fn event_json(thread_id: &str, row: &EventRow) -> Value {
     json!({
         "seq": row.seq,
-        "at": rfc3339_ms(row.at),
+        "at": rfc3339::format_ms(row.at),
         "threadId": thread_id,
         "payload": row.body,
     })

@@ -13,9 +13,9 @@ use base64::Engine as _;
 use sandbox_init::protocol::{EntryKind, FileEntry};
 use serde::{Deserialize, Serialize};
 
-use super::sandboxes::rfc3339_ms;
 use super::{ApiError, ApiJson, ApiQuery, AppState};
 use crate::names::USER;
+use crate::rfc3339;
 
 /// How content is carried in JSON.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ impl From<FileEntry> for EntryInfo {
             mode: e.mode,
             owner: e.owner,
             group: e.group,
-            modified_time: rfc3339_ms(e.modified_ms),
+            modified_time: rfc3339::format_ms(e.modified_ms),
             symlink_target: e.symlink_target,
         }
     }

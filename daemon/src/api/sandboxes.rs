@@ -1,7 +1,6 @@
 //! `/v1/sandboxes…`: create, list, get, delete, exec.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,23 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::threads::Summary;
 use super::{ApiError, ApiJson, AppState};
+use crate::rfc3339;
 use crate::sandbox::{CloneParams, CreateSandbox, ExecParams, SandboxView, Status};
-
-/// Formats a time as RFC 3339 with milliseconds, in UTC.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Formats milliseconds since the Unix epoch as RFC 3339.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let t = if ms >= 0 {
-        SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - std::time::Duration::from_millis(ms.unsigned_abs())
-    };
-    rfc3339(t)
-}
 
 /// `POST /v1/sandboxes` body.
 #[derive(Debug, Deserialize)]
@@ -113,7 +99,7 @@ pub struct Detail {
     error: Option<String>,
     agent: AgentRef,
     #[serde(skip_serializing_if = "Option::is_none")]
-    threads: Option<Vec<super::threads::Summary>>,
+    threads: Option<Vec<Summary>>,
     /// What the sandbox consumed through the model proxy (an extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     model_usage: Option<crate::proxy::ProxyUsage>,
@@ -128,7 +114,7 @@ pub struct AgentRef {
 }
 
 impl Detail {
-    fn new(view: SandboxView, threads: Option<Vec<super::threads::Summary>>) -> Self {
+    fn new(view: SandboxView, threads: Option<Vec<Summary>>) -> Self {
         Self {
             id: view.id,
             sandbox_id: view.sandbox_id,
@@ -140,8 +126,8 @@ impl Detail {
             },
             threads,
             model_usage: None,
-            created_at: rfc3339(view.created_at),
-            updated_at: rfc3339(view.updated_at),
+            created_at: rfc3339::format(view.created_at),
+            updated_at: rfc3339::format(view.updated_at),
         }
     }
 }
@@ -175,7 +161,7 @@ pub async fn create(
         sandbox_id: view.sandbox_id,
         status: view.status,
         error: view.error,
-        created_at: rfc3339(view.created_at),
+        created_at: rfc3339::format(view.created_at),
     };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -201,7 +187,7 @@ pub async fn get(
     let threads = sandbox
         .threads_snapshot()
         .iter()
-        .map(|t| super::threads::Summary::of(t))
+        .map(|t| Summary::of(t))
         .collect();
     let mut detail = Detail::new(sandbox.view(), Some(threads));
     detail.model_usage = Some(state.sandboxes.model_usage(&sandbox.id));

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::sandboxes::rfc3339;
 use super::{ApiError, AppState};
+use crate::rfc3339;
 use crate::threads::{PermissionReply, Thread, ThreadSettings, ThreadStatus, Usage};
 
 /// A thread in lists.
@@ -29,8 +29,8 @@ impl Summary {
             id: thread.id.clone(),
             name: thread.name.clone(),
             status: state.status,
-            created_at: rfc3339(thread.created_at),
-            updated_at: rfc3339(state.updated_at),
+            created_at: rfc3339::format(thread.created_at),
+            updated_at: rfc3339::format(state.updated_at),
         }
     }
 }
@@ -150,9 +150,9 @@ pub async fn get(
         usage: s.usage,
         settings: s.settings,
         error: s.error,
-        created_at: rfc3339(thread.created_at),
-        updated_at: rfc3339(s.updated_at),
-        completed_at: s.completed_at.map(rfc3339),
+        created_at: rfc3339::format(thread.created_at),
+        updated_at: rfc3339::format(s.updated_at),
+        completed_at: s.completed_at.map(rfc3339::format),
     }))
 }
 

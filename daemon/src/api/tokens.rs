@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::sandboxes::rfc3339;
 use super::{ApiError, ApiJson, AppState};
+use crate::rfc3339;
 
 /// `POST /v1/tokens` body (the shape `@21st-sdk/nextjs/server` and `@21st-sdk/node`
 /// send).
@@ -58,7 +58,7 @@ pub async fn create(
     let expires_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp);
     Ok(Json(Created {
         token,
-        expires_at: rfc3339(expires_at),
+        expires_at: rfc3339::format(expires_at),
     }))
 }
 

@@ -247,3 +247,35 @@ async fn pseudo_filesystems_are_refused_even_through_symlinks() {
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
 }
+
+/// A sandbox process dates a file before 1970 (`touch -d 1960-01-01`), which RFC 3339 as
+/// the API writes it cannot express: the listing and the info of that file answer with
+/// the earliest time it can write, and the daemon goes on serving.
+#[tokio::test]
+async fn a_file_dated_before_1970_is_listed_not_a_crash() {
+    let d = Daemon::start().await;
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    let dated = d
+        .exec(
+            &id,
+            "mkdir -p dated && touch -d 1960-01-01 dated/old && stat -c %Y dated/old",
+        )
+        .await;
+    assert!(
+        dated["stdout"].as_str().is_some_and(|s| s.starts_with('-')),
+        "the file is not dated before 1970: {dated}"
+    );
+    let (status, listing) = d.files(&id, "GET", "/list?path=dated", None).await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    let (status, info) = d.files(&id, "GET", "/info?path=dated/old", None).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["modifiedTime"], "1970-01-01T00:00:00.000Z", "{info}");
+    assert!(
+        listing.to_string().contains("1970-01-01T00:00:00.000Z"),
+        "{listing}"
+    );
+    let (status, _) = d.call("GET", "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}

@@ -188,10 +188,6 @@ fn created(state: &E2bState, sandbox: &Sandbox) -> Created {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 /// When a sandbox ends: its deadline, else its idle expiry from now, else never
 /// (the year 9999).
 fn end_at(sandbox: &Sandbox) -> SystemTime {
@@ -208,8 +204,8 @@ fn listed(state: &E2bState, sandbox: &Sandbox, detail: bool) -> Listed {
         template_id: sandbox.agent_slug.clone(),
         sandbox_id: sandbox.sandbox_id.clone(),
         client_id: "sandboxd",
-        started_at: rfc3339(sandbox.created_at),
-        end_at: rfc3339(end_at(sandbox)),
+        started_at: crate::rfc3339::format(sandbox.created_at),
+        end_at: crate::rfc3339::format(end_at(sandbox)),
         cpu_count: config.cpu_count.unwrap_or(settings.default_cpus).ceil() as u64,
         memory_mb: config.memory_mb.unwrap_or(settings.default_memory_mb),
         disk_size_mb: settings.disk_mb,
