@@ -6,9 +6,11 @@
 //! - `process/`: `process.Process` (start, connect, list, input, signals).
 //! - `filesystem.rs`: `filesystem.Filesystem` (stat, list, mkdir, move, remove).
 //! - `watch.rs`: its watches (`WatchDir`, and the polling watchers).
+//! - `entry.rs`: envd's `EntryInfo`, as both of them report a file.
 //! - `files.rs`: `GET`/`POST /files` (download and upload, streamed).
 
 pub(crate) mod connect;
+mod entry;
 mod files;
 mod filesystem;
 mod process;

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{self, Code, RpcError};
-use super::filesystem::entry_info;
+use super::entry::entry_info;
 use super::resolve_path;
 use crate::e2b::E2bState;
 use crate::sandbox::Sandbox;
