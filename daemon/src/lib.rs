@@ -1,28 +1,25 @@
 //! sandboxd: a local sandbox runtime for coding agents.
 //!
-//! A map of the crate:
-//! - [`config`]: the command line and [`config::Config`]; the only reader of the
-//!   environment besides `main`.
-//! - [`server`]: `run(config, shutdown)`, wiring everything and serving HTTP.
-//! - [`api`]: the HTTP API (axum): handlers, [`api::ApiError`], auth.
-//! - [`names`]: the names every floor shares (ids, accounts, mount paths, labels,
-//!   runtime names); a leaf.
-//! - [`sandbox`]: the sandbox domain: create, exec, delete; one Docker container each.
-//! - [`agents`]: agent definitions (`agents/<slug>.json`).
-//! - [`docker`]: the Docker engine, for lifecycle only.
-//! - [`image`]: building the default image, online or offline.
-//! - [`init_client`]: talking to sandbox-init over its unix socket.
-//! - [`readiness`]: start-up progress, reported by `/healthz`.
-//! - [`rfc3339`]: times as both APIs write and read them; a leaf.
-//! - [`auth`]: the API key.
-//! - [`tokens`]: short-lived chat tokens (JWT) scoped to agents and a user.
-//! - [`console`]: the web console at `/`: the embedded single-page app of `console/`.
-//! - [`cli`]: `sandboxd chat`, a terminal client for one turn.
-//! - [`threads`]: threads and the stream of a running turn.
-//! - [`runner`]: one turn = one run of a runtime's CLI, translated to the UI
-//!   message stream.
-//! - [`proxy`]: the model proxy sandboxes reach the model through.
-//! - [`scripted`]: `sandboxd scripted-model`, a scripted Messages API for hermetic runs.
+//! A map of the crate, floor by floor: a module imports only from floors below its own
+//! (`docs/ARCHITECTURE.md` draws them and lists what each may import; the test
+//! `tests/floors.rs` holds the code to it).
+//!
+//! - Leaves and engines: [`names`] (ids, accounts, mount paths, labels, runtime names)
+//!   and [`rfc3339`] (times as both APIs write them), which import nothing of the
+//!   daemon; [`store`] (the SQLite state), [`docker`] (the engine, for lifecycle only),
+//!   [`firewall`] (egress rules), [`init_client`] (sandbox-init over its unix socket),
+//!   [`auth`] (the API key), [`console`] (the embedded web console).
+//! - Services: [`image`] (the default image, online or offline), [`readiness`]
+//!   (start-up progress for `/healthz`), [`threads`] (threads and the stream of a
+//!   running turn), [`tokens`] (chat JWTs), [`proxy`] (the model proxy), [`scripted`]
+//!   (a scripted model for hermetic runs), [`agents`] (agent definitions and hooks).
+//! - [`runner`]: one turn = one run of a runtime's CLI (Claude Code, Codex), translated
+//!   to the UI message stream.
+//! - [`sandbox`]: the sandbox domain; `Sandboxes` is its one door.
+//! - Surfaces: [`api`] (the relay's HTTP API), [`e2b`] (E2B's control plane and envd),
+//!   [`config`] (the command line; with `main`, the only reader of the environment),
+//!   [`cli`] (the client commands), and [`server`]: `run(config, shutdown)`, wiring
+//!   everything and serving HTTP.
 
 pub mod agents;
 pub mod api;
