@@ -16,6 +16,7 @@ pub use reqwest::StatusCode;
 mod chat;
 mod model;
 pub mod peer;
+mod pool;
 pub mod suites;
 
 pub use chat::{chat_ids, chunk_types, sse_chunks, text_of, user_message};

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use sandboxd_e2e::{containers_labelled, docker_inspect, eventually, Daemon, Options, StatusCode};
+use sandboxd_e2e::{containers_labelled, docker_inspect, Daemon, Options, StatusCode};
 use serde_json::{json, Value};
 
 const POOL_LABEL: &str = "sandboxd.pool";
@@ -43,31 +43,6 @@ fn options(args: &[&str]) -> Options {
             .agent("warm", agent())
             .agent("cold", agent())
     }
-}
-
-/// `sandboxd_pool_ready` from `/metrics`.
-async fn pool_ready(d: &Daemon) -> usize {
-    let text = d
-        .request("GET", "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find_map(|l| l.strip_prefix("sandboxd_pool_ready "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sandboxd_pool_ready in {text}"))
-}
-
-async fn wait_pool(d: &Daemon, n: usize) {
-    eventually(
-        Duration::from_secs(120),
-        &format!("{n} warm container(s)"),
-        || async { pool_ready(d).await >= n },
-    )
-    .await;
 }
 
 /// The warm containers of a daemon: labelled by the pool and owned by no sandbox.
@@ -166,7 +141,7 @@ fn egress_rules(id: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pooled_sandbox_is_indistinguishable_from_a_cold_one() {
     let d = Daemon::start_with(options(&["--pool-size", "1", "--pool-agent", "cold=0"])).await;
-    wait_pool(&d, 1).await;
+    d.wait_pool(1).await;
     let warm = d
         .create_sandbox(json!({"agent": "warm", "envs": {"CALL": "yes"}}))
         .await;
@@ -202,7 +177,7 @@ async fn a_pooled_sandbox_is_indistinguishable_from_a_cold_one() {
         );
     }
     // The claimed container is replaced in the background.
-    wait_pool(&d, 1).await;
+    d.wait_pool(1).await;
     d.delete_sandbox(&warm).await;
     d.delete_sandbox(&cold).await;
 }
@@ -210,7 +185,7 @@ async fn a_pooled_sandbox_is_indistinguishable_from_a_cold_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn warm_containers_are_not_sandboxes() {
     let d = Daemon::start_with(options(&["--pool-size", "2", "--max-sandboxes", "1"])).await;
-    wait_pool(&d, 2).await;
+    d.wait_pool(2).await;
     let (status, list) = d.call("GET", "/v1/sandboxes", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -234,13 +209,13 @@ async fn warm_containers_are_not_sandboxes() {
         "listed: {list}"
     );
     d.delete_sandbox(&one).await;
-    wait_pool(&d, 2).await;
+    d.wait_pool(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_removes_every_warm_container() {
     let mut d = Daemon::start_with(options(&["--pool-size", "3"])).await;
-    wait_pool(&d, 3).await;
+    d.wait_pool(3).await;
     let sandbox = d.create_sandbox(json!({"agent": "warm"})).await;
     d.delete_sandbox(&sandbox).await;
     // Refills may be under way while it stops: they are removed too.
@@ -251,11 +226,11 @@ async fn sigterm_removes_every_warm_container() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_replaces_the_warm_containers_and_keeps_the_sandboxes() {
     let mut d = Daemon::start_with(options(&["--pool-size", "2"])).await;
-    wait_pool(&d, 2).await;
+    d.wait_pool(2).await;
     let kept = d
         .create_sandbox(json!({"agent": "warm", "envs": {"KEPT": "1"}}))
         .await;
-    wait_pool(&d, 2).await;
+    d.wait_pool(2).await;
     let before = warm_containers(&d).await;
     assert_eq!(before.len(), 2, "{before:?}");
     d.kill();
@@ -266,7 +241,7 @@ async fn a_restart_replaces_the_warm_containers_and_keeps_the_sandboxes() {
         ..options(&["--pool-size", "2"])
     })
     .await;
-    wait_pool(&again, 2).await;
+    again.wait_pool(2).await;
     let after = warm_containers(&again).await;
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(
@@ -311,7 +286,7 @@ async fn a_restart_replaces_the_warm_containers_and_keeps_the_sandboxes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_create_holds_no_other_call_up() {
     let d = Daemon::start_with(options(&["--pool-size", "1"])).await;
-    wait_pool(&d, 1).await;
+    d.wait_pool(1).await;
     let other = d.create_sandbox(json!({"agent": "warm"})).await;
     let slow = {
         let (url, key) = (d.url.clone(), d.key.clone());

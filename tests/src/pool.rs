@@ -1,0 +1,35 @@
+//! The warm pool as a test sees it: how many warm containers are ready, from
+//! `/metrics`, and a wait for them.
+
+use std::time::Duration;
+
+use crate::{eventually, Daemon};
+
+impl Daemon {
+    /// `sandboxd_pool_ready` from `/metrics`: warm containers whose sandbox-init
+    /// answers, ready to be claimed.
+    pub async fn pool_ready(&self) -> usize {
+        let text = self
+            .request("GET", "/metrics")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|l| l.strip_prefix("sandboxd_pool_ready "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sandboxd_pool_ready in {text}"))
+    }
+
+    /// Waits until at least `n` warm containers are ready.
+    pub async fn wait_pool(&self, n: usize) {
+        eventually(
+            Duration::from_secs(120),
+            &format!("{n} warm container(s)"),
+            || async { self.pool_ready().await >= n },
+        )
+        .await;
+    }
+}
