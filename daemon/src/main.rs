@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             Command::Exec(args) => std::process::exit(sandboxd::cli::sandboxes::exec(args).await?),
             Command::Rm(args) => std::process::exit(sandboxd::cli::sandboxes::rm(args).await?),
             Command::Shell(args) => std::process::exit(sandboxd::cli::shell::shell(args).await?),
+            Command::Doctor(args) => std::process::exit(sandboxd::cli::admin::doctor(args).await?),
         }
     })
 }

@@ -47,6 +47,17 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{body}")
 }
 
+/// Whether `name` has the shape of a sandbox id (`sb_` and 16 base-32 characters), as
+/// [`new_id`] makes them: safe to join to a directory.
+pub fn is_sandbox_id(name: &str) -> bool {
+    name.strip_prefix("sb_").is_some_and(|rest| {
+        rest.len() == 16
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +67,15 @@ mod tests {
         let a = new_id("sb_");
         assert!(a.starts_with("sb_") && a.len() == 19, "{a}");
         assert_ne!(a, new_id("sb_"));
+        assert!(is_sandbox_id(&a));
+        for other in [
+            "sb_short",
+            "sb_../../etc/passwd1",
+            "state.db",
+            "sb_ABCDEFGHIJKLMNOP",
+        ] {
+            assert!(!is_sandbox_id(other), "{other}");
+        }
     }
 
     #[test]

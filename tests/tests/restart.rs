@@ -1,6 +1,7 @@
 //! Restarts on the same state directory, with the real engine and the real CLI:
 //! sandboxes are re-adopted by label and work as before, a sandbox whose container
-//! vanished is `error`, an unowned labelled container is removed, a turn cut by
+//! vanished is `error`, an unowned labelled container is quarantined (stopped, kept,
+//! removed only when an operator asks), a turn cut by
 //! `kill -9` is marked interrupted with its messages kept and the next turn resumes
 //! the same Claude session, and SIGTERM lets a running turn finish.
 
@@ -206,11 +207,28 @@ async fn sandboxes_survive_a_restart_and_lost_or_unowned_containers_are_settled(
             .is_some_and(|e| e.contains("container is gone")),
         "{gone}"
     );
+    // No store knew the stranger: it is stopped and kept until an operator says.
+    assert_eq!(
+        docker_inspect(&stranger, "{{.State.Status}}").as_deref(),
+        Some("exited"),
+        "the unowned container was not stopped and kept"
+    );
+    let (_, quarantined) = second.call("GET", "/v1/quarantine", None).await;
+    assert_eq!(quarantined[0]["id"], "sb_nobodyknowsthis", "{quarantined}");
+    assert_eq!(quarantined[0]["directory"], Value::Null, "{quarantined}");
+    let (status, body) = second
+        .call("DELETE", "/v1/quarantine/sb_nobodyknowsthis", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let stranger_state = docker_inspect(&stranger, "{{.State.Status}}");
     assert!(
         stranger_state.is_none(),
-        "the unowned container is still there: {stranger_state:?}"
+        "the removed container is still there: {stranger_state:?}"
     );
+    let (status, _) = second
+        .call("DELETE", "/v1/quarantine/sb_nobodyknowsthis", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     second.delete_sandbox(&kept).await;
     second.delete_sandbox(&lost).await;

@@ -9,6 +9,7 @@ mod files;
 mod json;
 mod metrics;
 mod narrow;
+mod quarantine;
 mod sandboxes;
 mod terminal;
 mod threads;
@@ -94,6 +95,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/sandboxes/{id}/threads/{thread_id}/permissions/{request_id}",
             post(threads::answer_permission),
+        )
+        .route("/quarantine", get(quarantine::list))
+        .route(
+            "/quarantine/{id}",
+            axum::routing::delete(quarantine::remove),
         )
         .route("/agents", get(agents::list))
         .route("/agents/problems", get(agents::list_problems))

@@ -1,11 +1,61 @@
-//! `sandboxd env …` and `sandboxd reload`: small admin calls to a running daemon.
-//! Variable values go to the daemon and are never printed.
+//! `sandboxd env …`, `sandboxd reload` and `sandboxd doctor`: small admin calls to a
+//! running daemon. Variable values go to the daemon and are never printed.
 
 use serde_json::{json, Value};
 
 use super::http::Daemon;
-use crate::config::{DaemonArgs, EnvAction, EnvArgs};
+use crate::config::{DaemonArgs, DoctorArgs, EnvAction, EnvArgs};
 use reqwest::Method;
+
+/// Runs `sandboxd doctor`: removes what `--remove` names, then lists what is still
+/// quarantined and how to act on it; returns the exit code (1 when something is).
+pub async fn doctor(args: DoctorArgs) -> anyhow::Result<i32> {
+    let daemon = Daemon::new(&args.client)?;
+    let mut code = 0;
+    for id in &args.remove {
+        match daemon
+            .call(Method::DELETE, &format!("/v1/quarantine/{id}"), None)
+            .await?
+        {
+            Ok(_) => println!("removed {id} for good"),
+            Err(e) => {
+                eprintln!("error: {id}: {e}");
+                code = 1;
+            }
+        }
+    }
+    let listed = match daemon.call(Method::GET, "/v1/quarantine", None).await? {
+        Ok(listed) => listed,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let rows = listed.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("nothing quarantined: every sandbox of this daemon has its record");
+        return Ok(code);
+    }
+    println!(
+        "{} sandbox(es) have no record in the store; they are stopped and kept:",
+        rows.len()
+    );
+    for row in &rows {
+        let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+        println!(
+            "  {}  container {}  directory {}",
+            text(&row["id"]),
+            text(&row["container"]),
+            text(&row["directory"])
+        );
+    }
+    println!(
+        "To bring them back: stop the daemon, put a copy of state.db that knows them in \
+         the state directory, and start it again (it re-adopts them).\n\
+         To remove one for good: sandboxd doctor --remove <id>"
+    );
+    Ok(1)
+}
 
 /// Runs `sandboxd env …`; returns the exit code.
 pub async fn env(args: EnvArgs, key: String) -> anyhow::Result<i32> {

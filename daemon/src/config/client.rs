@@ -112,6 +112,17 @@ pub struct RmArgs {
     pub client: DaemonArgs,
 }
 
+/// `sandboxd doctor` flags.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Remove these quarantined sandboxes for good (container, home disk, directory).
+    #[arg(long = "remove", value_name = "ID")]
+    pub remove: Vec<String>,
+    /// The daemon.
+    #[command(flatten)]
+    pub client: DaemonArgs,
+}
+
 /// Arguments of `sandboxd chat`.
 #[derive(Debug, Clone, Args)]
 pub struct ChatArgs {

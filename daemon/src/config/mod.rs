@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 mod client;
-pub use client::{ChatArgs, DaemonArgs, EnvAction, EnvArgs, ExecArgs, RmArgs, ShellArgs};
+pub use client::{
+    ChatArgs, DaemonArgs, DoctorArgs, EnvAction, EnvArgs, ExecArgs, RmArgs, ShellArgs,
+};
 
 /// `sandboxd`: a local sandbox runtime for coding agents.
 #[derive(Debug, Parser)]
@@ -49,6 +51,9 @@ pub enum Command {
     /// An interactive shell in a sandbox, on a terminal (`sandboxd shell <id>`); exits
     /// with the shell's exit code.
     Shell(ShellArgs),
+    /// What the daemon found of its own that its store has no record of (quarantined:
+    /// stopped and kept), and how to bring it back or remove it (`--remove <id>`).
+    Doctor(DoctorArgs),
 }
 
 /// Flags of `sandboxd serve`; each can also come from the environment variable shown.

@@ -306,6 +306,27 @@ impl Engine {
             .ok_or_else(|| EngineError::Refused(format!("container {id} is not running")))
     }
 
+    /// Stops a container and keeps it (its filesystem stays for an operator, or for
+    /// a later start). One that is paused is thawed first; one already stopped is
+    /// not an error.
+    pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        self.unpause(id).await.or_else(|e| match e {
+            EngineError::Refused(m) if m.contains("is not running") => Ok(()),
+            other => Err(other),
+        })?;
+        let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
+            .t(5)
+            .build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: it was not running.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Kills and removes a container with its anonymous volumes. A container that is
     /// already gone is not an error.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {

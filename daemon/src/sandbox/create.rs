@@ -226,12 +226,22 @@ impl Sandboxes {
                 container_id: None,
             }),
         });
-        if let Err(e) = self.store.put_sandbox(&sandbox.row()) {
+        // The claim marker goes first: whatever later happens to the store, the
+        // directory says a client was given this sandbox (see quarantine.rs).
+        let stored = super::quarantine::mark_claimed(&sandbox.dir)
+            .map_err(SandboxError::from)
+            .and_then(|()| {
+                self.store
+                    .put_sandbox(&sandbox.row())
+                    .map_err(SandboxError::from)
+            });
+        if let Err(e) = stored {
             self.proxy.unregister(&sandbox.id);
-            if let Some(warm) = warm {
-                self.discard(warm).await;
+            match warm {
+                Some(warm) => self.discard(warm).await,
+                None => super::remove_dir(&sandbox.dir),
             }
-            return Err(e.into());
+            return Err(e);
         }
         slot.commit(|| self.insert(sandbox.clone()));
         if warm.is_some() {

@@ -15,6 +15,7 @@ mod instance;
 pub mod paths;
 mod pause;
 mod pool;
+mod quarantine;
 mod quota;
 mod restore;
 mod template;
@@ -32,6 +33,7 @@ use instance::State;
 pub use instance::{Attributes, BusyGuard, Sandbox, SandboxView};
 pub use pause::Awake;
 pub use pool::{PoolSizes, LABEL_POOL};
+pub use quarantine::{Quarantined, CLAIM_MARKER};
 pub use quota::Limits as QuotaLimits;
 pub use restore::Adopted;
 
@@ -251,6 +253,8 @@ pub struct Sandboxes {
     quota: quota::Quota,
     /// Warm containers, made ahead of creates.
     pool: pool::Pool,
+    /// What was found of this instance that no stored sandbox accounts for.
+    quarantine: quarantine::Quarantine,
 }
 
 impl Sandboxes {
@@ -273,6 +277,7 @@ impl Sandboxes {
             by_key: RwLock::new(HashMap::new()),
             template_locks: tokio::sync::Mutex::new(HashMap::new()),
             attachment: RwLock::new(None),
+            quarantine: Default::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Starting again on an existing state directory: sandboxes and threads come back from
 //! the store, and once the engine answers, each sandbox is matched with its container
-//! by label (re-adopted), or marked `error` when its container is gone. Containers of
-//! this instance that no stored sandbox owns are removed.
+//! by label (re-adopted), or marked `error` when its container is gone. What no stored
+//! sandbox owns is quarantined (see `quarantine.rs`), except leftover warm containers,
+//! which are removed.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Sandbox, SandboxError, Sandboxes, State, Status};
 use crate::init_client::InitClient;
-use crate::names::{LABEL_INSTANCE, LABEL_SANDBOX};
+use crate::names::{is_sandbox_id, LABEL_INSTANCE, LABEL_SANDBOX};
 use crate::store::{time, SandboxRow};
 use crate::threads::Thread;
 
@@ -20,8 +21,11 @@ pub struct Adopted {
     pub kept: usize,
     /// Sandboxes marked `error` because their containers were gone.
     pub lost: usize,
-    /// Containers removed because no sandbox owns them.
+    /// Containers removed: warm ones never given to a client, and those of sandboxes
+    /// the store says are over (errored or expired).
     pub removed: usize,
+    /// Sandboxes no stored sandbox accounts for, stopped and kept.
+    pub quarantined: usize,
 }
 
 impl Sandboxes {
@@ -130,6 +134,12 @@ impl Sandboxes {
             };
             match adopted {
                 Ok(container) => {
+                    // Sandboxes made before claim markers existed get theirs now.
+                    if !super::quarantine::is_claimed(&sandbox.dir) {
+                        if let Err(e) = super::quarantine::mark_claimed(&sandbox.dir) {
+                            tracing::warn!(sandbox = %sandbox.id, "{e}");
+                        }
+                    }
                     if sandbox.container_id().as_deref() != Some(container.as_str()) {
                         sandbox.set_container(container.clone());
                     }
@@ -145,31 +155,55 @@ impl Sandboxes {
         }
         for container in containers {
             let Some(id) = container.id else { continue };
-            let sandbox = container
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_SANDBOX))
-                .cloned()
-                .unwrap_or_default();
+            let labels = container.labels.unwrap_or_default();
+            let sandbox = labels.get(LABEL_SANDBOX).cloned();
+            let name = sandbox.clone().unwrap_or_default();
             // The warm pool's own (this runs again while the daemon is up when its
             // network is replaced).
-            if claimed.contains(&id) || self.pool.owns(&sandbox) {
+            if claimed.contains(&id) || self.pool.owns(&name) {
                 continue;
             }
-            engine.remove(&id).await?;
-            outcome.removed += 1;
+            let warm_leftover = labels.contains_key(super::LABEL_POOL)
+                && is_sandbox_id(&name)
+                && !super::quarantine::is_claimed(&self.settings.sandboxes_dir.join(&name));
+            // A stored sandbox that is over (errored, expired) no longer needs it.
+            if warm_leftover || self.peek(&name).is_some() {
+                engine.remove(&id).await?;
+                outcome.removed += 1;
+            } else if !self.quarantine.contains(sandbox.as_deref().unwrap_or(&id)) {
+                self.quarantine_container(&engine, sandbox.as_deref(), &id)
+                    .await?;
+                outcome.quarantined += 1;
+            }
         }
-        self.sweep_orphan_dirs().await;
+        outcome.quarantined += self.sweep_orphan_dirs().await;
+        if outcome.quarantined > 0 {
+            let store_empty = self.list_arcs().is_empty();
+            tracing::error!(
+                "{} sandbox(es) of this instance have no record in the store{}: they are \
+                 stopped and kept, not deleted. `sandboxd doctor` lists them. To bring them \
+                 back, stop the daemon, put a copy of state.db that knows them in place and \
+                 start it again; to remove one for good, `sandboxd doctor --remove <id>`.",
+                outcome.quarantined,
+                if store_empty {
+                    ", and the store holds no sandbox at all (was state.db damaged or replaced?)"
+                } else {
+                    ""
+                }
+            );
+        }
         Ok(outcome)
     }
 
     /// Removes the host directories (and unmounts the disks) that belong to no
-    /// stored sandbox and no warm container: those of warm containers of an earlier
-    /// run, and of creates that a crash cut short before their sandbox was stored.
-    async fn sweep_orphan_dirs(&self) {
+    /// stored sandbox and no warm container and were never given to a client: those of
+    /// warm containers of an earlier run. One that was (it holds the claim marker) is
+    /// quarantined. Returns how many were newly quarantined.
+    async fn sweep_orphan_dirs(&self) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.settings.sandboxes_dir) else {
-            return;
+            return 0;
         };
+        let mut quarantined = 0;
         let known: std::collections::HashSet<String> =
             self.list_arcs().iter().map(|sb| sb.id.clone()).collect();
         for entry in entries.flatten() {
@@ -178,6 +212,13 @@ impl Sandboxes {
                 continue;
             }
             let dir = entry.path();
+            if super::quarantine::is_claimed(&dir) {
+                if !self.quarantine.contains(&name) {
+                    self.quarantine_dir(&name, dir);
+                    quarantined += 1;
+                }
+                continue;
+            }
             if let Err(e) = super::disk::Disk::new(&dir).unmount().await {
                 tracing::warn!(dir = %dir.display(), "{e}");
                 continue;
@@ -185,6 +226,7 @@ impl Sandboxes {
             super::remove_dir(&dir);
             tracing::info!(dir = %dir.display(), "removed a directory no sandbox owns");
         }
+        quarantined
     }
 
     /// Applies every active sandbox's egress policy again (its address may have
@@ -246,27 +288,4 @@ async fn revive(
         .map_err(|e| format!("its container's init is unknown: {e}"))?;
     sandbox.init.set_init_pid(pid);
     Ok(container)
-}
-
-/// Whether `name` has the shape of a sandbox id (`sb_` and 16 base-32 characters).
-fn is_sandbox_id(name: &str) -> bool {
-    name.strip_prefix("sb_").is_some_and(|rest| {
-        rest.len() == 16
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_sandbox_ids_are_swept() {
-        assert!(is_sandbox_id(&crate::names::new_id("sb_")));
-        assert!(!is_sandbox_id("sb_short"));
-        assert!(!is_sandbox_id("sb_../../etc/passwd1"));
-        assert!(!is_sandbox_id("state.db"));
-    }
 }

@@ -97,10 +97,11 @@ async fn prepare_once(
     if adopted != Default::default() {
         tracing::info!(
             "sandboxes from the last run: {} re-adopted, {} lost their container; \
-             {} container(s) without a sandbox removed",
+             {} leftover container(s) removed, {} without a record quarantined",
             adopted.kept,
             adopted.lost,
-            adopted.removed
+            adopted.removed,
+            adopted.quarantined
         );
     }
     let progress = |line: &str| {

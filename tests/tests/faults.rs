@@ -1,0 +1,148 @@
+//! Faults of an operator's bad day, each injected on the real engine, and what must
+//! survive them: a crash or a damaged store loses at most what was never acknowledged,
+//! and nothing is deleted on a guess.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sandboxd_e2e::{daemon_bin, docker_inspect, eventually, Daemon, Options, StatusCode};
+use serde_json::{json, Value};
+
+fn again(d: &Daemon) -> Options {
+    Options {
+        agents: Vec::new(),
+        reuse: Some((d.state_dir.clone(), d.agents_dir.clone())),
+        ..Options::default()
+    }
+}
+
+/// The store's files: the database and its write-ahead log and index.
+fn store_files(state_dir: &Path) -> Vec<PathBuf> {
+    ["state.db", "state.db-wal", "state.db-shm"]
+        .iter()
+        .map(|name| state_dir.join(name))
+        .collect()
+}
+
+async fn quarantined(d: &Daemon) -> Vec<Value> {
+    let (status, body) = d.call("GET", "/v1/quarantine", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_array().cloned().expect("a list")
+}
+
+/// The daemon is killed, and its store is cut to nothing while it is down (a disk
+/// fault, or a state.db replaced by an empty one). The next start knows no sandbox, but
+/// deletes none of what it finds: the sandbox (a claimed warm container, which carries
+/// the pool's label) is stopped and kept with its home disk, and listed by the API and
+/// `sandboxd doctor`; only the warm container no client was ever given is removed.
+/// Putting the old store back re-adopts the sandbox with its files.
+#[tokio::test]
+async fn a_lost_store_quarantines_its_sandboxes_and_the_old_store_brings_them_back() {
+    let mut first = Daemon::start_with(Options {
+        args: vec!["--pool-size".into(), "1".into()],
+        ..Options::default()
+    })
+    .await;
+    first.wait_pool(1).await;
+    let id = first.create_sandbox(json!({ "agent": "test" })).await;
+    let container = id.replacen("sb_", "sbx-", 1);
+    assert_eq!(
+        docker_inspect(&container, "{{index .Config.Labels \"sandboxd.pool\"}}").as_deref(),
+        Some("warm"),
+        "the sandbox was not made from the warm pool"
+    );
+    first
+        .exec(&id, "echo kept through it all > /home/user/note.txt")
+        .await;
+    eventually(Duration::from_secs(120), "the pool's refill", || async {
+        first.containers().len() == 2
+    })
+    .await;
+    let sandbox_container = docker_inspect(&container, "{{.Id}}").expect("its container");
+    let warm: Vec<String> = first
+        .containers()
+        .into_iter()
+        .filter(|c| !sandbox_container.starts_with(c.as_str()))
+        .collect();
+    assert_eq!(warm.len(), 1, "{warm:?}");
+
+    first.kill();
+    let saved = tempfile::tempdir().expect("a place for the old store");
+    for file in store_files(&first.state_dir) {
+        if file.exists() {
+            let name = file.file_name().expect("a file name");
+            std::fs::copy(&file, saved.path().join(name)).expect("copy the store");
+        }
+    }
+    std::fs::write(first.state_dir.join("state.db"), b"").expect("cut the store");
+    for file in &store_files(&first.state_dir)[1..] {
+        let _ = std::fs::remove_file(file);
+    }
+
+    let mut second = Daemon::start_with(again(&first)).await;
+    let (status, listed) = second.call("GET", "/v1/sandboxes", None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed, json!([]), "the store knows no sandbox");
+    let kept = quarantined(&second).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["id"], id.as_str());
+    assert!(
+        kept[0]["container"]
+            .as_str()
+            .is_some_and(|c| sandbox_container.starts_with(c) || c.starts_with(&sandbox_container)),
+        "{kept:?}"
+    );
+    let dir = second.state_dir.join("sandboxes").join(&id);
+    assert_eq!(kept[0]["directory"], dir.display().to_string());
+    assert!(
+        dir.join("claimed").is_file(),
+        "its directory lost its marker"
+    );
+    assert_eq!(
+        docker_inspect(&container, "{{.State.Status}}").as_deref(),
+        Some("exited"),
+        "a quarantined container must not run: its egress rules are not applied"
+    );
+    assert_eq!(
+        docker_inspect(&warm[0], "{{.State.Status}}"),
+        None,
+        "the warm container no client was given is still there"
+    );
+    assert!(
+        second.log_text().contains("sandboxd doctor"),
+        "the log does not say what to do"
+    );
+    let doctor = Command::new(daemon_bin("debug"))
+        .args(["doctor", "--url", &second.url])
+        .env("SANDBOXD_API_KEY", &second.key)
+        .output()
+        .expect("sandboxd doctor");
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "{said}");
+    assert!(said.contains(&id) && said.contains("state.db"), "{said}");
+
+    assert!(second.terminate().success(), "SIGTERM exits cleanly");
+    for file in store_files(&second.state_dir) {
+        let _ = std::fs::remove_file(&file);
+        let old = saved.path().join(file.file_name().expect("a file name"));
+        if old.exists() {
+            std::fs::copy(&old, &file).expect("put the old store back");
+        }
+    }
+
+    let third = Daemon::start_with(again(&second)).await;
+    let (status, got) = third
+        .call("GET", &format!("/v1/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["status"], "active", "{got}");
+    let note = third.exec(&id, "cat /home/user/note.txt").await;
+    assert_eq!(note["stdout"], "kept through it all\n", "{note}");
+    assert!(quarantined(&third).await.is_empty());
+    third.delete_sandbox(&id).await;
+    third.assert_no_leaks();
+    drop(third);
+    drop(second);
+    drop(first);
+}
