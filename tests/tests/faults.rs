@@ -146,3 +146,71 @@ async fn a_lost_store_quarantines_its_sandboxes_and_the_old_store_brings_them_ba
     drop(second);
     drop(first);
 }
+
+/// The daemon is killed while a create runs its setup: the next start marks that
+/// sandbox `error` ("interrupted …") and removes what the create had made, its
+/// container, its disk's mount and its directory, without waiting for a delete.
+#[tokio::test]
+async fn a_create_cut_by_kill_9_leaves_no_mount_directory_or_container() {
+    let mut first = Daemon::start_with(
+        Options::default().agent("slow", json!({ "sandbox": { "setup": ["sleep 120"] } })),
+    )
+    .await;
+    let creating = {
+        let request = first
+            .request("POST", "/v1/sandboxes")
+            .json(&json!({ "agent": "slow" }));
+        tokio::spawn(async move { request.send().await })
+    };
+    // Its setup runs once its container is up; the create is then `creating`.
+    let creating_id = || async {
+        let (_, listed) = first.call("GET", "/v1/sandboxes", None).await;
+        listed
+            .as_array()
+            .and_then(|all| all.first())
+            .filter(|sb| sb["status"] == "creating")
+            .and_then(|sb| sb["id"].as_str())
+            .map(str::to_owned)
+    };
+    eventually(
+        Duration::from_secs(120),
+        "a create in its setup",
+        || async { creating_id().await.is_some() && !first.containers().is_empty() },
+    )
+    .await;
+    let id = creating_id()
+        .await
+        .expect("the create still runs its setup");
+    let dir = first.state_dir.join("sandboxes").join(&id);
+    assert!(dir.is_dir(), "the create made no directory");
+    first.kill();
+    creating.abort();
+
+    let second = Daemon::start_with(again(&first)).await;
+    let (status, got) = second
+        .call("GET", &format!("/v1/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["status"], "error", "{got}");
+    assert!(
+        got["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted by a daemon restart")),
+        "{got}"
+    );
+    assert!(
+        !dir.exists(),
+        "the interrupted create's directory is still there"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&dir.display().to_string()),
+        "the interrupted create's disk is still mounted"
+    );
+    assert!(second.containers().is_empty(), "{:?}", second.containers());
+    assert!(quarantined(&second).await.is_empty());
+    second.delete_sandbox(&id).await;
+    second.assert_no_leaks();
+    drop(second);
+    drop(first);
+}

@@ -107,11 +107,13 @@ impl Sandboxes {
             .await?;
         let mut outcome = Adopted::default();
         let mut claimed = std::collections::HashSet::new();
+        let mut interrupted = Vec::new();
         for sandbox in self.list_arcs() {
             let adopted = match sandbox.status() {
                 Status::Error | Status::Expired => continue,
                 // Provisioning died with the daemon: what it made is unfinished.
                 Status::Creating => {
+                    interrupted.push(sandbox.clone());
                     Err("interrupted by a daemon restart while being created".to_owned())
                 }
                 // A paused one stays paused (its next use resumes it).
@@ -175,6 +177,11 @@ impl Sandboxes {
                     .await?;
                 outcome.quarantined += 1;
             }
+        }
+        // A create cut short made a directory and a disk no client was given: once its
+        // container is gone (above), they go too. Its record stays, as `error`.
+        for sandbox in interrupted {
+            self.release(&sandbox).await;
         }
         outcome.quarantined += self.sweep_orphan_dirs().await;
         if outcome.quarantined > 0 {
