@@ -214,3 +214,30 @@ async fn a_create_cut_by_kill_9_leaves_no_mount_directory_or_container() {
     drop(second);
     drop(first);
 }
+
+/// The agents directory cannot be read for a while (here: replaced by a file; out of
+/// descriptors does the same): the agents loaded before stay, and the log says why.
+#[tokio::test]
+async fn an_agents_directory_that_cannot_be_read_keeps_the_agents_loaded_before() {
+    let d = Daemon::start().await;
+    let away = d.agents_dir.with_extension("away");
+    std::fs::rename(&d.agents_dir, &away).expect("move the agents directory away");
+    std::fs::write(&d.agents_dir, "not a directory").expect("a file in its place");
+    eventually(Duration::from_secs(60), "a reload that fails", || async {
+        d.log_text().contains("the agents loaded before stay")
+    })
+    .await;
+    let (status, agents) = d.call("GET", "/v1/agents", None).await;
+    std::fs::remove_file(&d.agents_dir).expect("remove the file");
+    std::fs::rename(&away, &d.agents_dir).expect("put the agents directory back");
+    assert_eq!(status, StatusCode::OK, "{agents}");
+    assert!(
+        agents.to_string().contains("\"test\""),
+        "the agents were unloaded: {agents}"
+    );
+    assert!(
+        !d.log_text()
+            .contains("agents directory loaded: 0 definitions"),
+        "a failed read replaced the agents with none"
+    );
+}

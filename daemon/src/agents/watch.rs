@@ -51,7 +51,19 @@ impl AgentFiles {
                 return false;
             }
         }
-        let (mut files, mut problems) = load_dir(&self.dir);
+        let (mut files, mut problems) = match load_dir(&self.dir) {
+            Ok(loaded) => loaded,
+            Err(unreadable) => {
+                // Nothing is known of the definitions: the last good set stays, and the
+                // next change (or reload) tries again.
+                tracing::warn!(
+                    path = %unreadable.path.display(),
+                    "the agents directory {}: the agents loaded before stay",
+                    unreadable.message
+                );
+                return false;
+            }
+        };
         let loaded = code::load(engine, &self.loader, &self.dir).await;
         problems.extend(loaded.problems);
         for (slug, def) in loaded.files {

@@ -61,7 +61,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     import_legacy_agents(&state_dir, &store)?;
 
-    let (files, mut problems) = load_dir(&config.agents_dir);
+    let (files, mut problems) =
+        load_dir(&config.agents_dir).unwrap_or_else(|p| (Default::default(), vec![p]));
     let (agents, deployed_problems) = Agents::with_deployed(files, store.clone())?;
     problems.extend(deployed_problems);
     for p in &problems {
@@ -341,7 +342,7 @@ fn import_legacy_agents(state_dir: &Path, store: &Store) -> anyhow::Result<()> {
     if !dir.is_dir() {
         return Ok(());
     }
-    let (legacy, problems) = load_dir(&dir);
+    let (legacy, problems) = load_dir(&dir).unwrap_or_else(|p| (Default::default(), vec![p]));
     let known: Vec<String> = store.agents()?.into_iter().map(|(slug, _)| slug).collect();
     for (slug, def) in legacy {
         if !known.contains(&slug) {
