@@ -5,7 +5,15 @@ use sandboxd::config::{Cli, Command, Config};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // An error ends the process with what happened and what to do, never a backtrace.
+    if let Err(e) = run() {
+        eprintln!("sandboxd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -61,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             Command::Rm(args) => std::process::exit(sandboxd::cli::sandboxes::rm(args).await?),
             Command::Shell(args) => std::process::exit(sandboxd::cli::shell::shell(args).await?),
             Command::Doctor(args) => std::process::exit(sandboxd::cli::admin::doctor(args).await?),
+            Command::State(args) => std::process::exit(sandboxd::cli::admin::state(args)?),
         }
     })
 }

@@ -24,6 +24,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 mod agent_env;
+pub mod backup;
+pub mod lock;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,10 @@ pub enum StoreError {
          so nothing was changed; free space there and retry ({0})"
     )]
     Full(String),
+    /// The database cannot be read as one: not a database at all, or it fails
+    /// SQLite's integrity check.
+    #[error("the state database is damaged: {0}")]
+    Damaged(String),
     /// Any other failure.
     #[error("state database: {0}")]
     Other(String),
@@ -44,6 +50,11 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
             Self::Full(e.to_string())
+        } else if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+        ) {
+            Self::Damaged(e.to_string())
         } else {
             Self::Other(e.to_string())
         }
@@ -168,6 +179,7 @@ impl Store {
         // (only a power loss can lose the last commits).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        backup::quick_check(&conn).map_err(StoreError::Damaged)?;
         Self::with(conn)
     }
 
@@ -536,11 +548,11 @@ mod tests {
         let e = StoreError::from(full);
         assert!(matches!(e, StoreError::Full(_)), "{e:?}");
         assert!(e.to_string().contains("is full"), "{e}");
-        let other = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-            None,
-        );
-        assert!(matches!(StoreError::from(other), StoreError::Other(_)));
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        let corrupt = StoreError::from(failure(rusqlite::ffi::SQLITE_CORRUPT));
+        assert!(matches!(corrupt, StoreError::Damaged(_)), "{corrupt:?}");
+        let other = StoreError::from(failure(rusqlite::ffi::SQLITE_IOERR));
+        assert!(matches!(other, StoreError::Other(_)), "{other:?}");
     }
 
     pub(super) fn sandbox(id: &str) -> SandboxRow {

@@ -25,6 +25,41 @@ fn store_files(state_dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Starts another daemon on `d`'s state directory, which must refuse to start: its
+/// exit status and what it printed (with backtraces asked for, to see there are none).
+fn refused_start(d: &Daemon) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(daemon_bin("debug"))
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .arg("--agents-dir")
+        .arg(&d.agents_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SANDBOXD_API_KEY", &d.key)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sandboxd");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a daemon that should have refused to start is running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut said)
+        .expect("its output");
+    (status, said)
+}
+
 async fn quarantined(d: &Daemon) -> Vec<Value> {
     let (status, body) = d.call("GET", "/v1/quarantine", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -240,4 +275,80 @@ async fn an_agents_directory_that_cannot_be_read_keeps_the_agents_loaded_before(
             .contains("agents directory loaded: 0 definitions"),
         "a failed read replaced the agents with none"
     );
+}
+
+/// A second daemon on a state directory in use is refused before it touches anything.
+/// Then the store is damaged while the daemon is down: the daemon refuses to start on
+/// it, says what happened and the command that fixes it (no backtrace), and
+/// `sandboxd state restore` puts back the backup taken at the clean stop, keeping the
+/// damaged file; the sandbox comes back with its files.
+#[tokio::test]
+async fn a_damaged_store_is_refused_and_restored_from_its_backup() {
+    let mut first = Daemon::start().await;
+    let id = first.create_sandbox(json!({ "agent": "test" })).await;
+    first
+        .exec(&id, "echo backed up > /home/user/note.txt")
+        .await;
+    let (status, said) = refused_start(&first);
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains(&format!("another sandboxd (pid {})", first.pid())),
+        "{said}"
+    );
+    let (status, _) = first.call("GET", "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "the first daemon was disturbed");
+    assert!(first.terminate().success());
+    let backups = std::fs::read_dir(first.state_dir.join("backups"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(backups >= 1, "no backup was taken at the clean stop");
+
+    // Its first page overwritten: SQLite no longer reads it as a database.
+    let db = first.state_dir.join("state.db");
+    let mut bytes = std::fs::read(&db).expect("the store");
+    bytes[..100].fill(0x5a);
+    std::fs::write(&db, &bytes).expect("damage the store");
+    let (status, said) = refused_start(&first);
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("is damaged"), "{said}");
+    assert!(
+        said.contains("sandboxd state restore --state-dir"),
+        "{said}"
+    );
+    assert!(!said.contains("stack backtrace"), "{said}");
+
+    let restore = Command::new(daemon_bin("debug"))
+        .args(["state", "restore", "--state-dir"])
+        .arg(&first.state_dir)
+        .output()
+        .expect("sandboxd state restore");
+    let told = String::from_utf8_lossy(&restore.stdout);
+    assert!(
+        restore.status.success(),
+        "{told}{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    assert!(told.contains("restored"), "{told}");
+    let kept_aside = std::fs::read_dir(&first.state_dir)
+        .expect("the state directory")
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.db.damaged-")
+        });
+    assert!(kept_aside, "the damaged store was not kept");
+
+    let again = Daemon::start_with(again(&first)).await;
+    let (status, got) = again
+        .call("GET", &format!("/v1/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["status"], "active", "{got}");
+    let note = again.exec(&id, "cat /home/user/note.txt").await;
+    assert_eq!(note["stdout"], "backed up\n", "{note}");
+    again.delete_sandbox(&id).await;
+    again.assert_no_leaks();
+    drop(again);
+    drop(first);
 }

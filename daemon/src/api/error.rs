@@ -150,7 +150,7 @@ impl From<StoreError> for ApiError {
                 "insufficient_storage",
                 message,
             ),
-            StoreError::Other(_) => {
+            StoreError::Damaged(_) | StoreError::Other(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
             }
         }

@@ -1,10 +1,12 @@
 //! `sandboxd env …`, `sandboxd reload` and `sandboxd doctor`: small admin calls to a
-//! running daemon. Variable values go to the daemon and are never printed.
+//! running daemon (variable values go to the daemon and are never printed); and
+//! `sandboxd state …`, the store's backups, with the daemon stopped.
 
 use serde_json::{json, Value};
 
 use super::http::Daemon;
-use crate::config::{DaemonArgs, DoctorArgs, EnvAction, EnvArgs};
+use crate::config::{DaemonArgs, DoctorArgs, EnvAction, EnvArgs, StateAction, StateArgs};
+use crate::store::{backup, lock};
 use reqwest::Method;
 
 /// Runs `sandboxd doctor`: removes what `--remove` names, then lists what is still
@@ -55,6 +57,40 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<i32> {
          To remove one for good: sandboxd doctor --remove <id>"
     );
     Ok(1)
+}
+
+/// Runs `sandboxd state …`; returns the exit code.
+pub fn state(args: StateArgs) -> anyhow::Result<i32> {
+    let dir = args.dir()?;
+    match args.action {
+        StateAction::Backups => {
+            let found = backup::backups(&dir.join(backup::DIR));
+            if found.is_empty() {
+                println!("no backups in {}", dir.join(backup::DIR).display());
+            }
+            for path in found {
+                match backup::check(&path) {
+                    Ok(()) => println!("{}  ok", path.display()),
+                    Err(e) => println!("{}  damaged: {e}", path.display()),
+                }
+            }
+            Ok(0)
+        }
+        StateAction::Restore { from } => {
+            // The daemon must not have the store open while it is replaced.
+            let _lock = lock::lock(&dir).map_err(anyhow::Error::msg)?;
+            let restored = backup::restore(&dir, from.as_deref()).map_err(anyhow::Error::msg)?;
+            println!("restored {}", restored.from.display());
+            if let Some(aside) = restored.moved_aside {
+                println!("the replaced state.db is kept as {}", aside.display());
+            }
+            println!(
+                "start the daemon: it re-adopts the sandboxes this store knows and \
+                 quarantines (keeps) what it does not"
+            );
+            Ok(0)
+        }
+    }
 }
 
 /// Runs `sandboxd env …`; returns the exit code.

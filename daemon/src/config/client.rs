@@ -112,6 +112,42 @@ pub struct RmArgs {
     pub client: DaemonArgs,
 }
 
+/// `sandboxd state …`: the store, with the daemon stopped.
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: StateAction,
+    /// The daemon's state directory (default: the daemon's own default).
+    #[arg(long, global = true, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    /// The state directory these commands work on.
+    pub fn dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.state_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => default_state_dir(),
+        }
+    }
+}
+
+/// The `state` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StateAction {
+    /// Put a backup of the store in place of state.db (the daemon must be stopped):
+    /// the newest one that passes the integrity check, or `--from FILE`. The replaced
+    /// state.db is kept beside it as state.db.damaged-<time>.
+    Restore {
+        /// The backup to put back.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// List the store's backups, newest first, with whether each passes the check.
+    Backups,
+}
+
 /// `sandboxd doctor` flags.
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {

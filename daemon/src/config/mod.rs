@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 mod client;
 pub use client::{
-    ChatArgs, DaemonArgs, DoctorArgs, EnvAction, EnvArgs, ExecArgs, RmArgs, ShellArgs,
+    ChatArgs, DaemonArgs, DoctorArgs, EnvAction, EnvArgs, ExecArgs, RmArgs, ShellArgs, StateAction,
+    StateArgs,
 };
 
 /// `sandboxd`: a local sandbox runtime for coding agents.
@@ -54,6 +55,9 @@ pub enum Command {
     /// What the daemon found of its own that its store has no record of (quarantined:
     /// stopped and kept), and how to bring it back or remove it (`--remove <id>`).
     Doctor(DoctorArgs),
+    /// The store's backups, with the daemon stopped: `state backups`, and
+    /// `state restore [--from FILE]` to put one back in place of state.db.
+    State(StateArgs),
 }
 
 /// Flags of `sandboxd serve`; each can also come from the environment variable shown.

@@ -60,14 +60,24 @@ pub struct Quarantined {
     pub directory: Option<PathBuf>,
 }
 
-/// The quarantined sandboxes, by id.
+/// The quarantined sandboxes, by id, and whether the store was ever matched with
+/// what is on disk.
 #[derive(Debug, Default)]
-pub(super) struct Quarantine(std::sync::Mutex<BTreeMap<String, Quarantined>>);
+pub(super) struct Quarantine {
+    found: std::sync::Mutex<BTreeMap<String, Quarantined>>,
+    adopted: std::sync::atomic::AtomicBool,
+}
 
 impl Quarantine {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Quarantined>> {
         // Every write is one whole insert or remove: a poisoned map is consistent.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.found.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that the store was matched with the engine and the disk.
+    pub(super) fn adopted(&self) {
+        self.adopted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(super) fn contains(&self, id: &str) -> bool {
@@ -117,6 +127,16 @@ impl Sandboxes {
                 directory: Some(dir),
             },
         );
+    }
+
+    /// Whether the store is known to account for everything of this instance: it was
+    /// matched with the engine and the disk, and nothing is quarantined. Only such a
+    /// store is worth a backup (a damaged one must not rotate the good ones out).
+    pub fn store_accounts_for_all(&self) -> bool {
+        self.quarantine
+            .adopted
+            .load(std::sync::atomic::Ordering::SeqCst)
+            && self.quarantine.lock().is_empty()
     }
 
     /// The quarantined sandboxes, by id.

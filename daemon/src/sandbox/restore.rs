@@ -184,6 +184,7 @@ impl Sandboxes {
             self.release(&sandbox).await;
         }
         outcome.quarantined += self.sweep_orphan_dirs().await;
+        self.quarantine.adopted();
         if outcome.quarantined > 0 {
             let store_empty = self.list_arcs().is_empty();
             tracing::error!(

@@ -24,6 +24,7 @@ use crate::readiness::Readiness;
 use crate::sandbox::{QuotaLimits, Sandboxes, Settings};
 use crate::store::Store;
 
+mod backups;
 mod prepare;
 pub use prepare::prepare_image;
 use prepare::{expire_idle, prepare};
@@ -43,6 +44,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     })?;
     let state_dir = config.state_dir.canonicalize()?;
+    // Before anything in it is touched: one daemon per state directory.
+    let _lock = crate::store::lock::lock(&state_dir).map_err(anyhow::Error::msg)?;
     let (api_key, source) = ApiKey::load_or_create(config.api_key.clone(), &state_dir)
         .context("loading the API key")?;
     match source {
@@ -54,9 +57,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("loading the token secret")?;
 
     let store_path = state_dir.join("state.db");
-    let store = Arc::new(
-        Store::open(&store_path).with_context(|| format!("opening {}", store_path.display()))?,
-    );
+    let store = match Store::open(&store_path) {
+        Ok(store) => Arc::new(store),
+        Err(crate::store::StoreError::Damaged(problem)) => {
+            anyhow::bail!(backups::damaged(&state_dir, &problem))
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", store_path.display())),
+    };
     tracing::info!("state: {}", store_path.display());
 
     import_legacy_agents(&state_dir, &store)?;
@@ -242,6 +249,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let expiry = tokio::spawn(expire_idle(sandboxes.clone(), shutdown.child_token()));
+    let backups_dir = state_dir.join(crate::store::backup::DIR);
+    let backup = tokio::spawn(backups::every(
+        store.clone(),
+        sandboxes.clone(),
+        backups_dir.clone(),
+        shutdown.child_token(),
+    ));
     // Ends at shutdown, after removing every warm container.
     let pool = tokio::spawn(sandboxes.clone().run_pool(shutdown.child_token()));
 
@@ -319,6 +333,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (served, ()) = tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
+    backup.abort();
     if let Some(e2b) = e2b {
         e2b.abort();
     }
@@ -330,6 +345,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(firewall) = sandboxes_for_shutdown.firewall() {
         firewall.close().await;
     }
+    backups::take(&store, &sandboxes_for_shutdown, &backups_dir, "at stop").await;
     served.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
