@@ -14,6 +14,7 @@ use serde_json::Value;
 pub use reqwest::StatusCode;
 
 mod chat;
+pub mod hiccup;
 mod model;
 pub mod peer;
 mod pool;

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use sandboxd_e2e::{daemon_bin, docker_inspect, eventually, Daemon, Options, StatusCode};
+use sandboxd_e2e::hiccup::EngineHiccup;
+use sandboxd_e2e::{
+    daemon_bin, docker_inspect, eventually, sse_chunks, text_of, user_message, Daemon, Options,
+    ScriptedModel, StatusCode,
+};
 use serde_json::{json, Value};
 
 fn again(d: &Daemon) -> Options {
@@ -351,4 +355,96 @@ async fn a_damaged_store_is_refused_and_restored_from_its_backup() {
     again.assert_no_leaks();
     drop(again);
     drop(first);
+}
+
+async fn healthy(d: &Daemon) -> bool {
+    d.anonymous("GET", "/healthz")
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+}
+
+/// The engine hangs while a turn is in a tool call, long enough for the daemon to see
+/// it (`/healthz` 503), and comes back. The model proxy keeps its address, so the
+/// turn's next model call, made after the daemon set itself up again, goes through and
+/// the turn ends as it would have. (The proxy used to move to a new port, and the CLI's
+/// next call was refused.)
+#[tokio::test]
+async fn a_turn_in_a_tool_call_survives_an_engine_hiccup() {
+    let engine = EngineHiccup::start();
+    let model = ScriptedModel::start(&json!([
+        { "text": "Waiting.", "toolUse": { "name": "Bash", "input": {
+            "command": "until [ -e /tmp/go-on ]; do sleep 0.2; done; echo went on" } } },
+        { "text": "done after the hiccup" }
+    ]));
+    let d = Daemon::start_with(
+        Options {
+            env: vec![("DOCKER_HOST".into(), engine.host())],
+            ..Options::default()
+        }
+        .with_model(&model),
+    )
+    .await;
+    let response = d
+        .request("POST", "/v1/chat/test")
+        .json(&json!({ "messages": [user_message("wait through it")] }))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(response.status(), StatusCode::OK);
+    let (sandbox, _) = sandboxd_e2e::chat_ids(&response);
+    let reading = tokio::spawn(async move { response.text().await.expect("the stream") });
+    eventually(
+        Duration::from_secs(60),
+        "the turn's first model call",
+        || async { !model.requests().is_empty() },
+    )
+    .await;
+
+    engine.hang();
+    // Its watch gives up on the engine and sets itself up again once it answers.
+    eventually(
+        Duration::from_secs(60),
+        "the daemon sees the engine hang",
+        || async {
+            d.log_text()
+                .contains("not ready: the Docker engine did not answer")
+        },
+    )
+    .await;
+    assert!(
+        !healthy(&d).await,
+        "/healthz says 200 while the engine hangs"
+    );
+    engine.resume();
+    eventually(Duration::from_secs(120), "ready again", || async {
+        healthy(&d).await
+    })
+    .await;
+    assert!(
+        d.log_text().contains("model proxy: still"),
+        "the model proxy did not keep its address:\n{}",
+        d.log_text()
+    );
+    assert_eq!(model.requests().len(), 1, "the tool call ended early");
+    // The tool call ends now, after the daemon set itself up again.
+    d.exec(&sandbox, "touch /tmp/go-on").await;
+
+    let body = tokio::time::timeout(Duration::from_secs(180), reading)
+        .await
+        .expect("the turn ends")
+        .expect("the stream task");
+    let chunks = sse_chunks(&body);
+    assert!(
+        text_of(&chunks).contains("done after the hiccup"),
+        "{chunks:?}\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        model.requests().len(),
+        2,
+        "the turn's second call never came"
+    );
+    d.delete_sandbox(&sandbox).await;
+    d.assert_no_leaks();
 }

@@ -31,8 +31,9 @@ pub(super) async fn prepare(
     agent_files: Arc<AgentFiles>,
     shutdown: CancellationToken,
 ) {
-    // The model proxy of the current network; replaced with it.
-    let mut serving: Option<CancellationToken> = None;
+    // The model proxy of the current network: kept while its address is the
+    // network's gateway, replaced (on the same port when it can be) when it is not.
+    let mut serving: Option<Serving> = None;
     loop {
         let mut delay = Duration::from_millis(500);
         loop {
@@ -131,15 +132,24 @@ pub(super) async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: Cancellatio
     }
 }
 
+/// The model proxy's listener: where it listens, and what stops it.
+#[derive(Debug)]
+struct Serving {
+    address: std::net::SocketAddr,
+    stop: CancellationToken,
+}
+
 /// Sets up the sandbox network (finding or creating it), starts the model proxy on
 /// its gateway address, where containers reach the host, and installs the egress
 /// firewall that leaves the proxy the one host service sandboxes can reach. Called
-/// again when the network was removed: the previous proxy and firewall are replaced.
+/// again after an engine hiccup or when the network was removed: the firewall is
+/// replaced, and the proxy keeps its address (a CLI running a turn holds it), or
+/// moves to the new gateway on the same port when the gateway changed.
 async fn attach_network(
     sandboxes: &Sandboxes,
     readiness: &Readiness,
     proxy: &Arc<ModelProxy>,
-    serving: &mut Option<CancellationToken>,
+    serving: &mut Option<Serving>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let engine = readiness
@@ -149,10 +159,24 @@ async fn attach_network(
     readiness.set_phase(Phase::Starting(format!("setting up the network {name}")));
     let network = engine.ensure_network(name).await?;
     let gateway = network.gateway;
-    let listener = tokio::net::TcpListener::bind((gateway, 0))
-        .await
-        .with_context(|| format!("binding the model proxy on {gateway}"))?;
-    let address = listener.local_addr()?;
+    let kept = serving
+        .as_ref()
+        .map(|s| s.address)
+        .filter(|a| a.ip() == gateway);
+    let (listener, address) = match kept {
+        Some(address) => (None, address),
+        None => {
+            let port = serving.as_ref().map_or(0, |s| s.address.port());
+            let bound = match tokio::net::TcpListener::bind((gateway, port)).await {
+                Err(_) if port != 0 => tokio::net::TcpListener::bind((gateway, 0)).await,
+                other => other,
+            };
+            let listener =
+                bound.with_context(|| format!("binding the model proxy on {gateway}"))?;
+            let address = listener.local_addr()?;
+            (Some(listener), address)
+        }
+    };
     let firewall = Arc::new(
         Firewall::install(
             &sandboxes.settings().instance,
@@ -187,15 +211,23 @@ async fn attach_network(
     }
     sandboxes.reapply_firewall().await;
     let url = format!("http://{address}");
+    let Some(listener) = listener else {
+        tracing::info!("model proxy: still {url}");
+        return Ok(());
+    };
     let max_connections = crate::proxy::connection_budget(fd_limit());
     tracing::info!(
         "model proxy: {url} (reachable from sandboxes only; at most {max_connections} connections)"
     );
-    let token = shutdown.child_token();
-    if let Some(old) = serving.replace(token.clone()) {
-        old.cancel();
+    let stop = shutdown.child_token();
+    let replaced = serving.replace(Serving {
+        address,
+        stop: stop.clone(),
+    });
+    if let Some(old) = replaced {
+        old.stop.cancel();
     }
-    tokio::spawn(proxy.clone().serve(listener, url, max_connections, token));
+    tokio::spawn(proxy.clone().serve(listener, url, max_connections, stop));
     Ok(())
 }
 
