@@ -201,22 +201,8 @@ pub fn read_frame<M: for<'de> Deserialize<'de>>(
     Frame::from_parts(kind, payload).map(Some)
 }
 
-/// Sends one reply message (the server's side of a request).
-pub fn reply(w: &mut impl Write, reply: Reply) -> Result<(), FrameError> {
-    write_frame(w, &Frame::Message(reply))
-}
-
-/// Sends an error reply; the client may already be gone, so a failure to send is
-/// dropped.
-pub fn reply_error(w: &mut impl Write, kind: ErrorKind, message: impl Into<String>) {
-    let _ = reply(
-        w,
-        Reply::Error {
-            kind,
-            message: message.into(),
-        },
-    );
-}
+mod answer;
+pub use answer::{reply, reply_error};
 
 mod streams;
 pub use streams::{StreamFileSpec, WatchEvent, WatchOp, WatchRequest};
