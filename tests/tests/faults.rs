@@ -448,3 +448,29 @@ async fn a_turn_in_a_tool_call_survives_an_engine_hiccup() {
     d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();
 }
+
+/// A call that reaches a hung engine has a deadline of its own: a delete answers 504
+/// naming what the engine did not answer, instead of waiting out the hang; once the
+/// engine answers again, the delete goes through.
+#[tokio::test]
+async fn a_call_to_a_hung_engine_ends_at_its_deadline() {
+    let engine = EngineHiccup::start();
+    let d = Daemon::start_with(Options {
+        env: vec![("DOCKER_HOST".into(), engine.host())],
+        ..Options::default()
+    })
+    .await;
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    engine.hang();
+    let (status, body) = d.call("DELETE", &format!("/v1/sandboxes/{id}"), None).await;
+    engine.resume();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "docker_timeout", "{body}");
+    assert!(body.to_string().contains("removing container"), "{body}");
+    eventually(Duration::from_secs(120), "ready again", || async {
+        healthy(&d).await
+    })
+    .await;
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}

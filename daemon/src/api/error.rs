@@ -185,6 +185,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(_) | EngineError::Refused(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "docker_error", message)
             }
+            EngineError::Timeout(_) => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "docker_timeout", message)
+            }
         }
     }
 }

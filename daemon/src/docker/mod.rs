@@ -5,11 +5,14 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions,
 };
 use bollard::Docker;
+use deadline::{within, LIFECYCLE, QUICK};
 use futures_util::{Stream, StreamExt};
 
+pub mod deadline;
+mod lifecycle;
 mod network;
 mod oneshot;
 pub use network::NetworkInfo;
@@ -26,6 +29,9 @@ pub enum EngineError {
     /// The engine answered with another error.
     #[error("the Docker engine refused: {0}")]
     Refused(String),
+    /// The engine did not answer in time (hung or overloaded).
+    #[error("the Docker engine did not answer in time ({0}); it may be hung or overloaded")]
+    Timeout(String),
 }
 
 impl From<bollard::errors::Error> for EngineError {
@@ -149,15 +155,21 @@ impl Engine {
     /// an API version, so that both old (20.10) and new engines work.
     pub async fn connect() -> Result<Self, EngineError> {
         let docker = Docker::connect_with_local_defaults()?;
-        let docker = docker.negotiate_version().await?;
-        docker.ping().await?;
-        Ok(Self { docker })
+        within(QUICK, || "connecting".to_owned(), async {
+            let docker = docker.negotiate_version().await?;
+            docker.ping().await?;
+            Ok(Self { docker })
+        })
+        .await
     }
 
     /// Checks that the engine still answers.
     pub async fn ping(&self) -> Result<(), EngineError> {
-        self.docker.ping().await?;
-        Ok(())
+        within(QUICK, || "ping".to_owned(), async {
+            self.docker.ping().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Whether an image exists locally, and its labels.
@@ -170,7 +182,11 @@ impl Engine {
 
     /// An image's id and labels, if it exists locally.
     pub async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>, EngineError> {
-        match self.docker.inspect_image(image).await {
+        let inspected = within(QUICK, || format!("inspecting the image {image}"), async {
+            Ok(self.docker.inspect_image(image).await)
+        })
+        .await?;
+        match inspected {
             Ok(info) => Ok(Some(ImageInfo {
                 id: info.id.unwrap_or_default(),
                 labels: info.config.and_then(|c| c.labels).unwrap_or_default(),
@@ -189,7 +205,7 @@ impl Engine {
         id: &str,
         network: &str,
     ) -> Result<(std::net::Ipv4Addr, i64), EngineError> {
-        let info = self.docker.inspect_container(id, None).await?;
+        let info = self.inspect(id).await?;
         let pid = info
             .state
             .and_then(|s| s.pid)
@@ -259,111 +275,54 @@ impl Engine {
             name: Some(spec.name),
             ..Default::default()
         };
-        let created = self.docker.create_container(Some(options), body).await?;
-        if let Err(e) = self.docker.start_container(&created.id, None).await {
+        let name = options.name.clone().unwrap_or_default();
+        let created = within(LIFECYCLE, || format!("creating {name}"), async {
+            Ok(self.docker.create_container(Some(options), body).await?)
+        })
+        .await?;
+        let started = within(LIFECYCLE, || format!("starting {name}"), async {
+            Ok(self.docker.start_container(&created.id, None).await?)
+        })
+        .await;
+        if let Err(e) = started {
             let _ = self.remove(&created.id).await;
-            return Err(e.into());
+            return Err(e);
         }
         Ok(created.id)
     }
 
     /// Starts a container again if it is not running (a Docker restart stops them).
     pub async fn ensure_running(&self, id: &str) -> Result<(), EngineError> {
-        let info = self.docker.inspect_container(id, None).await?;
+        let info = self.inspect(id).await?;
         let running = info.state.and_then(|s| s.running).unwrap_or(false);
         if !running {
-            self.docker.start_container(id, None).await?;
+            within(LIFECYCLE, || format!("starting container {id}"), async {
+                Ok(self.docker.start_container(id, None).await?)
+            })
+            .await?;
         }
         Ok(())
     }
 
-    /// Freezes every process of a container (the cgroup freezer, `docker pause`): it
-    /// keeps its memory and costs no CPU until [`Engine::unpause`].
-    pub async fn pause(&self, id: &str) -> Result<(), EngineError> {
-        Ok(self.docker.pause_container(id).await?)
-    }
-
-    /// Thaws a paused container. One that is not paused is not an error.
-    pub async fn unpause(&self, id: &str) -> Result<(), EngineError> {
-        match self
-            .docker
-            .unpause_container(id)
-            .await
-            .map_err(EngineError::from)
-        {
-            Err(EngineError::Refused(m)) if m.contains("is not paused") => Ok(()),
-            other => other,
-        }
+    /// Inspects a container.
+    async fn inspect(
+        &self,
+        id: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, EngineError> {
+        within(QUICK, || format!("inspecting container {id}"), async {
+            Ok(self.docker.inspect_container(id, None).await?)
+        })
+        .await
     }
 
     /// The host pid of a running container's init process (`State.Pid`).
     pub async fn init_pid(&self, id: &str) -> Result<u32, EngineError> {
-        let info = self.docker.inspect_container(id, None).await?;
+        let info = self.inspect(id).await?;
         info.state
             .and_then(|s| s.pid)
             .and_then(|pid| u32::try_from(pid).ok())
             .filter(|pid| *pid > 0)
             .ok_or_else(|| EngineError::Refused(format!("container {id} is not running")))
-    }
-
-    /// Stops a container and keeps it (its filesystem stays for an operator, or for
-    /// a later start). One that is paused is thawed first; one already stopped is
-    /// not an error.
-    pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
-        self.unpause(id).await.or_else(|e| match e {
-            EngineError::Refused(m) if m.contains("is not running") => Ok(()),
-            other => Err(other),
-        })?;
-        let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
-            .t(5)
-            .build();
-        match self.docker.stop_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            // 304: it was not running.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Kills and removes a container with its anonymous volumes. A container that is
-    /// already gone is not an error.
-    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) => match EngineError::from(e) {
-                EngineError::NotFound(_) => Ok(()),
-                // Someone else is removing it: return once it is really gone.
-                EngineError::Refused(m) if m.contains("already in progress") => {
-                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-                    loop {
-                        let gone = matches!(
-                            self.docker
-                                .inspect_container(id, None)
-                                .await
-                                .map_err(EngineError::from),
-                            Err(EngineError::NotFound(_))
-                        );
-                        if gone {
-                            return Ok(());
-                        }
-                        if tokio::time::Instant::now() >= deadline {
-                            return Err(EngineError::Refused(format!(
-                                "container {id} is still being removed after 30 s"
-                            )));
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                }
-                other => Err(other),
-            },
-        }
     }
 
     /// Reads one regular file of an image (at most `max` bytes), through a container
@@ -439,7 +398,12 @@ impl Engine {
             )])),
             ..Default::default()
         };
-        Ok(self.docker.list_containers(Some(options)).await?)
+        within(
+            QUICK,
+            || format!("listing containers labelled {key}"),
+            async { Ok(self.docker.list_containers(Some(options)).await?) },
+        )
+        .await
     }
 
     /// Pulls an image from its registry, reporting progress lines.

@@ -122,21 +122,27 @@ impl Engine {
         &self,
         id: &str,
     ) -> Result<bollard::models::NetworkInspect, EngineError> {
-        Ok(self
-            .docker
-            .inspect_network(id, None::<InspectNetworkOptions>)
-            .await?)
+        super::within(super::QUICK, || format!("inspecting network {id}"), async {
+            Ok(self
+                .docker
+                .inspect_network(id, None::<InspectNetworkOptions>)
+                .await?)
+        })
+        .await
     }
 
     /// Lists the networks named exactly `name`, keeps the oldest and removes the
     /// others that nothing is attached to; returns the one kept.
     async fn settle_networks(&self, name: &str) -> Result<Option<String>, EngineError> {
-        let listed = self
-            .docker
-            .list_networks(Some(ListNetworksOptions {
-                filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
-            }))
-            .await?;
+        let listed = super::within(super::QUICK, || format!("listing networks {name}"), async {
+            Ok(self
+                .docker
+                .list_networks(Some(ListNetworksOptions {
+                    filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+                }))
+                .await?)
+        })
+        .await?;
         let mut candidates: Vec<Candidate> = listed
             .into_iter()
             .filter(|n| n.name.as_deref() == Some(name))
@@ -188,7 +194,12 @@ impl Engine {
             labels: Some(HashMap::from([(LABEL.0.to_owned(), LABEL.1.to_owned())])),
             ..Default::default()
         };
-        self.docker.create_network(request).await?;
+        super::within(
+            super::LIFECYCLE,
+            || format!("creating network {name}"),
+            async { Ok(self.docker.create_network(request).await?) },
+        )
+        .await?;
         tracing::info!("network {name}: created");
         Ok(())
     }
