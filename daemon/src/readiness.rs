@@ -27,6 +27,8 @@ pub struct Readiness {
     /// Asks the preparation task to check the network now rather than at its next
     /// round.
     recheck: tokio::sync::Notify,
+    /// How many times the daemon became ready (after each engine hiccup, once more).
+    readied: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Readiness {
@@ -35,6 +37,7 @@ impl Default for Readiness {
             engine: OnceLock::new(),
             phase: watch::Sender::new(Phase::Starting("starting".into())),
             recheck: tokio::sync::Notify::new(),
+            readied: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -57,7 +60,17 @@ impl Readiness {
 
     /// Moves to a new phase.
     pub fn set_phase(&self, phase: Phase) {
+        if phase == Phase::Ready {
+            self.readied
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.phase.send_replace(phase);
+    }
+
+    /// How many times the daemon became ready: a change means it set itself up again
+    /// (after an engine hiccup or restart), however briefly it was not ready.
+    pub fn readied(&self) -> u64 {
+        self.readied.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Asks for the network to be checked now (something failed that it may explain).

@@ -474,3 +474,59 @@ async fn a_call_to_a_hung_engine_ends_at_its_deadline() {
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
 }
+
+/// A warm container dies while the engine is away (as an engine restart stops them):
+/// once the daemon is ready again, the dead one is removed and a new one made, before
+/// a create could claim it.
+#[tokio::test]
+async fn warm_containers_that_died_meanwhile_are_replaced_when_the_engine_is_back() {
+    let engine = EngineHiccup::start();
+    let d = Daemon::start_with(Options {
+        env: vec![("DOCKER_HOST".into(), engine.host())],
+        args: vec!["--pool-size".into(), "1".into()],
+        ..Options::default()
+    })
+    .await;
+    d.wait_pool(1).await;
+    let warm = d.containers();
+    assert_eq!(warm.len(), 1, "{warm:?}");
+    engine.hang();
+    eventually(
+        Duration::from_secs(60),
+        "the daemon sees the engine hang",
+        || async {
+            d.log_text()
+                .contains("not ready: the Docker engine did not answer")
+        },
+    )
+    .await;
+    // Through the real engine: for this daemon, the engine is away.
+    let killed = Command::new("docker")
+        .args(["kill", &warm[0]])
+        .output()
+        .expect("docker kill");
+    assert!(killed.status.success());
+    engine.resume();
+    eventually(
+        Duration::from_secs(120),
+        "the dead warm container removed and another one ready",
+        || async {
+            docker_inspect(&warm[0], "{{.State.Status}}").is_none()
+                && d.pool_ready().await == 1
+                && d.containers().len() == 1
+        },
+    )
+    .await;
+    assert!(d.log_text().contains("warm container died"));
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    assert_eq!(
+        docker_inspect(
+            &id.replacen("sb_", "sbx-", 1),
+            "{{index .Config.Labels \"sandboxd.pool\"}}"
+        )
+        .as_deref(),
+        Some("warm"),
+        "the create did not claim the new warm container"
+    );
+    d.delete_sandbox(&id).await;
+}

@@ -25,6 +25,7 @@ impl Sandboxes {
             return;
         }
         let fills = Arc::new(tokio::sync::Semaphore::new(FILLS_AT_ONCE));
+        let mut readied = 0;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -38,6 +39,12 @@ impl Sandboxes {
             let Some(engine) = self.readiness.engine().cloned() else {
                 continue;
             };
+            // Back from an engine hiccup or restart: what died meanwhile goes now,
+            // and the refill below replaces it, before a create would claim it.
+            if self.readiness.readied() != readied {
+                readied = self.readiness.readied();
+                self.drop_dead_warm().await;
+            }
             let wanted = self.wanted_shapes(&engine).await;
             self.prune(&wanted).await;
             for (key, (shape, size)) in wanted {
@@ -259,6 +266,40 @@ impl Sandboxes {
                 return Some(warm);
             }
             tracing::warn!(sandbox = %warm.id, "warm container unusable; removed");
+            self.discard(warm).await;
+        }
+    }
+
+    /// Removes the ready warm containers whose sandbox-init no longer answers.
+    async fn drop_dead_warm(&self) {
+        let ready: Vec<Warm> = self
+            .pool
+            .inner()
+            .ready
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut dead = Vec::new();
+        for warm in ready {
+            let init = InitClient::new(warm.dir.join("run"));
+            init.set_init_pid(warm.booted.init_pid);
+            if init.hello().await.is_err() {
+                dead.push(warm);
+            }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        {
+            let mut inner = self.pool.inner();
+            for ready in inner.ready.values_mut() {
+                ready.retain(|w| !dead.iter().any(|d| d.id == w.id));
+            }
+            inner.ready.retain(|_, r| !r.is_empty());
+        }
+        for warm in dead {
+            tracing::warn!(sandbox = %warm.id, "warm container died (engine restart?); replaced");
             self.discard(warm).await;
         }
     }
