@@ -269,6 +269,10 @@ async fn a_turn_cut_by_kill_9_is_marked_interrupted_and_the_thread_goes_on() {
         messages[1]["parts"].to_string().contains("a b c"),
         "the partial answer was not kept: {t}"
     );
+    assert!(
+        !messages[1]["parts"].to_string().contains("\"streaming\""),
+        "the interrupted answer still says it is streaming: {t}"
+    );
     let (_, events) = second
         .call(
             "GET",

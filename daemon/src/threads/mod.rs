@@ -243,6 +243,11 @@ impl Thread {
                 state.session_started = true;
             }
             thread.save();
+            // Its last message stopped mid-stream: nothing streams any more.
+            let last = thread.state().messages.last().cloned();
+            if let Some(settled) = last.and_then(|m| settle_interrupted(m, &message)) {
+                thread.upsert_message(settled);
+            }
             thread.record(json!({
                 "sessionUpdate": "session_info_update",
                 "status": "error",
@@ -442,6 +447,34 @@ pub fn new_uuid() -> String {
     )
 }
 
+/// An assistant message a turn left mid-stream, settled: its streaming text and
+/// reasoning parts `done`, its tool calls that never got an output `output-error` with
+/// `why`. `None` when nothing in it was left streaming.
+fn settle_interrupted(mut message: Value, why: &str) -> Option<Value> {
+    if message["role"] != "assistant" {
+        return None;
+    }
+    let mut changed = false;
+    for part in message["parts"].as_array_mut()?.iter_mut() {
+        let kind = part["type"].as_str().unwrap_or_default().to_owned();
+        match part["state"].as_str() {
+            Some("streaming") => {
+                part["state"] = json!("done");
+                changed = true;
+            }
+            Some("input-streaming" | "input-available")
+                if kind.starts_with("tool-") || kind == "dynamic-tool" =>
+            {
+                part["state"] = json!("output-error");
+                part["errorText"] = json!(why);
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    changed.then_some(message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,6 +536,24 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].body["sessionUpdate"], "session_info_update");
         assert_eq!(*back.watch_events().borrow(), 2);
+    }
+
+    #[test]
+    fn an_interrupted_message_is_left_with_nothing_streaming() {
+        let cut = json!({ "id": "m", "role": "assistant", "parts": [
+            { "type": "text", "text": "hal", "state": "streaming" },
+            { "type": "dynamic-tool", "toolName": "Bash", "toolCallId": "t",
+              "state": "input-available", "input": {} },
+            { "type": "tool-Read", "toolCallId": "r", "state": "output-available" },
+        ]});
+        let settled = settle_interrupted(cut, "interrupted").expect("settled");
+        assert_eq!(settled["parts"][0]["state"], "done");
+        assert_eq!(settled["parts"][1]["state"], "output-error");
+        assert_eq!(settled["parts"][1]["errorText"], "interrupted");
+        assert_eq!(settled["parts"][2]["state"], "output-available");
+        let done = json!({ "role": "assistant", "parts": [{ "type": "text", "state": "done" }] });
+        assert!(settle_interrupted(done, "x").is_none());
+        assert!(settle_interrupted(json!({ "role": "user", "parts": [] }), "x").is_none());
     }
 
     #[test]
