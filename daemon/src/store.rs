@@ -37,6 +37,13 @@ pub enum StoreError {
          so nothing was changed; free space there and retry ({0})"
     )]
     Full(String),
+    /// Another process holds the database's write lock (an operator's `sqlite3`, a
+    /// backup tool) longer than the daemon waits for it; nothing was changed.
+    #[error(
+        "the state database is locked by another process ({0}); nothing was changed, retry \
+         when it lets go"
+    )]
+    Busy(String),
     /// The database cannot be read as one: not a database at all, or it fails
     /// SQLite's integrity check.
     #[error("the state database is damaged: {0}")]
@@ -50,6 +57,11 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
             Self::Full(e.to_string())
+        } else if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ) {
+            Self::Busy(e.to_string())
         } else if matches!(
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
@@ -551,6 +563,8 @@ mod tests {
         let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
         let corrupt = StoreError::from(failure(rusqlite::ffi::SQLITE_CORRUPT));
         assert!(matches!(corrupt, StoreError::Damaged(_)), "{corrupt:?}");
+        let busy = StoreError::from(failure(rusqlite::ffi::SQLITE_BUSY));
+        assert!(matches!(busy, StoreError::Busy(_)), "{busy:?}");
         let other = StoreError::from(failure(rusqlite::ffi::SQLITE_IOERR));
         assert!(matches!(other, StoreError::Other(_)), "{other:?}");
     }

@@ -530,3 +530,44 @@ async fn warm_containers_that_died_meanwhile_are_replaced_when_the_engine_is_bac
     );
     d.delete_sandbox(&id).await;
 }
+
+/// Another process holds the store's write lock (an operator's `sqlite3`) past the
+/// daemon's wait: a create answers a retryable 503 saying so, leaves nothing behind,
+/// and goes through once the lock is let go.
+#[tokio::test]
+async fn a_locked_store_is_a_retryable_503() {
+    use std::io::Write;
+    let d = Daemon::start().await;
+    let db = d.state_dir.join("state.db");
+    let mut holder = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sqlite3");
+    let mut stdin = holder.stdin.take().expect("its stdin");
+    stdin
+        .write_all(b"BEGIN IMMEDIATE;\nSELECT 1;\n")
+        .expect("take the write lock");
+    stdin.flush().expect("flush");
+    eventually(Duration::from_secs(30), "the lock held", || async {
+        let probe = Command::new("sqlite3")
+            .arg(&db)
+            .arg("PRAGMA busy_timeout=0; BEGIN IMMEDIATE; ROLLBACK;")
+            .output()
+            .expect("sqlite3");
+        String::from_utf8_lossy(&probe.stderr).contains("locked")
+    })
+    .await;
+    let (status, body) = d
+        .call("POST", "/v1/sandboxes", Some(json!({ "agent": "test" })))
+        .await;
+    drop(stdin);
+    let _ = holder.wait();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "storage_busy", "{body}");
+    assert!(d.containers().is_empty(), "{:?}", d.containers());
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}

@@ -150,6 +150,9 @@ impl From<StoreError> for ApiError {
                 "insufficient_storage",
                 message,
             ),
+            StoreError::Busy(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_busy", message)
+            }
             StoreError::Damaged(_) | StoreError::Other(_) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
             }
