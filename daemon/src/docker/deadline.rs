@@ -11,7 +11,7 @@ use super::EngineError;
 /// Looking something up: inspect, list, ping, pause, networks.
 pub const QUICK: Duration = Duration::from_secs(10);
 /// Changing a container: create and start, stop, remove.
-pub const LIFECYCLE: Duration = Duration::from_secs(15);
+pub const LIFECYCLE: Duration = Duration::from_secs(30);
 
 /// Runs `call`, or fails with [`EngineError::Timeout`] naming `what` after `limit`.
 pub(super) async fn within<T>(
