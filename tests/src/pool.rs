@@ -23,13 +23,16 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no sandboxd_pool_ready in {text}"))
     }
 
-    /// Waits until at least `n` warm containers are ready.
+    /// Waits until at least `n` warm containers are ready (two minutes at most).
     pub async fn wait_pool(&self, n: usize) {
-        eventually(
-            Duration::from_secs(120),
-            &format!("{n} warm container(s)"),
-            || async { self.pool_ready().await >= n },
-        )
+        self.wait_pool_within(n, Duration::from_secs(120)).await;
+    }
+
+    /// Waits until at least `n` warm containers are ready, `within` at most.
+    pub async fn wait_pool_within(&self, n: usize, within: Duration) {
+        eventually(within, &format!("{n} warm container(s)"), || async {
+            self.pool_ready().await >= n
+        })
         .await;
     }
 }

@@ -357,6 +357,15 @@ async fn a_damaged_store_is_refused_and_restored_from_its_backup() {
     drop(first);
 }
 
+/// Options for a daemon that reaches the engine through `engine` (and `args`).
+fn through(engine: &EngineHiccup, args: &[&str]) -> Options {
+    Options {
+        env: vec![("DOCKER_HOST".into(), engine.host())],
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Options::default()
+    }
+}
+
 async fn healthy(d: &Daemon) -> bool {
     d.anonymous("GET", "/healthz")
         .send()
@@ -377,14 +386,7 @@ async fn a_turn_in_a_tool_call_survives_an_engine_hiccup() {
             "command": "until [ -e /tmp/go-on ]; do sleep 0.2; done; echo went on" } } },
         { "text": "done after the hiccup" }
     ]));
-    let d = Daemon::start_with(
-        Options {
-            env: vec![("DOCKER_HOST".into(), engine.host())],
-            ..Options::default()
-        }
-        .with_model(&model),
-    )
-    .await;
+    let d = Daemon::start_with(through(&engine, &[]).with_model(&model)).await;
     let response = d
         .request("POST", "/v1/chat/test")
         .json(&json!({ "messages": [user_message("wait through it")] }))
@@ -440,10 +442,10 @@ async fn a_turn_in_a_tool_call_survives_an_engine_hiccup() {
         "{chunks:?}\n{}",
         d.log_text()
     );
-    assert_eq!(
-        model.requests().len(),
-        2,
-        "the turn's second call never came"
+    let second = model.requests()[1].to_string();
+    assert!(
+        second.contains("went on"),
+        "the tool call's output: {second}"
     );
     d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();
@@ -455,11 +457,7 @@ async fn a_turn_in_a_tool_call_survives_an_engine_hiccup() {
 #[tokio::test]
 async fn a_call_to_a_hung_engine_ends_at_its_deadline() {
     let engine = EngineHiccup::start();
-    let d = Daemon::start_with(Options {
-        env: vec![("DOCKER_HOST".into(), engine.host())],
-        ..Options::default()
-    })
-    .await;
+    let d = Daemon::start_with(through(&engine, &[])).await;
     let id = d.create_sandbox(json!({ "agent": "test" })).await;
     engine.hang();
     let (status, body) = d.call("DELETE", &format!("/v1/sandboxes/{id}"), None).await;
@@ -481,12 +479,7 @@ async fn a_call_to_a_hung_engine_ends_at_its_deadline() {
 #[tokio::test]
 async fn warm_containers_that_died_meanwhile_are_replaced_when_the_engine_is_back() {
     let engine = EngineHiccup::start();
-    let d = Daemon::start_with(Options {
-        env: vec![("DOCKER_HOST".into(), engine.host())],
-        args: vec!["--pool-size".into(), "1".into()],
-        ..Options::default()
-    })
-    .await;
+    let d = Daemon::start_with(through(&engine, &["--pool-size", "1"])).await;
     d.wait_pool(1).await;
     let warm = d.containers();
     assert_eq!(warm.len(), 1, "{warm:?}");

@@ -31,29 +31,6 @@ async fn timed_creates(daemon: &Daemon, agent: &str, n: usize) -> (Vec<Duration>
     (times, ids)
 }
 
-async fn pool_ready(daemon: &Daemon) -> usize {
-    let text = daemon
-        .request("GET", "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find_map(|l| l.strip_prefix("sandboxd_pool_ready "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-async fn wait_pool(daemon: &Daemon, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while pool_ready(daemon).await < n {
-        assert!(Instant::now() < deadline, "the pool did not reach {n}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn status(daemon: &Daemon, id: &str) -> String {
     let (_, list) = daemon.call("GET", "/v1/sandboxes", None).await;
     list.as_array()
@@ -131,7 +108,9 @@ async fn main() {
     let mut table = Table::default();
     let rss = || sandboxd_e2e::rss_kib(daemon.pid()) as f64 / 1024.0;
 
-    wait_pool(&daemon, POOL).await;
+    daemon
+        .wait_pool_within(POOL, Duration::from_secs(600))
+        .await;
     let rss_0 = rss();
 
     eprintln!("bench: creates");
@@ -141,7 +120,9 @@ async fn main() {
     let mut pooled_warm = 0;
     let mut ids = cold_ids.clone();
     for _ in 0..2 {
-        wait_pool(&daemon, POOL).await;
+        daemon
+            .wait_pool_within(POOL, Duration::from_secs(600))
+            .await;
         let (times, more) = timed_creates(&daemon, "pooled", 10).await;
         pooled.extend(times);
         pooled_warm += more.iter().filter(|id| warm(id)).count();
@@ -160,7 +141,9 @@ async fn main() {
         let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let _ = Command::new("docker").args(["rm", "-f", &id]).output();
     }
-    wait_pool(&daemon, POOL).await;
+    daemon
+        .wait_pool_within(POOL, Duration::from_secs(600))
+        .await;
     let started = Instant::now();
     let creates = (0..20).map(|_| daemon.create_sandbox(json!({ "agent": "pooled" })));
     let burst = futures_util::future::join_all(creates).await;
