@@ -366,6 +366,21 @@ fn through(engine: &EngineHiccup, args: &[&str]) -> Options {
     }
 }
 
+/// Hangs the engine until the daemon's watch has given up on it (it then sets itself
+/// up again once the engine answers).
+async fn hang_until_noticed(engine: &EngineHiccup, d: &Daemon) {
+    engine.hang();
+    eventually(
+        Duration::from_secs(60),
+        "the daemon sees the engine hang",
+        || async {
+            d.log_text()
+                .contains("not ready: the Docker engine did not answer")
+        },
+    )
+    .await;
+}
+
 async fn healthy(d: &Daemon) -> bool {
     d.anonymous("GET", "/healthz")
         .send()
@@ -403,17 +418,7 @@ async fn a_turn_in_a_tool_call_survives_an_engine_hiccup() {
     )
     .await;
 
-    engine.hang();
-    // Its watch gives up on the engine and sets itself up again once it answers.
-    eventually(
-        Duration::from_secs(60),
-        "the daemon sees the engine hang",
-        || async {
-            d.log_text()
-                .contains("not ready: the Docker engine did not answer")
-        },
-    )
-    .await;
+    hang_until_noticed(&engine, &d).await;
     assert!(
         !healthy(&d).await,
         "/healthz says 200 while the engine hangs"
@@ -483,16 +488,7 @@ async fn warm_containers_that_died_meanwhile_are_replaced_when_the_engine_is_bac
     d.wait_pool(1).await;
     let warm = d.containers();
     assert_eq!(warm.len(), 1, "{warm:?}");
-    engine.hang();
-    eventually(
-        Duration::from_secs(60),
-        "the daemon sees the engine hang",
-        || async {
-            d.log_text()
-                .contains("not ready: the Docker engine did not answer")
-        },
-    )
-    .await;
+    hang_until_noticed(&engine, &d).await;
     // Through the real engine: for this daemon, the engine is away.
     let killed = Command::new("docker")
         .args(["kill", &warm[0]])
