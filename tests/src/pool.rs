@@ -1,22 +1,26 @@
-//! The warm pool as a test sees it: how many warm containers are ready, from
-//! `/metrics`, and a wait for them.
+//! What a test reads of `/metrics`: its text, and the warm pool: how many warm
+//! containers are ready, and a wait for them.
 
 use std::time::Duration;
 
 use crate::{eventually, Daemon};
 
 impl Daemon {
-    /// `sandboxd_pool_ready` from `/metrics`: warm containers whose sandbox-init
-    /// answers, ready to be claimed.
-    pub async fn pool_ready(&self) -> usize {
-        let text = self
-            .request("GET", "/metrics")
+    /// The text of `/metrics` (with the API key).
+    pub async fn metrics(&self) -> String {
+        self.request("GET", "/metrics")
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics body");
+            .expect("metrics body")
+    }
+
+    /// `sandboxd_pool_ready` from `/metrics`: warm containers whose sandbox-init
+    /// answers, ready to be claimed.
+    pub async fn pool_ready(&self) -> usize {
+        let text = self.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix("sandboxd_pool_ready "))
             .and_then(|v| v.trim().parse().ok())

@@ -118,14 +118,7 @@ async fn a_text_turn_streams_the_protocol_and_is_persisted() {
         "{detail}"
     );
     // Operators see it in the metrics (API key only).
-    let metrics = d
-        .request("GET", "/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = d.metrics().await;
     assert!(metrics.contains("sandboxd_ready 1"), "{metrics}");
     assert!(
         metrics.contains("sandboxd_sandboxes{status=\"active\"} 1"),
