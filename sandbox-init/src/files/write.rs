@@ -99,6 +99,15 @@ pub(super) fn commit(written: &[(&str, &Target)]) -> Result<Vec<FileEntry>, Fail
     for (path, t) in written {
         fsys::rename_at(t.dir.as_fd(), &t.temp, &t.name).map_err(|e| classify(path, &e))?;
     }
+    // The renames are on disk before the client hears of them: a crash, or a disk
+    // whose journal aborts, loses no file a write acknowledged.
+    for (path, t) in written {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        fsys::open_at(Some(t.dir.as_fd()), c".", flags, 0)
+            .map(std::fs::File::from)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| classify(path, &e))?;
+    }
     let names = Names::load();
     written
         .iter()
