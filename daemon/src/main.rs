@@ -20,6 +20,9 @@ fn run() -> anyhow::Result<()> {
             EnvFilter::try_from_env("SANDBOXD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A log on a full disk must not take the daemon down: the default reports a
+        // failed write with `eprintln!`, which panics the task that logged.
+        .log_internal_errors(false)
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
