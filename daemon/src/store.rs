@@ -544,6 +544,19 @@ pub mod tests_support {
     pub fn sandbox_row(id: &str) -> super::SandboxRow {
         super::tests::sandbox(id)
     }
+
+    /// Makes the database as full as it is now (`true`), so that the next write that
+    /// needs a page fails as on a full disk, or gives it room again (`false`).
+    pub fn fill(store: &super::Store, full: bool) {
+        let conn = store.conn();
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .expect("page count");
+        let cap = if full { pages } else { i64::from(i32::MAX) };
+        let _: i64 = conn
+            .query_row(&format!("PRAGMA max_page_count = {cap}"), [], |r| r.get(0))
+            .expect("page cap");
+    }
 }
 
 #[cfg(test)]

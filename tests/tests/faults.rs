@@ -560,3 +560,315 @@ async fn a_locked_store_is_a_retryable_503() {
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
 }
+
+/// A small ext4 filesystem, loop-mounted, to be a daemon's state directory; unmounted
+/// (with everything mounted below it) on drop.
+struct SmallDisk {
+    image: tempfile::NamedTempFile,
+    point: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(size_mb: u64) -> Self {
+        let image = tempfile::Builder::new()
+            .prefix("sandboxd-test-small-disk-")
+            .tempfile()
+            .expect("image file");
+        image
+            .as_file()
+            .set_len(size_mb << 20)
+            .expect("size the image");
+        let point = tempfile::Builder::new()
+            .prefix("sandboxd-test-small-state-")
+            .tempdir()
+            .expect("mount point");
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            let out = Command::new(program).args(args).output().expect(program);
+            assert!(out.status.success(), "{program} failed: {out:?}");
+        };
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                image.path().as_os_str(),
+            ],
+        );
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.path().as_os_str(),
+                point.path().as_os_str(),
+            ],
+        );
+        Self { image, point }
+    }
+
+    fn path(&self) -> &Path {
+        self.point.path()
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(self.path())
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's answer")
+    }
+
+    /// Takes all but `leave_mb` of the free space with files of the host's (all of it,
+    /// to the last block, for 0).
+    fn fill(&self, leave_mb: u64) {
+        let size = self.free_bytes().saturating_sub(leave_mb.max(4) << 20);
+        let out = Command::new("fallocate")
+            .args(["-l", &size.to_string()])
+            .arg(self.path().join("filler"))
+            .output()
+            .expect("fallocate");
+        assert!(out.status.success(), "fallocate failed: {out:?}");
+        if leave_mb == 0 {
+            let mut rest = std::fs::File::create(self.path().join("filler-rest")).expect("rest");
+            let block = vec![0u8; 64 << 10];
+            while std::io::Write::write_all(&mut rest, &block).is_ok() {}
+            let _ = rest.sync_all();
+            while std::io::Write::write_all(&mut rest, &block[..4096]).is_ok() {}
+        }
+    }
+
+    fn free(&self) {
+        for name in ["filler", "filler-rest"] {
+            match std::fs::remove_file(self.path().join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{name}: {e}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        sandboxd_e2e::unmount_under(self.path());
+        let _ = Command::new("umount").arg(self.path()).status();
+        let _ = self.image.path();
+    }
+}
+
+async fn metric(d: &Daemon, name: &str) -> Option<f64> {
+    let text = d.metrics().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn write_file(d: &Daemon, sandbox: &str, path: &str, content: &str) -> (StatusCode, Value) {
+    d.files(
+        sandbox,
+        "POST",
+        "",
+        Some(json!({ "files": [{ "path": path, "content": content }] })),
+    )
+    .await
+}
+
+/// The state disk fills up (a small loop-mounted one, with a sandbox's home on it).
+/// Health and metrics say so, a create is refused with 507, and the home, whose ext4
+/// went read-only when its loop device could not write, answers writes with 507 and
+/// the reason. Once space is freed the daemon checks and mounts the home again by
+/// itself: writes work, the file written before is still there, and so after a restart.
+#[tokio::test]
+async fn a_full_state_disk_is_reported_and_the_homes_it_broke_are_mended_when_space_returns() {
+    let disk = SmallDisk::new(320);
+    let agents = tempfile::tempdir().expect("agents dir");
+    let options = Options {
+        reuse: Some((disk.path().to_owned(), agents.path().to_owned())),
+        args: ["--reserve-disk-mb", "64", "--disk-mb", "128"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let d = Daemon::start_with(options.clone()).await;
+    let sandbox = d.create_sandbox(json!({ "agent": "test" })).await;
+    let (status, body) = write_file(&d, &sandbox, "keep.txt", "kept").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(metric(&d, "sandboxd_state_disk_low").await, Some(0.0));
+
+    disk.fill(16);
+    let (status, health) = d.call("GET", "/healthz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["status"], "low_disk", "{health}");
+    assert!(
+        health["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--reserve-disk-mb"),
+        "{health}"
+    );
+    assert_eq!(metric(&d, "sandboxd_state_disk_low").await, Some(1.0));
+    let (status, body) = d
+        .call("POST", "/v1/sandboxes", Some(json!({ "agent": "test" })))
+        .await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+
+    // The sandbox fills what is left; its disk's loop device then fails writes.
+    let (status, _) = d
+        .call(
+            "POST",
+            &format!("/v1/sandboxes/{sandbox}/exec"),
+            Some(json!({ "command": "head -c 48M /dev/urandom > big; sync; rm -f big; sync" })),
+        )
+        .await;
+    assert!(status.is_success() || status.is_server_error(), "{status}");
+    eventually(
+        Duration::from_secs(60),
+        "a write into the broken home answers 507",
+        || async {
+            write_file(&d, &sandbox, "later.txt", "x").await.0 == StatusCode::INSUFFICIENT_STORAGE
+        },
+    )
+    .await;
+    let (_, refused) = write_file(&d, &sandbox, "later.txt", "x").await;
+    assert_eq!(
+        refused["error"]["code"], "insufficient_storage",
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("read-only"),
+        "{refused}"
+    );
+    assert_eq!(metric(&d, "sandboxd_read_only_homes").await, Some(1.0));
+    let (status, kept) = d.files(&sandbox, "GET", "?path=keep.txt", None).await;
+    assert_eq!(status, StatusCode::OK, "files stay readable: {kept}");
+
+    disk.free();
+    eventually(Duration::from_secs(60), "healthy again", || async {
+        d.call("GET", "/healthz", None).await.0 == StatusCode::OK
+    })
+    .await;
+    eventually(Duration::from_secs(90), "the home mended", || async {
+        metric(&d, "sandboxd_read_only_homes").await == Some(0.0)
+            && write_file(&d, &sandbox, "later.txt", "x").await.0 == StatusCode::OK
+    })
+    .await;
+    let (status, kept) = d.files(&sandbox, "GET", "?path=keep.txt", None).await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["content"], "kept", "{kept}");
+    let out = d
+        .exec(&sandbox, "echo fine > again.txt && cat again.txt")
+        .await;
+    assert_eq!(out["stdout"], "fine\n", "{out}\n{}", d.log_text());
+
+    let mut d = d;
+    d.terminate();
+    let d = Daemon::start_with(Options {
+        agents: Vec::new(),
+        ..options
+    })
+    .await;
+    let (status, kept) = d.files(&sandbox, "GET", "?path=later.txt", None).await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    d.delete_sandbox(&sandbox).await;
+    d.assert_no_leaks();
+}
+
+/// A turn streams while the state disk (holding the store) is full. It does not end as
+/// if it were kept: its stream ends with an error saying why, and so does the thread.
+/// Memory keeps it; once space is freed the daemon stores it by itself, and a restart
+/// finds the whole reply. The daemon's log is on the same disk, as an operator's often
+/// is: a log line that cannot be written must not stop the turn (it used to panic the
+/// turn's task, which left the thread streaming for good).
+#[tokio::test]
+async fn a_turn_the_full_store_cannot_keep_fails_visibly_and_is_stored_when_space_returns() {
+    let disk = SmallDisk::new(200);
+    let agents = tempfile::tempdir().expect("agents dir");
+    let long = "a reply too long for a full disk ".repeat(12_000);
+    let model = ScriptedModel::start(&json!([{ "text": "first" }, { "text": long }]));
+    let options = Options {
+        reuse: Some((disk.path().to_owned(), agents.path().to_owned())),
+        // The homes live in the engine's storage: only the store is on the full disk.
+        args: ["--reserve-disk-mb", "0", "--disk-mb", "0"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    }
+    .with_model(&model);
+    let mut d = Daemon::start_with(options.clone()).await;
+    let response = d
+        .request("POST", "/v1/chat/test")
+        .json(&json!({ "messages": [user_message("hi")] }))
+        .send()
+        .await
+        .expect("chat");
+    let (sandbox, thread) = sandboxd_e2e::chat_ids(&response);
+    let first = sse_chunks(&response.text().await.expect("first turn"));
+    assert_eq!(text_of(&first), "first");
+
+    disk.fill(0);
+    let (status, _, chunks) = d
+        .chat(
+            "test",
+            json!({ "sandboxId": sandbox, "threadId": thread,
+                    "messages": [user_message("hi"), user_message("more")] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{chunks:?}");
+    assert_eq!(text_of(&chunks), long, "the client got the whole reply");
+    let error = chunks
+        .iter()
+        .find(|c| c["type"] == "error")
+        .unwrap_or_else(|| panic!("no error chunk: {:?}", chunks.last()));
+    assert!(
+        error["errorText"]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be stored"),
+        "{error}"
+    );
+    let shown = d.settled_thread(&sandbox, &thread).await;
+    assert_eq!(shown["status"], "error", "{}", shown["error"]);
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be stored"),
+        "{}",
+        shown["error"]
+    );
+
+    disk.free();
+    eventually(Duration::from_secs(60), "the kept turn stored", || async {
+        d.log_text().contains("kept messages stored")
+    })
+    .await;
+    d.terminate();
+    let d = Daemon::start_with(Options {
+        agents: Vec::new(),
+        ..options
+    })
+    .await;
+    let back = d.thread(&sandbox, &thread).await;
+    let messages = back["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 4, "{}", back["status"]);
+    assert!(
+        messages[3]
+            .to_string()
+            .contains("a reply too long for a full disk"),
+        "the reply was not stored"
+    );
+    assert_eq!(
+        back["status"], "error",
+        "the thread still says what happened"
+    );
+    d.delete_sandbox(&sandbox).await;
+    d.assert_no_leaks();
+}

@@ -123,7 +123,7 @@ impl From<SandboxError> for ApiError {
             SandboxError::Init(e) => e.into(),
             SandboxError::Store(e) => e.into(),
             SandboxError::Disk(e) => e.into(),
-            SandboxError::DiskFull { .. } => Self::new(
+            SandboxError::DiskFull { .. } | SandboxError::HostDiskFull(_) => Self::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "insufficient_storage",
                 message,

@@ -77,5 +77,35 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
          # TYPE sandboxd_model_cost_usd gauge\nsandboxd_model_cost_usd {}",
         model.cost_usd
     );
+    if let Some(disk) = state.sandboxes.state_disk() {
+        for (name, help, value) in [
+            (
+                "sandboxd_state_disk_free_bytes",
+                "Free bytes on the state directory's disk.",
+                disk.free_bytes,
+            ),
+            (
+                "sandboxd_state_disk_reserve_bytes",
+                "Bytes sandboxd keeps free there (--reserve-disk-mb).",
+                disk.reserve_bytes,
+            ),
+            (
+                "sandboxd_state_disk_low",
+                "Whether less than the reserve is free (creates are refused).",
+                u64::from(disk.low()),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sandboxd_read_only_homes Sandboxes whose home turned read-only when the \
+         state disk filled.\n# TYPE sandboxd_read_only_homes gauge\nsandboxd_read_only_homes {}",
+        state.sandboxes.read_only_homes()
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

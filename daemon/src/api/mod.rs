@@ -196,11 +196,24 @@ async fn openapi() -> Response {
 }
 
 /// `GET /healthz`: 200 once sandboxes can be served, 503 with the phase before. A
-/// ready daemon checks its network on every call, so 200 means a create would succeed.
+/// ready daemon checks its network and the state disk's free space on every call, so
+/// 200 means a create would succeed (`low_disk`: under the reserve, creates refused).
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.readiness.phase() {
         Phase::Ready => match state.sandboxes.check_network().await {
-            Ok(()) => Json(serde_json::json!({ "status": "ok" })).into_response(),
+            Ok(()) => match state.sandboxes.state_disk().filter(|d| d.low()) {
+                None => Json(serde_json::json!({ "status": "ok" })).into_response(),
+                Some(disk) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(serde_json::json!({
+                        "status": "low_disk",
+                        "error": disk.reason(&state.sandboxes.settings().state_dir),
+                        "freeBytes": disk.free_bytes,
+                        "reserveBytes": disk.reserve_bytes,
+                    })),
+                )
+                    .into_response(),
+            },
             Err(why) => {
                 state.readiness.request_recheck();
                 (

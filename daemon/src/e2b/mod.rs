@@ -178,7 +178,9 @@ fn status_of(e: &SandboxError) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         SandboxError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-        SandboxError::DiskFull { .. } | SandboxError::Disk(_) => StatusCode::INSUFFICIENT_STORAGE,
+        SandboxError::DiskFull { .. } | SandboxError::HostDiskFull(_) | SandboxError::Disk(_) => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         SandboxError::Engine(_) | SandboxError::Init(_) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

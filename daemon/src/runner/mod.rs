@@ -86,8 +86,34 @@ struct Ending {
     stderr_tail: Vec<u8>,
 }
 
-/// Runs the turn to its end and records the outcome on the thread.
-pub async fn run(mut spec: TurnSpec) {
+/// Runs the turn to its end and records the outcome on the thread. Whatever happens
+/// inside, the turn ends: a bug that panics the turn's task ends it with an error.
+pub async fn run(spec: TurnSpec) {
+    let (thread, turn) = (spec.thread.clone(), spec.turn.clone());
+    let Err(e) = tokio::spawn(run_turn(spec)).await else {
+        return;
+    };
+    let why = format!("the turn failed inside sandboxd: {e}");
+    tracing::error!(thread = %thread.id, "{why}");
+    {
+        let mut state = thread.state();
+        if state.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, &turn)) {
+            state.status = ThreadStatus::Error;
+            state.error = Some(why.clone());
+            let now = SystemTime::now();
+            state.updated_at = now;
+            state.completed_at = Some(now);
+            state.active = None;
+        }
+    }
+    thread.settle_permissions();
+    thread.save();
+    turn.push(&json!({ "type": "error", "errorText": why }));
+    turn.push(&json!({ "type": "finish" }));
+    turn.finish();
+}
+
+async fn run_turn(mut spec: TurnSpec) {
     let started = std::time::Instant::now();
     let mut out = Out::new(&spec.turn.message_id);
     let previous = spec.thread.state().runtime_state.clone();
@@ -148,6 +174,13 @@ pub async fn run(mut spec: TurnSpec) {
         "sandboxId": spec.sandbox_id,
         "threadId": spec.thread.id,
     }}));
+    // A turn the store could not keep does not end as if it had been kept: it fails,
+    // saying why; memory keeps it until a write back succeeds (tried once right now).
+    out.store(&spec.thread);
+    let error = match spec.thread.store_failure() {
+        Some(why) if spec.thread.write_back().is_err() => Some(not_stored(error, &why)),
+        _ => error,
+    };
     if cancelled {
         out.emit(json!({ "type": "abort" }));
     } else if let Some(error) = &error {
@@ -207,6 +240,18 @@ pub async fn run(mut spec: TurnSpec) {
         error = error.as_deref().unwrap_or(""),
         "turn ended"
     );
+}
+
+/// The turn's error when the store refused its messages (`error`: its own, if any).
+fn not_stored(error: Option<String>, why: &str) -> String {
+    let said = format!(
+        "this turn could not be stored ({why}); sandboxd keeps it in memory and stores \
+         it once the state disk has room again"
+    );
+    match error {
+        Some(error) => format!("{error}; {said}"),
+        None => said,
+    }
 }
 
 /// The note a client gets when the CLI printed a line too long to keep.

@@ -130,6 +130,50 @@ impl Disk {
         point.is_dir() && dir.dev() != point.dev()
     }
 
+    /// Whether ext4 counted an error on the mounted disk since it was last checked.
+    /// When the state disk fills, the loop device fails writes, ext4 aborts its
+    /// journal and turns the filesystem read-only at the next write (newer kernels show
+    /// this only as `emergency_ro` in the mount options, not in `statvfs`); every such
+    /// disk has a nonzero `errors_count` in sysfs until `e2fsck` clears it.
+    pub fn has_errors(&self) -> bool {
+        if !self.is_mounted() {
+            return false;
+        }
+        let Ok(point) = std::fs::metadata(self.mount_point()) else {
+            return false;
+        };
+        let dev = point.dev();
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        let Ok(device) = std::fs::read_link(format!("/sys/dev/block/{major}:{minor}")) else {
+            return false;
+        };
+        let Some(name) = device.file_name() else {
+            return false;
+        };
+        let counter = Path::new("/sys/fs/ext4").join(name).join("errors_count");
+        std::fs::read_to_string(counter)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .is_some_and(|count| count > 0)
+    }
+
+    /// Checks and repairs the unmounted image (`e2fsck -fy`: replays the journal a
+    /// failed write aborted, fixes what it finds and keeps every file it can).
+    pub async fn check(&self) -> Result<(), DiskError> {
+        let image = self.image();
+        let checked = run("e2fsck", &["-f".as_ref(), "-y".as_ref(), image.as_os_str()]).await;
+        match checked {
+            // e2fsck exits 1 (or 2) when it fixed something: the disk is usable.
+            Err(DiskError::Tool { output, .. })
+                if output.starts_with("exit status: 1") || output.starts_with("exit status: 2") =>
+            {
+                tracing::info!(image = %image.display(), "e2fsck repaired the disk");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Makes, formats and mounts a disk of `size_mb` MiB, with its directories.
     pub async fn create(&self, size_mb: u64) -> Result<(), DiskError> {
         let image = self.image();

@@ -46,16 +46,11 @@ impl Sandboxes {
             }
             resolved.push((path, content, None));
         }
-        match sandbox.init.write_files(&resolved, as_user).await {
-            Err(crate::init_client::InitError::Remote {
-                kind: sandbox_init::protocol::ErrorKind::NoSpace,
-                message,
-            }) if self.settings.disk_mb > 0 => Err(SandboxError::DiskFull {
-                limit_mb: self.settings.disk_mb,
-                detail: message,
-            }),
-            other => Ok(other?),
-        }
+        sandbox
+            .init
+            .write_files(&resolved, as_user)
+            .await
+            .map_err(|e| self.write_context(sandbox).failure(e))
     }
 
     /// Reads a whole file, refusing one bigger than `max_size` bytes.

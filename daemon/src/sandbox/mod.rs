@@ -15,6 +15,7 @@ mod instance;
 pub mod paths;
 mod pause;
 mod pool;
+mod pressure;
 mod quarantine;
 mod quota;
 mod restore;
@@ -33,6 +34,7 @@ use instance::State;
 pub use instance::{Attributes, BusyGuard, Sandbox, SandboxView};
 pub use pause::Awake;
 pub use pool::{PoolSizes, LABEL_POOL};
+pub use pressure::StateDisk;
 pub use quarantine::{Quarantined, CLAIM_MARKER};
 pub use quota::Limits as QuotaLimits;
 pub use restore::Adopted;
@@ -155,6 +157,10 @@ pub enum SandboxError {
         /// What failed.
         detail: String,
     },
+    /// A write failed because the host's state disk is full (or was, and the
+    /// sandbox's disk turned read-only); the message says which.
+    #[error("{0}")]
+    HostDiskFull(String),
     /// A sandbox's disk, or the state directory's free space.
     #[error(transparent)]
     Disk(#[from] disk::DiskError),

@@ -44,6 +44,14 @@ impl Drop for Awake {
     }
 }
 
+impl Power {
+    /// Holds off pauses and resumes until the guard drops (for work that stops and
+    /// starts the container itself).
+    pub(super) async fn locked(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+}
+
 impl Sandbox {
     /// Whether a client paused it (see the module).
     pub fn held(&self) -> bool {

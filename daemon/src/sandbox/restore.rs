@@ -277,7 +277,7 @@ impl Sandboxes {
 /// Brings a re-adopted sandbox's container back: its disk mounted (after a reboot it
 /// must be back before the container starts: the container's volumes bind into it),
 /// the container running, and its init's pid known (the only peer the client accepts).
-async fn revive(
+pub(super) async fn revive(
     engine: &crate::docker::Engine,
     sandbox: &Sandbox,
     container: String,

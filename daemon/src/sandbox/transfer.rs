@@ -2,18 +2,19 @@
 //! of what `files.rs` does whole, for callers that must not hold a file (a 100 MB
 //! upload) or that follow a directory. Each keeps the sandbox awake while it runs.
 
-use sandbox_init::protocol::{ErrorKind, FileEntry, StreamFileSpec, WatchRequest};
+use sandbox_init::protocol::{FileEntry, StreamFileSpec, WatchRequest};
 
 use super::files::check_user;
 use super::pause::Awake;
+use super::pressure::WriteContext;
 use super::{paths, Sandbox, SandboxError, Sandboxes};
-use crate::init_client::{FileReader, FileWriter, InitError, Watch};
+use crate::init_client::{FileReader, FileWriter, Watch};
 
 /// A streamed write in progress (see [`Sandboxes::write_stream`]).
 #[derive(Debug)]
 pub struct Upload {
     writer: FileWriter,
-    disk_mb: u64,
+    context: WriteContext,
     _awake: Awake,
 }
 
@@ -31,27 +32,25 @@ impl Upload {
                 mode: None,
                 metadata,
             })
-            .await?;
+            .await
+            .map_err(|e| self.context.failure(e))?;
         Ok(path)
     }
 
     /// Sends bytes of the current file.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SandboxError> {
-        Ok(self.writer.write(bytes).await?)
+        self.writer
+            .write(bytes)
+            .await
+            .map_err(|e| self.context.failure(e))
     }
 
     /// Puts every file in place, all or none; their entries.
     pub async fn commit(self) -> Result<Vec<FileEntry>, SandboxError> {
-        match self.writer.commit().await {
-            Err(InitError::Remote {
-                kind: ErrorKind::NoSpace,
-                message,
-            }) if self.disk_mb > 0 => Err(SandboxError::DiskFull {
-                limit_mb: self.disk_mb,
-                detail: message,
-            }),
-            other => Ok(other?),
-        }
+        self.writer
+            .commit()
+            .await
+            .map_err(|e| self.context.failure(e))
     }
 }
 
@@ -90,7 +89,7 @@ impl Sandboxes {
         check_user(as_user)?;
         Ok(Upload {
             writer: sandbox.init.write_stream(as_user).await?,
-            disk_mb: self.settings.disk_mb,
+            context: self.write_context(sandbox),
             _awake: awake,
         })
     }

@@ -345,6 +345,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(firewall) = sandboxes_for_shutdown.firewall() {
         firewall.close().await;
     }
+    let unsaved = sandboxes_for_shutdown.write_back_threads();
+    if unsaved > 0 {
+        tracing::error!(
+            "{unsaved} thread(s) hold messages the store still refuses (is the state disk \
+             full?); they are lost with this stop"
+        );
+    }
     backups::take(&store, &sandboxes_for_shutdown, &backups_dir, "at stop").await;
     served.context("serving HTTP")?;
     tracing::info!("stopped");

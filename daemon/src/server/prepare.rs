@@ -120,15 +120,18 @@ async fn prepare_once(
 }
 
 /// Expires idle sandboxes, and pauses those idle for `--pause-after-secs`, checking
-/// every second.
+/// every second; every five, looks after disk pressure (see `Sandboxes::check_disks`).
 pub(super) async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
-    loop {
+    for tick in 1u64.. {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         sandboxes.expire_idle().await;
         sandboxes.pause_idle().await;
+        if tick % 5 == 0 {
+            sandboxes.check_disks().await;
+        }
     }
 }
 

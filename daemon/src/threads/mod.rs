@@ -135,6 +135,9 @@ pub struct Thread {
     events: watch::Sender<u64>,
     /// Permission requests of the running turn, by id.
     permissions: Mutex<HashMap<String, Permission>>,
+    /// Why the store last refused the thread's state or a message, until
+    /// [`Thread::write_back`] stores what memory holds.
+    unsaved: Mutex<Option<String>>,
 }
 
 /// A permission request of a turn.
@@ -192,6 +195,7 @@ impl Thread {
             store,
             events: watch::Sender::new(0),
             permissions: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(None),
         });
         thread.store.put_thread(&thread.row(&thread.state()))?;
         Ok(thread)
@@ -229,6 +233,7 @@ impl Thread {
             store,
             events: watch::Sender::new(last),
             permissions: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(None),
         });
         if status == ThreadStatus::Streaming {
             let message = "interrupted by a daemon restart".to_owned();
@@ -280,8 +285,37 @@ impl Thread {
     pub fn save(&self) {
         let state = self.state();
         if let Err(e) = self.store.put_thread(&self.row(&state)) {
-            tracing::error!(thread = %self.id, "{e}");
+            self.not_stored(&e);
         }
+    }
+
+    /// Remembers a refused write (called with the state locked), for
+    /// [`Thread::write_back`].
+    fn not_stored(&self, e: &StoreError) {
+        tracing::error!(thread = %self.id, "not stored (kept in memory until it can be): {e}");
+        *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    /// Why the store refused part of this thread that memory still holds, if it did.
+    pub fn store_failure(&self) -> Option<String> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stores the thread's state and every message as memory holds them (each write
+    /// replaces the stored one), then forgets the failure.
+    pub fn write_back(&self) -> Result<(), StoreError> {
+        let state = self.state();
+        self.store.put_thread(&self.row(&state))?;
+        for message in &state.messages {
+            if let Some(id) = message.get("id").and_then(Value::as_str) {
+                self.store.put_message(&self.id, id, message)?;
+            }
+        }
+        *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     /// Locks the state. Never held across an await.
@@ -306,7 +340,7 @@ impl Thread {
         let id = message.get("id").cloned();
         if let Some(id) = id.as_ref().and_then(Value::as_str) {
             if let Err(e) = self.store.put_message(&self.id, id, &message) {
-                tracing::error!(thread = %self.id, "{e}");
+                self.not_stored(&e);
             }
         }
         match state
@@ -554,6 +588,29 @@ mod tests {
         let done = json!({ "role": "assistant", "parts": [{ "type": "text", "state": "done" }] });
         assert!(settle_interrupted(done, "x").is_none());
         assert!(settle_interrupted(json!({ "role": "user", "parts": [] }), "x").is_none());
+    }
+
+    #[test]
+    fn what_a_full_store_refuses_is_kept_in_memory_and_written_back() {
+        let (store, t) = stored_thread();
+        crate::store::tests_support::fill(&store, true);
+        let big = "x".repeat(64 * 1024);
+        t.upsert_message(
+            json!({"id": "m1", "role": "assistant", "parts": [{"type": "text", "text": big}]}),
+        );
+        let why = t.store_failure().expect("the refusal is remembered");
+        assert!(why.contains("full"), "{why}");
+        assert!(
+            store.messages("th").unwrap().is_empty(),
+            "nothing was stored"
+        );
+        assert_eq!(t.snapshot().messages.len(), 1, "memory keeps it");
+        t.write_back().expect_err("still full");
+        assert!(t.store_failure().is_some());
+        crate::store::tests_support::fill(&store, false);
+        t.write_back().expect("room again");
+        assert_eq!(t.store_failure(), None);
+        assert_eq!(store.messages("th").unwrap(), t.snapshot().messages);
     }
 
     #[test]
