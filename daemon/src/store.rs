@@ -582,6 +582,31 @@ mod tests {
         assert!(matches!(other, StoreError::Other(_)), "{other:?}");
     }
 
+    #[test]
+    fn a_truncated_store_is_damaged_not_new() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        {
+            let store = Store::open(&path).expect("open");
+            for i in 0..300 {
+                store
+                    .put_sandbox(&sandbox(&format!("sb_{i:016}")))
+                    .expect("put");
+            }
+        }
+        let len = std::fs::metadata(&path).expect("stat").len();
+        assert!(len > 8 * 4096, "the store is {len} bytes");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(len / 2))
+            .expect("truncate");
+        match Store::open(&path) {
+            Err(StoreError::Damaged(_)) => {}
+            other => panic!("a truncated store opened as {other:?}"),
+        }
+    }
+
     pub(super) fn sandbox(id: &str) -> SandboxRow {
         SandboxRow {
             id: id.into(),
