@@ -872,3 +872,173 @@ async fn a_turn_the_full_store_cannot_keep_fails_visibly_and_is_stored_when_spac
     d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();
 }
+
+/// The daemon is killed (-9) in the middle of a streamed upload over an older file.
+/// The file keeps its old content whole, no temporary file is left beside it, and
+/// after a restart the sandbox serves the old file and takes a new upload.
+#[tokio::test]
+async fn an_upload_cut_by_kill_9_leaves_the_old_file_whole_and_no_temporary() {
+    let port = sandboxd_e2e::free_port();
+    let mut d = sandboxd_e2e::suites::e2b_daemon(None, port).await;
+    let e2b = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{e2b}/v2/sandboxes"))
+        .header("X-API-Key", &d.key)
+        .json(&json!({ "templateID": "base", "timeout": 600 }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.expect("json");
+    let id = created["sandboxID"].as_str().expect("id").to_owned();
+    let token = created["envdAccessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let upload = |body: reqwest::Body| {
+        http.post(format!(
+            "{e2b}/files?path=/home/user/data.bin&username=user"
+        ))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .header("Content-Type", "application/octet-stream")
+        .body(body)
+        .send()
+    };
+    let res = upload(reqwest::Body::from("old content"))
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let cut = tokio::spawn(upload(reqwest::Body::wrap_stream(chunks)));
+    for _ in 0..4 {
+        tx.send(Ok(vec![b'n'; 1 << 20])).await.expect("send a MiB");
+    }
+    let listing = || {
+        let out = Command::new("docker")
+            .args(["exec", &id, "ls", "-a", "/home/user"])
+            .output()
+            .expect("docker exec");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the upload's temporary file",
+        || async { listing().contains(".sandboxd-write-") },
+    )
+    .await;
+    d.kill();
+    drop(tx);
+    let _ = cut.await;
+    eventually(
+        Duration::from_secs(30),
+        "the temporary file removed once its client went away",
+        || async { !listing().contains(".sandboxd-write-") },
+    )
+    .await;
+    let out = Command::new("docker")
+        .args(["exec", &id, "cat", "/home/user/data.bin"])
+        .output()
+        .expect("docker exec");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "old content");
+
+    let d = sandboxd_e2e::suites::e2b_daemon(Some(&d), port).await;
+    let read = || {
+        http.get(format!(
+            "{e2b}/files?path=/home/user/data.bin&username=user"
+        ))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .send()
+    };
+    let res = read().await.expect("read");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.expect("body"), "old content");
+    let res = upload(reqwest::Body::from("new content"))
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+    assert_eq!(
+        read().await.expect("read").text().await.expect("body"),
+        "new content"
+    );
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}
+
+/// Descriptors in use by the daemon.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The daemon runs out of descriptors: a hard limit of 256, and a client that holds
+/// hundreds of connections to the API open. Meanwhile an agent file is added; the
+/// reload that cannot read the directory keeps the agents loaded before. Once the
+/// connections close, the daemon recovers by itself: every agent is there, the new
+/// one included, and a sandbox can be created.
+#[tokio::test]
+async fn running_out_of_descriptors_loses_no_agent_and_the_daemon_recovers_by_itself() {
+    let d = Daemon::start_with(Options {
+        wrapper: ["prlimit", "--nofile=256:256", "--"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    })
+    .await;
+    let address = d.url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        match tokio::net::TcpStream::connect(&address).await {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the daemon out of descriptors",
+        || async { open_descriptors(d.pid()) >= 250 },
+    )
+    .await;
+    std::fs::write(
+        d.agents_dir.join("second.json"),
+        r#"{"name": "Second agent"}"#,
+    )
+    .expect("add an agent");
+    eventually(Duration::from_secs(60), "a reload that fails", || async {
+        d.log_text().contains("the agents loaded before stay")
+    })
+    .await;
+
+    drop(held);
+    eventually(Duration::from_secs(60), "the new agent loaded", || async {
+        let (status, agents) = d.call("GET", "/v1/agents", None).await;
+        status == StatusCode::OK && agents.to_string().contains("\"second\"")
+    })
+    .await;
+    let (_, agents) = d.call("GET", "/v1/agents", None).await;
+    assert!(agents.to_string().contains("\"test\""), "{agents}");
+    assert!(
+        !d.log_text()
+            .contains("agents directory loaded: 0 definitions"),
+        "a failed read replaced the agents with none"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !healthy(&d).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not healthy again within 60 s:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = d.create_sandbox(json!({ "agent": "second" })).await;
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}
