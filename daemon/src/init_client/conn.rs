@@ -2,7 +2,7 @@
 //! bound on an exec's output.
 
 use sandbox_init::protocol::{decode_header, Frame, Reply, Request, CHUNK_LEN, HEADER_LEN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
@@ -22,6 +22,8 @@ impl Conn {
         Self {
             reader: FrameReader {
                 inner: BufReader::with_capacity(CHUNK_LEN + HEADER_LEN, r),
+                partial: Vec::new(),
+                payload: Vec::new(),
                 output_left: None,
             },
             writer: FrameWriter(BufWriter::new(w)),
@@ -68,6 +70,10 @@ impl Conn {
 #[derive(Debug)]
 pub struct FrameReader {
     inner: BufReader<OwnedReadHalf>,
+    /// The header of the frame being read and its payload so far, kept across
+    /// calls: a `recv` abandoned in a `select!` loses nothing it had read.
+    partial: Vec<u8>,
+    payload: Vec<u8>,
     /// For an exec with an `output_limit`: the stdout and stderr bytes still allowed.
     output_left: Option<[u64; 2]>,
 }
@@ -76,8 +82,10 @@ impl FrameReader {
     /// Receives one frame; `None` when the server closed the connection. An exec's
     /// output past its `output_limit` (which sandbox-init enforces, so only an impostor
     /// or a broken peer sends it) is a protocol error: the peer is cut off.
+    ///
+    /// Cancel-safe: dropped before it returns, it keeps what it read for the next call.
     pub async fn recv(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
-        let frame = read_reply_frame(&mut self.inner).await?;
+        let frame = self.read_frame().await?;
         if let Some(left) = self.output_left.as_mut() {
             let (index, len, stream) = match &frame {
                 Some(Frame::Stdout(b)) => (0, b.len(), "stdout"),
@@ -90,6 +98,46 @@ impl FrameReader {
             })?;
         }
         Ok(frame)
+    }
+}
+
+impl FrameReader {
+    /// Reads one whole frame, keeping what it read in `partial` (the header) and
+    /// `payload`; each step after the one await is synchronous, so nothing read is
+    /// lost when the call is dropped at that await.
+    async fn read_frame(&mut self) -> Result<Option<Frame<Reply>>, InitError> {
+        loop {
+            let wanted = if self.partial.len() < HEADER_LEN {
+                HEADER_LEN - self.partial.len()
+            } else {
+                let mut header = [0u8; HEADER_LEN];
+                header.copy_from_slice(&self.partial);
+                let (kind, len) = decode_header(header)?;
+                if self.payload.len() == len {
+                    self.partial.clear();
+                    let payload = std::mem::take(&mut self.payload);
+                    return Ok(Some(Frame::from_parts(kind, payload)?));
+                }
+                self.payload.reserve_exact(len - self.payload.len());
+                len - self.payload.len()
+            };
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                if self.partial.is_empty() {
+                    return Ok(None);
+                }
+                return Err(InitError::Closed(
+                    "the connection closed in the middle of a frame".into(),
+                ));
+            }
+            let take = wanted.min(available.len());
+            if self.partial.len() < HEADER_LEN {
+                self.partial.extend_from_slice(&available[..take]);
+            } else {
+                self.payload.extend_from_slice(&available[..take]);
+            }
+            self.inner.consume(take);
+        }
     }
 }
 
@@ -118,21 +166,6 @@ impl FrameWriter {
     }
 }
 
-async fn read_reply_frame(
-    reader: &mut BufReader<OwnedReadHalf>,
-) -> Result<Option<Frame<Reply>>, InitError> {
-    let mut header = [0u8; HEADER_LEN];
-    match reader.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let (kind, len) = decode_header(header)?;
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await?;
-    Ok(Some(Frame::from_parts(kind, payload)?))
-}
-
 pub(super) fn frame_name(frame: &Frame<Reply>) -> &'static str {
     match frame {
         Frame::Message(_) => "a message",
@@ -140,5 +173,49 @@ pub(super) fn frame_name(frame: &Frame<Reply>) -> &'static str {
         Frame::Stderr(_) => "stderr",
         Frame::Stdin(_) => "stdin",
         Frame::Data(_) => "data",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame that arrives in pieces, read by a `recv` that a `select!` keeps
+    /// abandoning (as the runner's loop does when a timer fires first), comes out
+    /// whole, and so does the next one: nothing read is lost with the abandoned call.
+    #[tokio::test]
+    async fn a_frame_read_across_abandoned_receives_arrives_whole() {
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        let mut conn = Conn::new(ours);
+        let first = Frame::<Reply>::Stdout(b"very long line ".repeat(2000))
+            .encode()
+            .expect("encode");
+        let second = Frame::<Reply>::Stdout(b"next".to_vec())
+            .encode()
+            .expect("encode");
+        let sender = tokio::spawn(async move {
+            let mut theirs = theirs;
+            let bytes = [first, second].concat();
+            for piece in bytes.chunks(7) {
+                theirs.write_all(piece).await.expect("send");
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
+            theirs
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            tokio::select! {
+                frame = conn.recv() => got.push(frame.expect("a frame").expect("not closed")),
+                () = tokio::time::sleep(std::time::Duration::from_micros(300)) => {}
+            }
+        }
+        let _theirs = sender.await.expect("sender");
+        match (&got[0], &got[1]) {
+            (Frame::Stdout(a), Frame::Stdout(b)) => {
+                assert_eq!(a, &b"very long line ".repeat(2000));
+                assert_eq!(b, b"next");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
