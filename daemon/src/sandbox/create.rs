@@ -226,14 +226,20 @@ impl Sandboxes {
                 container_id: None,
             }),
         });
-        // The claim marker goes first: whatever later happens to the store, the
-        // directory says a client was given this sandbox (see quarantine.rs).
-        let stored = super::quarantine::mark_claimed(&sandbox.dir)
+        // The row, then the claim marker: from then on, whatever happens to the
+        // store, the directory says a client was given this sandbox (see
+        // quarantine.rs). A kill between the two leaves a row, which restore honours
+        // (and marks the directory then); the other order left a directory no row
+        // accounts for, quarantined as if the store had lost it.
+        let stored = self
+            .store
+            .put_sandbox(&sandbox.row())
             .map_err(SandboxError::from)
             .and_then(|()| {
-                self.store
-                    .put_sandbox(&sandbox.row())
-                    .map_err(SandboxError::from)
+                super::quarantine::mark_claimed(&sandbox.dir).map_err(|e| {
+                    let _ = self.store.delete_sandbox(&sandbox.id);
+                    SandboxError::from(e)
+                })
             });
         if let Err(e) = stored {
             self.proxy.unregister(&sandbox.id);
