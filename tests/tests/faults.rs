@@ -254,6 +254,78 @@ async fn a_create_cut_by_kill_9_leaves_no_mount_directory_or_container() {
     drop(first);
 }
 
+/// The daemon is killed the moment a create has made the sandbox's directory (its disk
+/// being made, its container not yet): the next start leaves nothing of it behind
+/// (no directory, mount or container) and nothing in quarantine, since no client was
+/// ever given the sandbox.
+#[tokio::test]
+async fn a_create_cut_by_kill_9_as_its_directory_appears_leaves_nothing() {
+    let mut first = Daemon::start().await;
+    let sandboxes = first.state_dir.join("sandboxes");
+    let made = || {
+        std::fs::read_dir(&sandboxes)
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let creating = {
+        let request = first
+            .request("POST", "/v1/sandboxes")
+            .json(&json!({ "agent": "test" }));
+        tokio::spawn(async move { request.send().await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while made().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the create made no directory"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    first.kill();
+    let cut = creating.await.expect("the create task");
+    assert!(
+        cut.is_err(),
+        "the create was answered before the kill: {cut:?}"
+    );
+    let dir = made().remove(0);
+
+    let second = Daemon::start_with(again(&first)).await;
+    let id = dir
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned();
+    let (status, got) = second
+        .call("GET", &format!("/v1/sandboxes/{id}"), None)
+        .await;
+    assert!(
+        status == StatusCode::NOT_FOUND
+            || got["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("interrupted by a daemon restart")),
+        "{status} {got}"
+    );
+    assert!(
+        !dir.exists(),
+        "the cut create's directory is still there ({status} {got}): {:?}\n{}",
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+        second.log_text()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&dir.display().to_string()),
+        "the cut create's disk is still mounted"
+    );
+    assert!(second.containers().is_empty(), "{:?}", second.containers());
+    assert!(quarantined(&second).await.is_empty());
+    if status == StatusCode::OK {
+        second.delete_sandbox(&id).await;
+    }
+    second.assert_no_leaks();
+    drop(second);
+    drop(first);
+}
+
 /// The agents directory cannot be read for a while (here: replaced by a file; out of
 /// descriptors does the same): the agents loaded before stay, and the log says why.
 #[tokio::test]
@@ -822,7 +894,14 @@ async fn a_turn_the_full_store_cannot_keep_fails_visibly_and_is_stored_when_spac
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{chunks:?}");
-    assert_eq!(text_of(&chunks), long, "the client got the whole reply");
+    assert!(
+        text_of(&chunks) == long,
+        "the client did not get the whole reply: {:?}",
+        chunks
+            .iter()
+            .filter(|c| c["type"] != "text-delta")
+            .collect::<Vec<_>>()
+    );
     let error = chunks
         .iter()
         .find(|c| c["type"] == "error")
