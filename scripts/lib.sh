@@ -1,7 +1,9 @@
 # Shared steps of scripts/serve and scripts/test. Every step is idempotent and says
 # what it does; nothing here assumes anything was installed by hand.
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each step is told with the time since the script began (bash's SECONDS), so a slow
+# step shows.
+say() { printf '\033[1m==> [%d:%02d] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
