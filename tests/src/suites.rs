@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::{free_port, workspace, Daemon, Options};
 
@@ -164,6 +164,17 @@ pub async fn e2b_daemon(reuse: Option<&Daemon>, port: u16) -> Daemon {
     }
     options.args = vec!["--e2b-listen".into(), format!("127.0.0.1:{port}")];
     Daemon::start_with(options).await
+}
+
+/// The sandbox id and envd access token an E2B create answered with.
+pub fn envd_credentials(created: &Value) -> (String, String) {
+    let field = |name: &str| {
+        created[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} in {created}"))
+            .to_owned()
+    };
+    (field("sandboxID"), field("envdAccessToken"))
 }
 
 /// A random number from the kernel.

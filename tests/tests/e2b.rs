@@ -90,11 +90,7 @@ async fn e2b_sandboxes_are_relay_sandboxes_and_survive_a_restart() {
     ] {
         assert!(created.get(field).is_some(), "{field} in {created}");
     }
-    let id = created["sandboxID"].as_str().expect("id").to_owned();
-    let token = created["envdAccessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let (id, token) = sandboxd_e2e::suites::envd_credentials(&created);
 
     // envd: the token is required (but not by /health), and the id routes.
     let health = |token: Option<&str>, id: &str| {
@@ -230,11 +226,7 @@ async fn an_e2b_sandbox_paused_when_idle_still_runs_for_the_sdk() {
         .json()
         .await
         .expect("json");
-    let id = created["sandboxID"].as_str().expect("id").to_owned();
-    let token = created["envdAccessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let (id, token) = sandboxd_e2e::suites::envd_credentials(&created);
     // The list, unlike a lookup, is not activity that keeps a sandbox awake.
     let status = || async {
         let (_, list) = d.call("GET", "/v1/sandboxes", None).await;
@@ -317,11 +309,7 @@ async fn the_polling_watcher_rpcs_answer_as_envd() {
         .await
         .expect("json");
     assert_eq!(created["envdVersion"], "0.6.4");
-    let id = created["sandboxID"].as_str().expect("id").to_owned();
-    let token = created["envdAccessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let (id, token) = sandboxd_e2e::suites::envd_credentials(&created);
     let rpc = |method: &str, body: serde_json::Value| {
         http.post(format!("{e2b}/filesystem.Filesystem/{method}"))
             .header("E2b-Sandbox-Id", &id)

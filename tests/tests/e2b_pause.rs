@@ -35,11 +35,7 @@ async fn a_paused_sandbox_stays_paused_across_a_restart_until_connect() {
     .expect("create");
     assert_eq!(res.status(), 201);
     let created: Value = res.json().await.expect("json");
-    let id = created["sandboxID"].as_str().expect("id").to_owned();
-    let token = created["envdAccessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let (id, token) = sandboxd_e2e::suites::envd_credentials(&created);
     // A background counter, started through the relay API's exec (detached).
     let out = first
         .exec(

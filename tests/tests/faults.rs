@@ -970,11 +970,7 @@ async fn an_upload_cut_by_kill_9_leaves_the_old_file_whole_and_no_temporary() {
         .expect("create");
     assert_eq!(res.status(), StatusCode::CREATED);
     let created: Value = res.json().await.expect("json");
-    let id = created["sandboxID"].as_str().expect("id").to_owned();
-    let token = created["envdAccessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let (id, token) = sandboxd_e2e::suites::envd_credentials(&created);
     let upload = |body: reqwest::Body| {
         http.post(format!(
             "{e2b}/files?path=/home/user/data.bin&username=user"
