@@ -274,9 +274,22 @@ impl Daemon {
         daemon
     }
 
+    /// Panics with the daemon's own words when its process has ended: a wait for a
+    /// daemon that refused to start fails at once, not at its deadline.
+    fn assert_running(&self) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        // The state follows the command's closing parenthesis; `Z`: it exited.
+        let exited = stat.map_or(true, |stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        });
+        assert!(!exited, "the daemon exited; log:\n{}", self.log_text());
+    }
+
     async fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            self.assert_running();
             if self
                 .http
                 .get(format!("{}/healthz", self.url))
@@ -299,6 +312,7 @@ impl Daemon {
     pub async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(600);
         while Instant::now() < deadline {
+            self.assert_running();
             let res = self.http.get(format!("{}/healthz", self.url)).send().await;
             if res.is_ok_and(|r| r.status() == StatusCode::OK) {
                 return;
