@@ -14,6 +14,7 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    sandboxd::config::unset_empty_settings();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

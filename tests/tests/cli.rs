@@ -304,3 +304,25 @@ async fn the_terminal_route_resizes_signals_and_wants_the_key() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     d.assert_no_leaks();
 }
+
+/// A setting left empty in the environment (`SANDBOXD_CLAUDE_BIN=$UNSET_VAR` in a
+/// script) counts as unset: the daemon starts with its defaults instead of refusing
+/// the empty value.
+#[tokio::test]
+async fn empty_settings_in_the_environment_count_as_unset() {
+    let d = Daemon::start_with(sandboxd_e2e::Options {
+        wrapper: [
+            "env",
+            "SANDBOXD_CLAUDE_BIN=",
+            "SANDBOXD_MAX_SANDBOXES=",
+            "SANDBOXD_PAUSE_AFTER_SECS=",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..sandboxd_e2e::Options::default()
+    })
+    .await;
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}

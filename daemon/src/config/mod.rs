@@ -14,6 +14,19 @@ pub use client::{
     StateArgs,
 };
 
+/// Removes the `SANDBOXD_*` variables set to nothing, so that they count as unset (a
+/// script's `SANDBOXD_CLAUDE_BIN=$MAYBE` with nothing in `MAYBE`) rather than as an
+/// empty value clap refuses. Call it before parsing, while the process has one thread.
+pub fn unset_empty_settings() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(key, value)| value.is_empty() && key.to_string_lossy().starts_with("SANDBOXD_"))
+        .map(|(key, _)| key)
+        .collect();
+    for key in empty {
+        std::env::remove_var(key);
+    }
+}
+
 /// `sandboxd`: a local sandbox runtime for coding agents.
 #[derive(Debug, Parser)]
 #[command(name = "sandboxd", version, about)]
