@@ -685,3 +685,47 @@ async fn sigterm_with_an_open_stream_still_stops_the_daemon() {
     );
     drop(stream);
 }
+
+/// The cost of a turn is that turn's: Claude Code reports a resumed session's running
+/// total, so a thread whose turns each cost about the same says so, and its usage is
+/// their sum, not a sum of running totals.
+#[tokio::test]
+async fn each_turn_costs_what_it_used_and_the_thread_adds_them_up() {
+    let model = ScriptedModel::start(&json!([
+        { "text": "one" }, { "text": "two" }, { "text": "three" }
+    ]));
+    let d = Daemon::start_with(Options::default().with_model(&model)).await;
+    let cost = |chunks: &[Value]| {
+        chunks
+            .iter()
+            .find(|c| c["type"] == "message-metadata")
+            .and_then(|c| c["messageMetadata"]["totalCostUsd"].as_f64())
+            .expect("a cost")
+    };
+    let (_, _, first) = d
+        .chat("test", json!({ "messages": [user_message("one")] }))
+        .await;
+    let (sandbox, thread) = ids(&first);
+    let mut costs = vec![cost(&first)];
+    for text in ["two", "three"] {
+        let (_, _, chunks) = d
+            .chat(
+                "test",
+                json!({ "sandboxId": sandbox, "threadId": thread,
+                        "messages": [user_message(text)] }),
+            )
+            .await;
+        costs.push(cost(&chunks));
+    }
+    assert!(costs.iter().all(|c| *c > 0.0), "{costs:?}");
+    for later in &costs[1..] {
+        assert!(
+            *later < costs[0] * 1.6,
+            "a later turn is charged the running total: {costs:?}"
+        );
+    }
+    let t = d.settled_thread(&sandbox, &thread).await;
+    let total = t["usage"]["totalCostUsd"].as_f64().expect("usage");
+    let sum: f64 = costs.iter().sum();
+    assert!((total - sum).abs() < 1e-9, "thread {total} vs turns {sum}");
+}

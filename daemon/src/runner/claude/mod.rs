@@ -140,8 +140,8 @@ impl Runtime for Claude {
         })
     }
 
-    fn translator(&self, _state: &Value) -> Box<dyn Translate> {
-        Box::new(translate::Translator::default())
+    fn translator(&self, state: &Value) -> Box<dyn Translate> {
+        Box::new(translate::Translator::resuming(state))
     }
 
     /// Claude Code records session `id` as `~/.claude/projects/<cwd>/<id>.jsonl`.

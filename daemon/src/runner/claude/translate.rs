@@ -48,9 +48,41 @@ pub struct Translator {
     streamed: HashSet<String>,
     /// The result, once seen.
     pub outcome: Outcome,
+    /// The session's running cost as the last turn's result reported it: (session
+    /// id, USD). Claude Code reports a resumed session's total, not the turn's.
+    session_cost: Option<(String, f64)>,
+    /// What the next turn needs to know, once this one reported its cost.
+    kept: Option<Value>,
 }
 
 impl Translator {
+    /// A translator for a turn of a thread whose last turn kept `state`.
+    pub fn resuming(state: &Value) -> Self {
+        let cost = &state["sessionCost"];
+        Self {
+            session_cost: cost["sessionId"]
+                .as_str()
+                .zip(cost["usd"].as_f64())
+                .map(|(id, usd)| (id.to_owned(), usd)),
+            ..Self::default()
+        }
+    }
+
+    /// This turn's cost from the session's running total: what it added since the
+    /// last turn of the same session (all of it for a new session, or when the total
+    /// went down, as when a session was started afresh under its old id).
+    fn turn_cost(&mut self, reported: f64) -> f64 {
+        let session = self.outcome.session_id.clone().unwrap_or_default();
+        let before = match &self.session_cost {
+            Some((id, usd)) if *id == session && *usd <= reported => *usd,
+            _ => 0.0,
+        };
+        self.kept = Some(serde_json::json!({
+            "sessionCost": { "sessionId": session, "usd": reported }
+        }));
+        reported - before
+    }
+
     /// Translates one line of Claude's stdout; returns the chunks it yields.
     pub fn line(&mut self, line: &Value) -> Vec<Value> {
         // Subagent traffic (inside a Task tool call) is not part of the main message.
@@ -272,9 +304,13 @@ impl Translator {
     fn result(&mut self, line: &Value) -> Vec<Value> {
         let mut out = self.close_open_blocks();
         out.extend(self.close_step());
+        let cost = line
+            .get("total_cost_usd")
+            .and_then(Value::as_f64)
+            .map(|total| self.turn_cost(total));
         let o = &mut self.outcome;
         o.finished = true;
-        o.total_cost_usd = line.get("total_cost_usd").and_then(Value::as_f64);
+        o.total_cost_usd = cost;
         o.duration_ms = line.get("duration_ms").and_then(Value::as_u64);
         o.num_turns = line.get("num_turns").and_then(Value::as_u64);
         o.result_text = line
@@ -382,6 +418,10 @@ impl Translate for Translator {
 
     fn outcome(&self) -> &Outcome {
         &self.outcome
+    }
+
+    fn runtime_state(&self) -> Option<Value> {
+        self.kept.clone()
     }
 }
 
@@ -576,5 +616,28 @@ mod tests {
             ]
         );
         assert!(o.interrupted && o.error.is_none(), "{o:?}");
+    }
+
+    #[test]
+    fn a_resumed_sessions_running_total_becomes_the_turns_cost() {
+        let result = |session: &str, total: f64| {
+            serde_json::json!({"type": "result", "subtype": "success", "session_id": session,
+                               "total_cost_usd": total, "usage": {}})
+        };
+        let mut first = Translator::resuming(&Value::Null);
+        first.line(&result("s1", 0.01));
+        assert_eq!(first.outcome.total_cost_usd, Some(0.01));
+        let kept = Translate::runtime_state(&first).expect("kept");
+        let mut second = Translator::resuming(&kept);
+        second.line(&result("s1", 0.03));
+        let cost = second.outcome.total_cost_usd.expect("cost");
+        assert!((cost - 0.02).abs() < 1e-12, "{cost}");
+        let kept = Translate::runtime_state(&second).expect("kept");
+        let mut other = Translator::resuming(&kept);
+        other.line(&result("s2", 0.005));
+        assert_eq!(other.outcome.total_cost_usd, Some(0.005), "a new session");
+        let mut afresh = Translator::resuming(&kept);
+        afresh.line(&result("s1", 0.004));
+        assert_eq!(afresh.outcome.total_cost_usd, Some(0.004), "started afresh");
     }
 }
