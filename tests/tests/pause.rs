@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sandboxd_e2e::{
-    docker_inspect, text_of, user_message, Daemon, Options, ScriptedModel, StatusCode,
+    docker_inspect, eventually, text_of, user_message, Daemon, Options, ScriptedModel, StatusCode,
 };
 use serde_json::{json, Value};
 
@@ -156,6 +156,17 @@ async fn a_running_exec_or_an_open_stream_keeps_a_sandbox_awake() {
                 .expect("json")
         })
     };
+    // On a loaded machine the exec may reach the sandbox after its idle second, when
+    // it is paused already (the exec then resumes it): what must hold is that it stays
+    // active from the moment the exec runs.
+    let container = d.containers().into_iter().next().expect("its container");
+    eventually(Duration::from_secs(60), "the exec running", || async {
+        std::process::Command::new("docker")
+            .args(["top", &container])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("sleep 4"))
+    })
+    .await;
     while !running.is_finished() {
         assert_eq!(
             listed_status(&d, &id).await,
@@ -166,15 +177,16 @@ async fn a_running_exec_or_an_open_stream_keeps_a_sandbox_awake() {
     }
     assert_eq!(running.await.expect("exec task")["stdout"], "done\n");
 
-    // An open events stream of one of its threads, for 4 s.
-    let (status, headers, chunks) = d
-        .chat(
-            "test",
-            json!({"sandboxId": id, "messages": [user_message("hi")]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{chunks:?}");
-    let thread = headers["x-thread-id"]
+    // An open events stream of one of its threads, for 4 s. It is opened while the
+    // turn runs (which keeps the sandbox awake), so no idle second falls between them.
+    let turn = d
+        .request("POST", "/v1/chat/test")
+        .json(&json!({"sandboxId": id, "messages": [user_message("hi")]}))
+        .send()
+        .await
+        .expect("chat");
+    assert_eq!(turn.status(), StatusCode::OK);
+    let thread = turn.headers()["x-thread-id"]
         .to_str()
         .expect("thread id")
         .to_owned();
@@ -187,6 +199,8 @@ async fn a_running_exec_or_an_open_stream_keeps_a_sandbox_awake() {
         .await
         .expect("events stream");
     assert_eq!(stream.status(), StatusCode::OK);
+    let chunks = sandboxd_e2e::sse_chunks(&turn.text().await.expect("the turn"));
+    assert!(chunks.iter().any(|c| c["type"] == "finish"), "{chunks:?}");
     let until = std::time::Instant::now() + Duration::from_secs(4);
     while std::time::Instant::now() < until {
         assert_eq!(
