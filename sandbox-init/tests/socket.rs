@@ -430,3 +430,56 @@ fn a_command_that_ends_by_itself_keeps_its_background_processes() {
     // SAFETY: killing the sleep this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
+
+/// A file that grows while it is read (a log, a counter rewritten in a loop) is sent
+/// at the size it had when opened: the reader is told that size and gets exactly it,
+/// never more, so the daemon's stream does not break off.
+#[test]
+fn a_file_that_grows_while_read_is_cut_at_its_opened_size() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let init = Init::start();
+    let path = init.dir.path().join("growing.log");
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(&[b'x'; 64 * 1024]).expect("seed");
+    let stop = Arc::new(AtomicBool::new(false));
+    // About 4 MB a second, at most 8 MB: the file grows all through the reads.
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for _ in 0..2048 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                file.write_all(&[b'y'; 4096]).expect("append");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    for _ in 0..20 {
+        let mut s = init.connect();
+        let request = Request::ReadFile {
+            path: path.display().to_string(),
+            max_size: None,
+            as_user: "root".into(),
+        };
+        write_frame(&mut s, &Frame::Message(request)).expect("send");
+        let size = match read_frame::<Reply>(&mut s).expect("frame") {
+            Some(Frame::Message(Reply::FileStart { size })) => size,
+            other => panic!("expected the file's start, got {other:?}"),
+        };
+        let mut got = 0u64;
+        loop {
+            match read_frame::<Reply>(&mut s).expect("frame") {
+                Some(Frame::Data(bytes)) => got += bytes.len() as u64,
+                Some(Frame::Message(Reply::End)) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, size, "bytes sent against the size announced");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+}

@@ -288,20 +288,18 @@ fn read_file(stream: &mut UnixStream, path: &str, max_size: Option<u64>, as_user
         return;
     }
     let mut buf = vec![0u8; CHUNK_LEN];
-    let mut left = max_size.unwrap_or(u64::MAX);
-    loop {
+    // A file that grows while read (a log, a counter rewritten in a loop) is cut at the
+    // size announced: the reader holds us to it.
+    let mut left = size;
+    while left > 0 {
         match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                // A file that grows while read is cut at the limit.
                 let n = (n as u64).min(left) as usize;
                 left -= n as u64;
                 let frame: Frame<Reply> = Frame::Data(buf[..n].to_vec());
                 if sandbox_init::protocol::write_frame(stream, &frame).is_err() {
                     return;
-                }
-                if left == 0 {
-                    break;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
