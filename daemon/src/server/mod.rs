@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::future::IntoFuture;
-
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -25,9 +23,10 @@ use crate::sandbox::{QuotaLimits, Sandboxes, Settings};
 use crate::store::Store;
 
 mod backups;
+mod listen;
 mod prepare;
 pub use prepare::prepare_image;
-use prepare::{expire_idle, prepare};
+use prepare::{expire_idle, fd_limit, prepare};
 
 /// How long running turns get to finish after a shutdown signal before they are
 /// stopped.
@@ -226,7 +225,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!("listening on http://{local}");
+    let max_connections = listen::connection_budget(fd_limit());
+    tracing::info!("listening on http://{local} (at most {max_connections} connections)");
     if crate::console::built() {
         tracing::info!("web console: http://{local}/ (sign in with the API key)");
     } else {
@@ -276,13 +276,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 config.max_body_bytes,
             )
             .with_base_sudo(config.e2b_base_sudo);
-            let server = axum::serve(listener, crate::e2b::app(state))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-            Some(tokio::spawn(async move {
-                if let Err(e) = server.await {
-                    tracing::error!("E2B API: {e}");
-                }
-            }))
+            Some(tokio::spawn(listen::serve(
+                "E2B API",
+                listener,
+                crate::e2b::app(state),
+                max_connections,
+                shutdown.clone(),
+            )))
         }
         None => None,
     };
@@ -298,9 +298,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         agent_problems: Arc::new(problems),
         agent_files,
     };
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let server = listen::serve(
+        "API",
+        listener,
+        app(state),
+        max_connections,
+        shutdown.clone(),
+    );
     // Open streams (event followers) would hold a graceful shutdown forever: after
     // the signal, running turns get a bounded time to end (then are stopped, their
     // clients told), streams a moment to deliver that, and the daemon exits.
@@ -321,16 +325,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let serve = {
         let shutdown = shutdown.clone();
         async move {
-            let served = tokio::select! {
-                served = server => served,
-                _ = drained_rx => Ok(()),
-            };
+            tokio::select! {
+                () = server => {}
+                _ = drained_rx => {}
+            }
             shutdown.cancel();
-            served
         }
     };
     // Turns are drained even when no connection is open (background turns).
-    let (served, ()) = tokio::join!(serve, drain);
+    tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
     backup.abort();
@@ -353,7 +356,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
     backups::take(&store, &sandboxes_for_shutdown, &backups_dir, "at stop").await;
-    served.context("serving HTTP")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -236,7 +236,7 @@ async fn attach_network(
 
 /// The soft limit on open files of this process (1,024, the common default, when it
 /// cannot be read).
-fn fd_limit() -> u64 {
+pub(super) fn fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

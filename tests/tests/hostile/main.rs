@@ -9,6 +9,7 @@ mod exec_kill;
 mod files;
 mod git;
 mod initsock;
+mod listeners;
 mod network;
 mod proxy;
 mod runner;
