@@ -5,6 +5,7 @@
 
 mod codex;
 mod disk;
+mod e2b_processes;
 mod exec_kill;
 mod files;
 mod git;

@@ -50,7 +50,7 @@ use table::{Control, Proc, ProcState, Table};
 const RETAIN: Duration = Duration::from_secs(30);
 /// How long a running process outlives its last attached stream.
 pub const DETACH_GRACE: Duration = Duration::from_secs(10);
-/// The most processes (running or retained) a sandbox may have through envd.
+/// The most processes a sandbox may have running through envd at once.
 const MAX_PROCESSES: usize = 256;
 /// The most stdin one `SendInput` may carry.
 const MAX_INPUT: usize = 1 << 20;
@@ -254,18 +254,7 @@ async fn start(table: Arc<Table>, headers: &HeaderMap, body: &[u8]) -> Response 
         let user = auth::rpc_account(headers)?;
         let timeout_ms = connect::timeout_ms(headers)?.map(|ms| ms.min(MAX_TIMEOUT_MS));
         let request = exec_request(&table.sandbox, &req, user, timeout_ms)?;
-        if table
-            .procs()
-            .values()
-            .filter(|p| p.ended_at().is_none())
-            .count()
-            >= MAX_PROCESSES
-        {
-            return Err(RpcError::new(
-                Code::ResourceExhausted,
-                format!("at most {MAX_PROCESSES} processes per sandbox"),
-            ));
-        }
+        let slot = table.reserve()?;
         let init = &table.sandbox.init;
         let (conn, pid) = match size {
             Some(size) => init.spawn_pty(request, size).await,
@@ -287,7 +276,13 @@ async fn start(table: Arc<Table>, headers: &HeaderMap, body: &[u8]) -> Response 
             .subscribe()
             .map_err(|_| RpcError::new(Code::Internal, "ended at once"))?;
         table.procs().insert(pid, proc.clone());
-        tokio::spawn(own(proc.clone(), table.sandbox.clone(), conn, control_rx));
+        tokio::spawn(own(
+            proc.clone(),
+            table.sandbox.clone(),
+            conn,
+            control_rx,
+            slot,
+        ));
         Ok((proc, rx))
     };
     match prepared.await {

@@ -13,12 +13,13 @@ use super::super::connect::{Code, RpcError};
 use super::table::{Control, Event, Proc};
 use crate::sandbox::Sandbox;
 
-/// The task owning a process's connection (see the module).
+/// The task owning a process's connection and its place under the cap (see the module).
 pub(super) async fn own(
     proc: Arc<Proc>,
     sandbox: Arc<Sandbox>,
     conn: crate::init_client::Conn,
     mut control: mpsc::Receiver<Control>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     // A running process keeps its sandbox from being paused.
     let _awake = sandbox.hold();

@@ -9,7 +9,9 @@ use sandbox_init::protocol::PtySize;
 use tokio::sync::mpsc;
 
 use super::super::connect::{Code, RpcError};
-use super::{ProcessConfig, Selector, DETACH_GRACE, FINISH_WITHIN, MAX_STREAMS, RETAIN};
+use super::{
+    ProcessConfig, Selector, DETACH_GRACE, FINISH_WITHIN, MAX_PROCESSES, MAX_STREAMS, RETAIN,
+};
 use crate::sandbox::Sandbox;
 
 /// The processes of every sandbox.
@@ -22,6 +24,9 @@ pub struct Processes {
 pub(super) struct Table {
     pub(super) sandbox: Arc<Sandbox>,
     procs: Mutex<BTreeMap<u32, Arc<Proc>>>,
+    /// One permit per running process, taken before it is spawned: concurrent starts
+    /// cannot pass the cap between a count and a spawn.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Processes {
@@ -33,6 +38,7 @@ impl Processes {
                 Arc::new(Table {
                     sandbox: sandbox.clone(),
                     procs: Mutex::new(BTreeMap::new()),
+                    slots: Arc::new(tokio::sync::Semaphore::new(MAX_PROCESSES)),
                 })
             })
             .clone()
@@ -44,6 +50,16 @@ impl Table {
         let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
         procs.retain(|_, p| p.ended_at().is_none_or(|t| t.elapsed() < RETAIN));
         procs
+    }
+
+    /// A place for one more running process, held until it ends.
+    pub(super) fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            RpcError::new(
+                Code::ResourceExhausted,
+                format!("at most {MAX_PROCESSES} processes per sandbox"),
+            )
+        })
     }
 
     pub(super) fn find(&self, selector: &Selector) -> Result<Arc<Proc>, RpcError> {
