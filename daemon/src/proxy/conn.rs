@@ -1,10 +1,13 @@
 //! Connections to the proxy: who may hold one, how many, and for how long.
 //!
 //! Only a sandbox's own address is served (anything else on the sandbox network is
-//! closed at once); each sandbox holds at most [`PER_SANDBOX_CONNECTIONS`], all together
-//! at most the budget given to [`serve`] (derived from the daemon's fd limit). Excess
-//! connections are closed as soon as they are accepted, so a flood costs the daemon one
-//! short-lived fd each and never the fds the API, Docker and sandbox-init sockets need.
+//! closed at once); each sandbox holds at most [`PER_SANDBOX_CONNECTIONS`]. The first
+//! [`RESERVED_PER_SANDBOX`] of a sandbox are its own; the rest come from a budget
+//! shared by all, given to [`serve`] (derived from the daemon's fd limit), so sandboxes
+//! that hold all they may never take a quiet sandbox's model calls. Excess connections
+//! are closed as soon as they are accepted, so a flood costs the daemon one
+//! short-lived fd each and never the fds the API, Docker and sandbox-init sockets need;
+//! the log says so at most every [`REFUSALS_LOGGED_EVERY`].
 //! Connections speak HTTP/1.1 only (what the runtimes use), with one timeout for a
 //! request's headers and for idling between requests.
 
@@ -24,6 +27,11 @@ use super::{forward, lock, ModelProxy};
 /// connections (its main loop, parallel subagents, token counting); 32 leaves room for
 /// that while a sandbox opening thousands costs the daemon 32 fds.
 pub const PER_SANDBOX_CONNECTIONS: usize = 32;
+/// Connections every sandbox may hold whatever the others hold: a CLI's main loop and
+/// a few parallel calls.
+pub const RESERVED_PER_SANDBOX: usize = 4;
+/// How often the log reports connections closed for want of budget.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 /// How long a connection may take to send a request's headers, and may idle between
 /// requests, before it is closed. The CLI reconnects transparently after an idle close.
 pub const HEADER_AND_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,8 +43,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long open connections get to finish their request after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
-/// Most proxy connections the daemon holds for a soft fd limit of `fd_limit`: a quarter
-/// of it (each connection may hold a second fd upstream), at most 1,024.
+/// The budget of proxy connections the sandboxes share (beyond the few each keeps) for
+/// a soft fd limit of `fd_limit`: a quarter of it (each connection may hold a second
+/// fd upstream), at most 1,024.
 pub fn connection_budget(fd_limit: u64) -> usize {
     (fd_limit / 4).clamp(16, 1024) as usize
 }
@@ -64,17 +73,46 @@ impl Drop for Slot {
     }
 }
 
-fn take_slot(proxy: &Arc<ModelProxy>, ip: IpAddr) -> Option<Slot> {
+/// A slot for one more connection from `ip`, and how many it held before.
+fn take_slot(proxy: &Arc<ModelProxy>, ip: IpAddr) -> Option<(Slot, usize)> {
     let mut counts = lock(&proxy.per_source.0);
     let n = counts.entry(ip).or_default();
     if *n >= PER_SANDBOX_CONNECTIONS {
         return None;
     }
+    let before = *n;
     *n += 1;
-    Some(Slot {
-        proxy: proxy.clone(),
-        ip,
-    })
+    Some((
+        Slot {
+            proxy: proxy.clone(),
+            ip,
+        },
+        before,
+    ))
+}
+
+/// Counts connections closed for want of budget and logs them now and then.
+struct Refusals {
+    since: usize,
+    last: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, max_connections: usize) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < REFUSALS_LOGGED_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            "model proxy: {} connection(s) closed: the shared budget of {max_connections}              is in use (each sandbox keeps {RESERVED_PER_SANDBOX} of its own)",
+            self.since
+        );
+        self.since = 0;
+        self.last = Some(std::time::Instant::now());
+    }
 }
 
 /// Accepts and serves connections until `shutdown`, then gives open ones
@@ -87,6 +125,10 @@ pub async fn serve(
 ) {
     let total = Arc::new(Semaphore::new(max_connections));
     let mut connections = tokio::task::JoinSet::new();
+    let mut refusals = Refusals {
+        since: 0,
+        last: None,
+    };
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -110,13 +152,20 @@ pub async fn serve(
             tracing::debug!(%peer, "model proxy: connection from no sandbox's address closed");
             continue;
         }
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "model proxy: {max_connections} connections open; closed");
-            continue;
-        };
-        let Some(slot) = take_slot(&proxy, ip) else {
+        let Some((slot, held)) = take_slot(&proxy, ip) else {
             tracing::debug!(%peer, "model proxy: {PER_SANDBOX_CONNECTIONS} connections from this sandbox; closed");
             continue;
+        };
+        let permit = if held < RESERVED_PER_SANDBOX {
+            None
+        } else {
+            match total.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    refusals.note(max_connections);
+                    continue;
+                }
+            }
         };
         let proxy = proxy.clone();
         let shutdown = shutdown.clone();
@@ -172,7 +221,7 @@ mod tests {
         let a: IpAddr = "10.0.0.2".parse().expect("ip");
         let b: IpAddr = "10.0.0.3".parse().expect("ip");
         let held: Vec<_> = (0..PER_SANDBOX_CONNECTIONS)
-            .map(|_| take_slot(&proxy, a).expect("under the cap"))
+            .map(|_| take_slot(&proxy, a).expect("under the cap").0)
             .collect();
         assert!(take_slot(&proxy, a).is_none());
         assert!(

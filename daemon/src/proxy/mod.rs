@@ -25,7 +25,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
 
-pub use conn::connection_budget;
+pub use conn::{connection_budget, RESERVED_PER_SANDBOX};
 pub use turns::TurnBudget;
 
 /// Requests one sandbox may have in flight at once; more are answered 429 at once.

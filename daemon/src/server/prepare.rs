@@ -220,7 +220,9 @@ async fn attach_network(
     };
     let max_connections = crate::proxy::connection_budget(fd_limit());
     tracing::info!(
-        "model proxy: {url} (reachable from sandboxes only; at most {max_connections} connections)"
+        "model proxy: {url} (reachable from sandboxes only; at most {max_connections} connections \
+         shared, and {} each sandbox keeps)",
+        crate::proxy::RESERVED_PER_SANDBOX
     );
     let stop = shutdown.child_token();
     let replaced = serving.replace(Serving {

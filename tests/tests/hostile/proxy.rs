@@ -677,3 +677,75 @@ async fn a_running_turns_budget_binds_every_process_of_the_sandbox() {
     d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();
 }
+
+/// Sandboxes that hold every connection they may (32 each, and together the whole
+/// shared budget of a daemon with 256 descriptors) leave another sandbox its model
+/// calls, and the connections refused meanwhile do not flood the log.
+#[tokio::test]
+async fn sandboxes_holding_the_whole_proxy_budget_leave_another_its_calls() {
+    let upstream = Upstream::start(json!({"input_tokens": 1, "output_tokens": 1})).await;
+    let mut options = Options::default();
+    options
+        .args
+        .extend(["--model-upstream".to_owned(), upstream.url.clone()]);
+    options.wrapper = vec!["prlimit".into(), "--nofile=256:256".into(), "--".into()];
+    let d = Daemon::start_with(options).await;
+    assert!(
+        d.log_text().contains("at most 64 connections"),
+        "the proxy's budget for 256 descriptors is 64:\n{}",
+        d.log_text()
+    );
+    let attackers = [
+        d.create_sandbox(json!({ "agent": "test" })).await,
+        d.create_sandbox(json!({ "agent": "test" })).await,
+    ];
+    let bystander = d.create_sandbox(json!({ "agent": "test" })).await;
+    let proxy = proxy_address(&d);
+    // 100 connections each (32 are kept), held 60 s.
+    let hold = format!(
+        "perl -MIO::Socket::INET -e '
+           my ($host, $port) = split /:/, q({proxy}); my @held;
+           for (1..100) {{
+             my $c = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Timeout => 2) or next;
+             push @held, $c;
+           }}
+           open(my $f, q(>), q(/tmp/held)); print $f scalar(@held); close $f;
+           sleep 60;' >/dev/null 2>&1 &"
+    );
+    for sb in &attackers {
+        let out = exec(&d, sb, &hold, 10_000).await;
+        assert_eq!(out["exitCode"], 0, "{out}");
+    }
+    for sb in &attackers {
+        eventually(
+            Duration::from_secs(60),
+            "the attacker's connections",
+            || {
+                let done = read_in_container(sb, "/tmp/held").is_some();
+                async move { done }
+            },
+        )
+        .await;
+    }
+    let token = token_of(&d, &bystander);
+    let (status, body) = curl(
+        &d,
+        &bystander,
+        &token,
+        "POST",
+        "/v1/messages",
+        Some(MESSAGE),
+    )
+    .await;
+    assert_eq!(status, 200, "the bystander's model call: {body}");
+    let refusals = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("model proxy") && l.contains("closed") && l.contains("WARN"))
+        .count();
+    assert!(refusals <= 3, "{refusals} warnings for refused connections");
+    for sb in attackers.iter().chain([&bystander]) {
+        d.delete_sandbox(sb).await;
+    }
+    d.assert_no_leaks();
+}
