@@ -181,6 +181,9 @@ impl Sandboxes {
             .as_ref()
             .map_or_else(|| new_id("sb_"), |w| w.id.clone());
         let model_token = self.proxy.register(&id);
+        // Bound from the start: the token works before any turn.
+        self.proxy
+            .set_agent_budget(&id, agent.max_sandbox_budget_usd);
         let sandbox_id = format!("sbx-{}", &id[3..]);
         let dir = self.settings.sandboxes_dir.join(&id);
         let now = SystemTime::now();

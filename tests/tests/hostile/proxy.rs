@@ -749,3 +749,43 @@ async fn sandboxes_holding_the_whole_proxy_budget_leave_another_its_calls() {
     }
     d.assert_no_leaks();
 }
+
+/// An agent's `maxSandboxBudgetUsd` binds its sandboxes' tokens from their creation
+/// (no turn needed), and across a restart of the daemon: a sandbox over budget stays
+/// refused.
+#[tokio::test]
+async fn an_agents_sandbox_budget_binds_from_creation_and_across_a_restart() {
+    // $1.80 a call (100k input and output tokens of Sonnet); the agent allows $1.
+    let upstream =
+        Upstream::start(json!({"input_tokens": 100_000, "output_tokens": 100_000})).await;
+    let mut options = Options::default().agent(
+        "capped",
+        json!({ "name": "Capped", "maxSandboxBudgetUsd": 1.0 }),
+    );
+    options
+        .args
+        .extend(["--model-upstream".to_owned(), upstream.url.clone()]);
+    let mut d = Daemon::start_with(options.clone()).await;
+    let sb = d.create_sandbox(json!({ "agent": "capped" })).await;
+    let token = token_of(&d, &sb);
+    let (status, reply) = curl(&d, &sb, &token, "POST", "/v1/messages", Some(MESSAGE)).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, reply) = curl(&d, &sb, &token, "POST", "/v1/messages", Some(MESSAGE)).await;
+    assert_eq!(
+        status, 402,
+        "over the agent's budget before any turn: {reply}"
+    );
+
+    assert!(d.terminate().success(), "{}", d.log_text());
+    options.agents = Vec::new();
+    options.reuse = Some((d.state_dir.clone(), d.agents_dir.clone()));
+    let d = Daemon::start_with(options).await;
+    let (status, reply) = curl(&d, &sb, &token, "POST", "/v1/messages", Some(MESSAGE)).await;
+    assert_eq!(
+        status, 402,
+        "over the agent's budget after a restart: {reply}"
+    );
+    assert_eq!(upstream.seen().len(), 1, "{:?}", upstream.seen());
+    d.delete_sandbox(&sb).await;
+    d.assert_no_leaks();
+}
