@@ -139,8 +139,10 @@ def test_network_options_are_taken_or_refused_clearly(made):
     )
     made.append(only)
     assert only.is_running()
-    with pytest.raises(SandboxException, match="allowPublicTraffic"):
-        made.append(Sandbox.create("base", timeout=60, network={"allow_public_traffic": False}))
+    # Private traffic: getHost ports answer only with the sandbox's token.
+    private = Sandbox.create("base", timeout=60, network={"allow_public_traffic": False})
+    made.append(private)
+    assert private.traffic_access_token
     with pytest.raises(SandboxException, match="denyOut"):
         made.append(
             Sandbox.create(

@@ -96,10 +96,6 @@ async fn e2b_network_options_become_the_egress_policy() {
             "wildcard",
         ),
         (
-            json!({"network": {"allowPublicTraffic": false}}),
-            "allowPublicTraffic",
-        ),
-        (
             json!({"network": {"maskRequestHost": "${PORT}-x.example"}}),
             "maskRequestHost",
         ),

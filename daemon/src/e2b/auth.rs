@@ -1,7 +1,9 @@
 //! Who may call: the daemon's API key on the control plane (`X-API-Key`, what the SDKs
 //! send from `E2B_API_KEY`), each sandbox's access token on its envd API
-//! (`X-Access-Token`), and the account an envd call acts as (`Authorization: Basic
-//! <user>:`, or the `username` query of `/files`).
+//! (`X-Access-Token`), the traffic access token on getHost ports of a sandbox created
+//! with `allowPublicTraffic: false` (`e2b-traffic-access-token`), and the account an
+//! envd call acts as (`Authorization: Basic <user>:`, or the `username` query of
+//! `/files`).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +15,7 @@ use super::envd::connect::{Code, RpcError};
 use super::{ControlError, E2bState};
 use crate::auth::constant_time_eq;
 use crate::names::{ROOT, USER};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{PortAccess, Sandbox};
 
 /// Refuses a control-plane call without the daemon's API key.
 pub async fn require_api_key(
@@ -44,6 +46,48 @@ pub async fn require_api_key(
 pub fn access_token(state: &E2bState, sandbox: &Sandbox) -> String {
     state.signer.derive(&format!("e2b-envd:{}", sandbox.id))
 }
+
+/// A sandbox's traffic access token, when its getHost ports ask for one: derived like
+/// the envd token, under its own label.
+pub fn traffic_token(state: &E2bState, sandbox: &Sandbox) -> Option<String> {
+    (sandbox.attributes.port_access == Some(PortAccess::Token))
+        .then(|| state.signer.derive(&format!("e2b-traffic:{}", sandbox.id)))
+}
+
+/// Whether a getHost request may reach the sandbox's ports: `Err` says why not.
+pub fn port_allowed(
+    state: &E2bState,
+    sandbox: &Sandbox,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
+    match sandbox.attributes.port_access {
+        None => Err((
+            StatusCode::NOT_FOUND,
+            "only sandboxes created through the E2B API are served by getHost",
+        )),
+        Some(PortAccess::Public) => Ok(()),
+        Some(PortAccess::Token) => {
+            let presented = headers
+                .get(TRAFFIC_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let expected = traffic_token(state, sandbox).unwrap_or_default();
+            if !presented.is_empty() && constant_time_eq(expected.as_bytes(), presented.as_bytes())
+            {
+                Ok(())
+            } else {
+                Err((
+                    StatusCode::FORBIDDEN,
+                    "this sandbox's ports need its traffic access token \
+                     (the e2b-traffic-access-token header)",
+                ))
+            }
+        }
+    }
+}
+
+/// The header a getHost request carries a traffic access token in.
+pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 
 /// Whether the request carries the sandbox's access token (compared in constant time).
 pub fn token_matches(state: &E2bState, sandbox: &Sandbox, headers: &HeaderMap) -> bool {

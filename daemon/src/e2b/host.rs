@@ -1,7 +1,10 @@
 //! `getHost(port)`: a request whose Host is `<port>-<sandboxID>.<domain>` goes to that
 //! port of that sandbox, as E2B's edge proxy routes it; the envd port (49983) is this
-//! API itself. Like E2B's public sandbox URLs, these requests carry no credentials: the
-//! listener's address is the boundary.
+//! API itself. `<domain>` is this listener's own (what create reports); other Hosts
+//! are not routed. Like E2B's public sandbox URLs, these requests carry no credentials
+//! unless the sandbox was created with `allowPublicTraffic: false` (then its traffic
+//! access token); only sandboxes created through the E2B API are served (a relay
+//! sandbox's dev server is not a public URL).
 //!
 //! Every request is carried by a connection sandbox-init opens on the sandbox's own
 //! loopback ([`crate::init_client::InitClient::dial`]), never by the container's
@@ -21,7 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 
-use super::E2bState;
+use super::{auth, E2bState};
 use crate::init_client::InitError;
 use crate::sandbox::{Awake, Sandbox, Status};
 
@@ -47,10 +50,12 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
-/// `<port>-<sandboxID>` of a Host header, when it has that form.
-fn parse_host(host: &str) -> Option<(u16, &str)> {
-    let first = host.split('.').next()?;
-    if first.len() == host.len() {
+/// `<port>-<sandboxID>` of a Host header, when it has that form under `domain` (a
+/// port on either is ignored; names compare without case).
+fn parse_host<'a>(host: &'a str, domain: &str) -> Option<(u16, &'a str)> {
+    let name = |h: &str| h.rsplit_once(':').map_or(h, |(name, _)| name).to_owned();
+    let (first, rest) = host.split_once('.')?;
+    if !name(rest).eq_ignore_ascii_case(&name(domain)) {
         return None;
     }
     let (port, id) = first.split_once('-')?;
@@ -74,7 +79,7 @@ pub async fn route(State(state): State<E2bState>, mut request: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let Some((port, id)) = parse_host(&host) else {
+    let Some((port, id)) = parse_host(&host, &state.domain) else {
         return next.run(request).await;
     };
     let Some(sandbox) = state.sandboxes.peek(id) else {
@@ -87,6 +92,10 @@ pub async fn route(State(state): State<E2bState>, mut request: Request, next: Ne
         }
         return next.run(request).await;
     }
+    if let Err((status, message)) = auth::port_allowed(&state, &sandbox, request.headers()) {
+        return proxy_error(status, message.to_owned());
+    }
+    request.headers_mut().remove(auth::TRAFFIC_TOKEN_HEADER);
     if !matches!(sandbox.status(), Status::Active | Status::Paused) {
         return proxy_error(
             StatusCode::BAD_GATEWAY,
@@ -226,16 +235,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_name_a_port_and_a_sandbox() {
+    fn hosts_name_a_port_and_a_sandbox_under_the_domain() {
+        let domain = "localhost:49983";
+        let parse = |host| parse_host(host, domain);
         assert_eq!(
-            parse_host("8000-sbx-abc.localhost:49983"),
+            parse("8000-sbx-abc.localhost:49983"),
             Some((8000, "sbx-abc"))
         );
-        assert_eq!(parse_host("localhost:49983"), None);
-        assert_eq!(parse_host("127.0.0.1:49983"), None);
-        assert_eq!(parse_host("x-sbx.localhost"), None);
-        assert_eq!(parse_host("0-sbx.localhost"), None);
-        assert_eq!(parse_host("99999-sbx.localhost"), None);
-        assert_eq!(parse_host("8000-.localhost"), None);
+        assert_eq!(parse("8000-sbx-abc.LocalHost"), Some((8000, "sbx-abc")));
+        assert_eq!(parse("8000-sbx-abc.evil.example"), None);
+        assert_eq!(parse("8000-sbx-abc.localhost.evil.example:49983"), None);
+        assert_eq!(parse("8000-sbx-abc.sub.localhost"), None);
+        assert_eq!(parse("localhost:49983"), None);
+        assert_eq!(parse("127.0.0.1:49983"), None);
+        assert_eq!(parse("x-sbx.localhost"), None);
+        assert_eq!(parse("0-sbx.localhost"), None);
+        assert_eq!(parse("99999-sbx.localhost"), None);
+        assert_eq!(parse("8000-.localhost"), None);
     }
 }

@@ -85,6 +85,21 @@ pub struct Attributes {
     /// (the E2B API's `autoPause`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pause_at_deadline: bool,
+    /// Who may reach its ports through getHost (`None`: nobody; only sandboxes
+    /// created through the E2B API are served there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_access: Option<PortAccess>,
+}
+
+/// Who may reach a sandbox's ports through the E2B API's getHost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PortAccess {
+    /// Anyone who can reach the listener (E2B's public traffic).
+    Public,
+    /// Only requests with the sandbox's traffic access token
+    /// (`allowPublicTraffic: false`).
+    Token,
 }
 
 /// Keeps a sandbox busy (not expirable) while alive.

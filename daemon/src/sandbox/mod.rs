@@ -31,7 +31,7 @@ pub use create::CreateSandbox;
 pub use exec::{ExecParams, ExecResult};
 pub use git::{CloneParams, Cloned, GitFailure, GitFailureKind};
 use instance::State;
-pub use instance::{Attributes, BusyGuard, Sandbox, SandboxView};
+pub use instance::{Attributes, BusyGuard, PortAccess, Sandbox, SandboxView};
 pub use pause::Awake;
 pub use pool::{PoolSizes, LABEL_POOL};
 pub use pressure::StateDisk;

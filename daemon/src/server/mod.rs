@@ -43,6 +43,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     })?;
     let state_dir = config.state_dir.canonicalize()?;
+    // It names every sandbox and holds their disks, tokens and the store: the daemon's
+    // own (the engine, as root, still mounts from it).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state_dir)?.permissions().mode();
+        anyhow::ensure!(
+            mode & 0o1002 == 0,
+            "the state directory {} is shared (mode {:o}): give the daemon a directory of \
+             its own",
+            state_dir.display(),
+            mode & 0o7777
+        );
+        std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("closing {} to other accounts", state_dir.display()))?;
+    }
     // Before anything in it is touched: one daemon per state directory.
     let _lock = crate::store::lock::lock(&state_dir).map_err(anyhow::Error::msg)?;
     let (api_key, source) = ApiKey::load_or_create(config.api_key.clone(), &state_dir)

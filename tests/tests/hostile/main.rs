@@ -8,6 +8,7 @@ mod disk;
 mod e2b_processes;
 mod exec_kill;
 mod files;
+mod get_host;
 mod git;
 mod initsock;
 mod listeners;

@@ -106,6 +106,9 @@ struct Created {
     envd_version: &'static str,
     #[serde(rename = "envdAccessToken")]
     envd_access_token: String,
+    /// What getHost requests must carry (`allowPublicTraffic: false`).
+    #[serde(rename = "trafficAccessToken", skip_serializing_if = "Option::is_none")]
+    traffic_access_token: Option<String>,
     domain: String,
 }
 
@@ -131,6 +134,8 @@ struct Listed {
     envd_version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     envd_access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic_access_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     domain: Option<String>,
 }
@@ -184,6 +189,7 @@ fn created(state: &E2bState, sandbox: &Sandbox) -> Created {
         client_id: "sandboxd",
         envd_version: ENVD_VERSION,
         envd_access_token: auth::access_token(state, sandbox),
+        traffic_access_token: auth::traffic_token(state, sandbox),
         domain: state.domain.clone(),
     }
 }
@@ -213,6 +219,7 @@ fn listed(state: &E2bState, sandbox: &Sandbox, detail: bool) -> Listed {
         state: if sandbox.held() { "paused" } else { "running" },
         envd_version: ENVD_VERSION,
         envd_access_token: detail.then(|| auth::access_token(state, sandbox)),
+        traffic_access_token: auth::traffic_token(state, sandbox).filter(|_| detail),
         domain: detail.then(|| state.domain.clone()),
     }
 }
@@ -269,6 +276,7 @@ pub async fn create(State(state): State<E2bState>, body: Bytes) -> Result<Respon
         attributes: Attributes {
             metadata,
             pause_at_deadline,
+            port_access: Some(network::port_access(body.network.as_ref())),
         },
         lifetime_ms: Some(lifetime.as_millis() as u64),
         network_allow_out: egress.allow,

@@ -9,8 +9,9 @@
 //! - some networks denied: those are unreachable; an `allowOut` entry inside one of
 //!   them (or a domain name, which cannot be checked) cannot be expressed: 400.
 //!
-//! Options the daemon has no counterpart for (`allowPublicTraffic: false`,
-//! `maskRequestHost`, `egressProxy`, transform `rules`, and create's `mcp`, `iam`,
+//! `allowPublicTraffic: false` makes the sandbox's getHost ports answer only requests
+//! with its traffic access token. Options the daemon has no counterpart for
+//! (`maskRequestHost`, `egressProxy`, transform `rules`, and create's `mcp`, `iam`,
 //! `volumeMounts`) are refused with a 400 naming them, never silently ignored.
 
 use std::net::Ipv4Addr;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use super::ControlError;
 use crate::firewall::Target;
+use crate::sandbox::PortAccess;
 
 /// E2B's `SandboxNetworkConfig`.
 #[derive(Debug, Default, Deserialize)]
@@ -74,11 +76,6 @@ pub(super) fn refuse_unsupported(
     let Some(network) = network else {
         return Ok(());
     };
-    if network.allow_public_traffic == Some(false) {
-        return unsupported(
-            "network.allowPublicTraffic: false (getHost URLs need no traffic token here)",
-        );
-    }
     if network.mask_request_host.is_some() {
         return unsupported("network.maskRequestHost");
     }
@@ -89,6 +86,14 @@ pub(super) fn refuse_unsupported(
         return unsupported("network.rules (request transforms)");
     }
     Ok(())
+}
+
+/// Who may reach the sandbox's ports through getHost (see the module).
+pub(super) fn port_access(network: Option<&Network>) -> PortAccess {
+    match network.and_then(|n| n.allow_public_traffic) {
+        Some(false) => PortAccess::Token,
+        _ => PortAccess::Public,
+    }
 }
 
 /// The egress lists for `allow_internet_access` and `network` (see the module).
@@ -239,7 +244,14 @@ mod tests {
             allow_public_traffic: Some(false),
             ..Network::default()
         };
-        assert!(refuse_unsupported(Some(&private), None, None, None).is_err());
+        assert!(refuse_unsupported(Some(&private), None, None, None).is_ok());
+        assert_eq!(port_access(Some(&private)), PortAccess::Token);
+        assert_eq!(port_access(None), PortAccess::Public);
+        let masked = Network {
+            mask_request_host: Some("x".into()),
+            ..Network::default()
+        };
+        assert!(refuse_unsupported(Some(&masked), None, None, None).is_err());
         let public = Network {
             allow_public_traffic: Some(true),
             rules: Some(serde_json::Map::new()),
