@@ -88,6 +88,7 @@ fn admit(proxy: &Arc<ModelProxy>, peer: IpAddr, parts: &Parts) -> Result<Admitte
     let sandbox = proxy.authorize(&parts.headers, peer)?;
     let route = routes::find(&parts.method, parts.uri.path())
         .ok_or_else(|| ProxyError::NotAllowed(format!("{} {}", parts.method, parts.uri.path())))?;
+    proxy.check_api(&sandbox, route)?;
     if let Some(beta) = routes::denied_beta(&parts.headers) {
         return Err(ProxyError::DeniedBeta(beta));
     }

@@ -26,7 +26,15 @@ use axum::http::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
 
 pub use conn::{connection_budget, RESERVED_PER_SANDBOX};
+pub use routes::Api;
 pub use turns::TurnBudget;
+
+/// What a sandbox's agent is lent at the proxy (see [`ModelProxy::lend`]).
+#[derive(Debug, Clone, Copy)]
+struct Lent {
+    budget_usd: Option<f64>,
+    api: Api,
+}
 
 /// Requests one sandbox may have in flight at once; more are answered 429 at once.
 /// The CLI runs its main loop and a few parallel subagents; each request holds an
@@ -175,8 +183,8 @@ pub struct ModelProxy {
     per_source: conn::PerSource,
     /// Spending cap per sandbox, in USD.
     budget_usd: Option<f64>,
-    /// sandbox id -> its agent's own cap (`maxSandboxBudgetUsd`), in USD.
-    agent_budgets: Mutex<HashMap<String, f64>>,
+    /// sandbox id -> what its agent is lent: its own cap and its runtime's API.
+    lent: Mutex<HashMap<String, Lent>>,
     /// Where sandboxes reach it: the gateway of the current sandbox network.
     base_url: Mutex<Option<String>>,
     /// The budgets of running turns.
@@ -205,7 +213,7 @@ impl ModelProxy {
             in_flight: Mutex::new(HashMap::new()),
             per_source: conn::PerSource::default(),
             budget_usd: budget_usd.filter(|b| *b > 0.0),
-            agent_budgets: Mutex::new(HashMap::new()),
+            lent: Mutex::new(HashMap::new()),
             base_url: Mutex::new(None),
             turns: turns::TurnBudgets::default(),
             store: OnceLock::new(),
@@ -247,19 +255,33 @@ impl ModelProxy {
         addresses.insert(sandbox_id.to_owned(), address);
     }
 
-    /// Sets (or clears) the cap of a sandbox's agent (`maxSandboxBudgetUsd`); the lower
-    /// of it and the daemon's `--max-sandbox-budget-usd` binds.
-    pub fn set_agent_budget(&self, sandbox_id: &str, budget_usd: Option<f64>) {
-        let mut budgets = lock(&self.agent_budgets);
-        match budget_usd.filter(|b| *b > 0.0) {
-            Some(budget) => budgets.insert(sandbox_id.to_owned(), budget),
-            None => budgets.remove(sandbox_id),
+    /// Sets what a sandbox's agent is lent: the cap of its agent (`maxSandboxBudgetUsd`;
+    /// the lower of it and the daemon's `--max-sandbox-budget-usd` binds) and the one
+    /// API its runtime calls (its token opens no other's routes).
+    pub fn lend(&self, sandbox_id: &str, budget_usd: Option<f64>, api: Api) {
+        let lent = Lent {
+            budget_usd: budget_usd.filter(|b| *b > 0.0),
+            api,
         };
+        lock(&self.lent).insert(sandbox_id.to_owned(), lent);
+    }
+
+    /// Refuses a route of another API than the sandbox's runtime calls.
+    fn check_api(&self, sandbox_id: &str, route: &routes::Route) -> Result<(), ProxyError> {
+        match lock(&self.lent).get(sandbox_id) {
+            Some(lent) if lent.api != route.api => Err(ProxyError::NotAllowed(format!(
+                "{} {} (this sandbox's runtime calls the {} API only)",
+                route.method,
+                route.path,
+                lent.api.name()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Revokes every token of a sandbox.
     pub fn unregister(&self, sandbox_id: &str) {
-        lock(&self.agent_budgets).remove(sandbox_id);
+        lock(&self.lent).remove(sandbox_id);
         lock(&self.tokens).retain(|_, id| id != sandbox_id);
         lock(&self.addresses).remove(sandbox_id);
         lock(&self.usage).remove(sandbox_id);
@@ -338,7 +360,9 @@ impl ModelProxy {
     /// requests already running finish and are counted.
     fn check_budget(&self, sandbox_id: &str) -> Result<(), ProxyError> {
         let spent = self.usage(sandbox_id).cost_usd;
-        let agent = lock(&self.agent_budgets).get(sandbox_id).copied();
+        let agent = lock(&self.lent)
+            .get(sandbox_id)
+            .and_then(|lent| lent.budget_usd);
         let budget = match (self.budget_usd, agent) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -501,10 +525,10 @@ mod tests {
         let uncapped = ModelProxy::new(Upstreams::default(), None);
         uncapped.add_tokens("sb_3", &tokens, Some("claude-sonnet-4-5"));
         assert!(uncapped.check_budget("sb_3").is_ok());
-        uncapped.set_agent_budget("sb_3", Some(0.5));
+        uncapped.lend("sb_3", Some(0.5), Api::Anthropic);
         assert!(uncapped.check_budget("sb_3").is_err());
         assert!(uncapped.check_budget("sb_4").is_ok());
-        uncapped.set_agent_budget("sb_3", None);
+        uncapped.lend("sb_3", None, Api::Anthropic);
         assert!(uncapped.check_budget("sb_3").is_ok());
         assert_eq!(refused.kind().0, StatusCode::PAYMENT_REQUIRED);
         assert!(proxy.check_budget("sb_2").is_ok());

@@ -13,6 +13,16 @@ pub enum Api {
     OpenAi,
 }
 
+impl Api {
+    /// Its name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Anthropic => "Anthropic Messages",
+            Api::OpenAi => "OpenAI Responses",
+        }
+    }
+}
+
 /// One allowed call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

@@ -131,6 +131,16 @@ impl Plan {
 }
 
 impl Sandboxes {
+    /// Binds a sandbox's model token to its agent: the agent's own budget, and the one
+    /// API its runtime calls.
+    pub(super) fn lend_model(&self, id: &str, agent: &AgentDef) {
+        let api = match crate::runner::of(agent).name() {
+            "codex" => crate::proxy::Api::OpenAi,
+            _ => crate::proxy::Api::Anthropic,
+        };
+        self.proxy.lend(id, agent.max_sandbox_budget_usd, api);
+    }
+
     /// Creates a sandbox and returns once it is `active` or `error`.
     ///
     /// Errors are returned only when nothing was created (unknown agent, bad input,
@@ -182,8 +192,7 @@ impl Sandboxes {
             .map_or_else(|| new_id("sb_"), |w| w.id.clone());
         let model_token = self.proxy.register(&id);
         // Bound from the start: the token works before any turn.
-        self.proxy
-            .set_agent_budget(&id, agent.max_sandbox_budget_usd);
+        self.lend_model(&id, &agent);
         let sandbox_id = format!("sbx-{}", &id[3..]);
         let dir = self.settings.sandboxes_dir.join(&id);
         let now = SystemTime::now();

@@ -96,14 +96,13 @@ impl Sandboxes {
             }),
         };
         sandbox.restore_held(held);
-        // The agent's budget binds the restored token as it did before (as a turn
-        // would set it: the deployed definition, else the sandbox's own).
-        let budget = self
+        // The restored token is bound as before (as a turn would bind it: the
+        // deployed definition, else the sandbox's own).
+        let agent = self
             .agents
             .get(&sandbox.agent_slug)
-            .unwrap_or_else(|| sandbox.agent.clone())
-            .max_sandbox_budget_usd;
-        self.proxy.set_agent_budget(&sandbox.id, budget);
+            .unwrap_or_else(|| sandbox.agent.clone());
+        self.lend_model(&sandbox.id, &agent);
         Ok(sandbox)
     }
 

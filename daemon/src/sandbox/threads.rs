@@ -154,8 +154,7 @@ impl Sandboxes {
             self.settings.agent_tool_timeout_ms,
         )
         .map_err(SandboxError::Invalid)?;
-        self.proxy
-            .set_agent_budget(&sandbox.id, agent.max_sandbox_budget_usd);
+        self.lend_model(&sandbox.id, &agent);
         let runtime = crate::runner::of(&agent);
         let program = match runtime.name() {
             "codex" if self.settings.codex_bin.is_some() => crate::names::mounts::CODEX.to_owned(),

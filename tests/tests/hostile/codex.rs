@@ -158,3 +158,48 @@ async fn the_openai_route_forwards_only_responses_with_the_daemons_key() {
     d.delete_sandbox(&sb).await;
     d.assert_no_leaks();
 }
+
+/// A token opens only its own runtime's routes: a Claude sandbox's token cannot spend
+/// the OpenAI key on `/v1/responses`, nor a codex sandbox's the Anthropic key on
+/// `/v1/messages`.
+#[tokio::test]
+async fn a_token_opens_only_its_own_runtimes_routes() {
+    let model = ScriptedModel::start(&json!([{ "text": "hi" }]));
+    let d = Daemon::start_with(
+        Options::default()
+            .agent("codex", json!({ "runtime": "codex" }))
+            .with_codex(&model, KEY),
+    )
+    .await;
+    let claude = d.create_sandbox(json!({ "agent": "test" })).await;
+    let codex = d.create_sandbox(json!({ "agent": "codex" })).await;
+    let bearer = format!("-H 'authorization: Bearer {}'", token_of(&d, &claude));
+    let (status, reply) = call(
+        &d,
+        &claude,
+        &bearer,
+        "POST",
+        "/v1/responses",
+        Some(RESPONSE),
+    )
+    .await;
+    assert_eq!(status, 403, "a Claude sandbox on the OpenAI route: {reply}");
+    assert_eq!(reply["error"]["type"], "permission_error", "{reply}");
+    assert!(model.requests().is_empty(), "the call reached the upstream");
+
+    let key = format!(
+        "-H 'x-api-key: {}' -H 'anthropic-version: 2023-06-01'",
+        token_of(&d, &codex)
+    );
+    let message = r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, reply) = call(&d, &codex, &key, "POST", "/v1/messages", Some(message)).await;
+    assert_eq!(
+        status, 403,
+        "a codex sandbox on the Anthropic route: {reply}"
+    );
+    assert_eq!(reply["error"]["type"], "permission_error", "{reply}");
+    for sb in [&claude, &codex] {
+        d.delete_sandbox(sb).await;
+    }
+    d.assert_no_leaks();
+}
