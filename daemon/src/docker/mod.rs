@@ -2,6 +2,7 @@
 //! building images. Exec and files never go through Docker (see `init_client`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use bollard::models::{ContainerCreateBody, ContainerSummary, HostConfig};
 use bollard::query_parameters::{
@@ -313,6 +314,16 @@ impl Engine {
             Ok(self.docker.inspect_container(id, None).await?)
         })
         .await
+    }
+
+    /// Where a container's writable layer is on the host (overlay2's `UpperDir`), when
+    /// the storage driver says.
+    pub async fn writable_layer(&self, id: &str) -> Result<Option<PathBuf>, EngineError> {
+        let info = self.inspect(id).await?;
+        Ok(info
+            .graph_driver
+            .and_then(|g| g.data.get("UpperDir").cloned())
+            .map(PathBuf::from))
     }
 
     /// The host pid of a running container's init process (`State.Pid`).

@@ -12,6 +12,7 @@ mod git;
 mod health;
 pub mod hostca;
 mod instance;
+mod layer;
 pub mod paths;
 mod pause;
 mod pool;

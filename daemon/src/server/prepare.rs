@@ -131,6 +131,7 @@ pub(super) async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: Cancellatio
         sandboxes.pause_idle().await;
         if tick % 5 == 0 {
             sandboxes.check_disks().await;
+            sandboxes.check_layers().await;
         }
     }
 }

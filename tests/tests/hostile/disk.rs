@@ -530,3 +530,85 @@ async fn a_sandbox_spinning_on_every_core_gets_at_most_its_cap() {
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
 }
+
+/// Root in a sandbox (through sudo, an E2B `user: 'root'` process, a setup step; here
+/// `docker exec -u root`) writes where `--disk-mb`'s disk is not: the image layer on
+/// the engine's storage, and the sandbox's socket directory on the host. Past the
+/// bound, in bytes or in files, the sandbox is stopped with a clear reason; deleting
+/// it gives the space back.
+#[tokio::test]
+async fn root_writing_past_the_bound_outside_the_disk_stops_the_sandbox() {
+    const BOUND_MB: u64 = 64;
+    let d = Daemon::start_with(Options {
+        args: vec!["--disk-mb".into(), BOUND_MB.to_string()],
+        ..Options::default()
+    })
+    .await;
+    let as_root = |id: &str, script: &str| {
+        Command::new("docker")
+            .args(["exec", "-u", "root", &container(id), "sh", "-c", script])
+            .output()
+            .expect("docker exec")
+    };
+    let stopped = |id: String| {
+        let d = &d;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let (status, info) = d.call("GET", &format!("/v1/sandboxes/{id}"), None).await;
+                assert_eq!(status, StatusCode::OK, "{info}");
+                if info["status"] == "error" {
+                    return info;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "still {} after writing past the bound outside its disk: {info}",
+                    info["status"]
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+
+    // Bytes: 200 MiB into the image layer.
+    let bytes = d.create_sandbox(json!({ "agent": "test" })).await;
+    let _ = as_root(
+        &bytes,
+        "dd if=/dev/zero of=/var/big bs=1M count=200 2>/dev/null; sync",
+    );
+    let info = stopped(bytes.clone()).await;
+    let why = info["error"].to_string();
+    assert!(
+        why.contains("outside its disk") && why.contains("--disk-mb"),
+        "{info}"
+    );
+    assert_eq!(
+        docker_inspect(&container(&bytes), "{{.State.Running}}").as_deref(),
+        Some("false")
+    );
+
+    // Files: twenty thousand empty ones (inodes cost the host too).
+    let files = d.create_sandbox(json!({ "agent": "test" })).await;
+    let _ = as_root(
+        &files,
+        "mkdir -p /var/many && cd /var/many && seq 1 20000 | xargs touch",
+    );
+    let info = stopped(files.clone()).await;
+    assert!(info["error"].to_string().contains("files"), "{info}");
+
+    // A sandbox that stays under the bound keeps running.
+    let quiet = d.create_sandbox(json!({ "agent": "test" })).await;
+    let out = as_root(
+        &quiet,
+        "dd if=/dev/zero of=/var/small bs=1M count=8 2>/dev/null",
+    );
+    assert!(out.status.success(), "{out:?}");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (_, info) = d.call("GET", &format!("/v1/sandboxes/{quiet}"), None).await;
+    assert_eq!(info["status"], "active", "{info}");
+
+    for id in [&bytes, &files, &quiet] {
+        d.delete_sandbox(id).await;
+    }
+    d.assert_no_leaks();
+}
