@@ -43,3 +43,4 @@ pub mod server;
 pub mod store;
 pub mod threads;
 pub mod tokens;
+pub mod usd;

@@ -304,7 +304,7 @@ impl ModelProxy {
                 sum.requests += u.requests;
                 sum.input_tokens += u.input_tokens;
                 sum.output_tokens += u.output_tokens;
-                sum.cost_usd += u.cost_usd;
+                sum.cost_usd = crate::usd::round(sum.cost_usd + u.cost_usd);
                 sum
             })
     }
@@ -399,7 +399,7 @@ impl ModelProxy {
         self.count(sandbox_id, |u| {
             u.input_tokens += tokens.all_input();
             u.output_tokens += tokens.output;
-            u.cost_usd += cost;
+            u.cost_usd = crate::usd::round(u.cost_usd + cost);
         });
     }
 

@@ -196,7 +196,8 @@ async fn run_turn(mut spec: TurnSpec) {
         usage.input_tokens += outcome.input_tokens.unwrap_or(0);
         usage.output_tokens += outcome.output_tokens.unwrap_or(0);
         usage.total_tokens = usage.input_tokens + usage.output_tokens;
-        usage.total_cost_usd += outcome.total_cost_usd.unwrap_or(0.0);
+        usage.total_cost_usd =
+            crate::usd::round(usage.total_cost_usd + outcome.total_cost_usd.unwrap_or(0.0));
         usage.duration_ms += duration_ms;
         if let Some(kept) = translator.runtime_state() {
             state.runtime_state = kept;

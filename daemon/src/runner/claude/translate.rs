@@ -307,7 +307,7 @@ impl Translator {
         let cost = line
             .get("total_cost_usd")
             .and_then(Value::as_f64)
-            .map(|total| self.turn_cost(total));
+            .map(|total| crate::usd::round(self.turn_cost(total)));
         let o = &mut self.outcome;
         o.finished = true;
         o.total_cost_usd = cost;
