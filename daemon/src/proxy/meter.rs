@@ -50,9 +50,10 @@ impl Tokens {
 const CACHE_WRITE: f64 = 1.25;
 const CACHE_READ: f64 = 0.1;
 
-/// USD per million input and output tokens, by model-id prefix, from Anthropic's
-/// public price list (docs.anthropic.com "Pricing"). The most specific prefix comes
-/// first.
+/// USD per million input and output tokens, by model-id prefix, from Anthropic's and
+/// OpenAI's public price lists (docs.anthropic.com "Pricing", openai.com/api/pricing):
+/// list-price estimates, not a bill. The most specific prefix comes first. OpenAI's
+/// cached input is a tenth of its input price, as Anthropic's cache reads are.
 const PRICES: &[(&str, f64, f64)] = &[
     ("claude-opus-4-5", 5.0, 25.0),
     ("claude-opus-4", 15.0, 75.0),
@@ -63,6 +64,16 @@ const PRICES: &[(&str, f64, f64)] = &[
     ("claude-haiku-4", 1.0, 5.0),
     ("claude-3-5-haiku", 0.8, 4.0),
     ("claude-3-haiku", 0.25, 1.25),
+    ("gpt-5-nano", 0.05, 0.4),
+    ("gpt-5-mini", 0.25, 2.0),
+    ("gpt-5", 1.25, 10.0),
+    ("gpt-4.1-nano", 0.1, 0.4),
+    ("gpt-4.1-mini", 0.4, 1.6),
+    ("gpt-4.1", 2.0, 8.0),
+    ("gpt-4o-mini", 0.15, 0.6),
+    ("gpt-4o", 2.5, 10.0),
+    ("o4-mini", 1.1, 4.4),
+    ("o3", 2.0, 8.0),
 ];
 /// A model not in the table (or not named) is priced at the table's highest, so an
 /// unknown model never spends a budget more slowly than a known one.
@@ -307,6 +318,14 @@ mod tests {
         assert!((t.cost_usd(Some("claude-opus-4-5")) - 30.5).abs() < 1e-9);
         assert!((t.cost_usd(Some("claude-opus-4-1")) - 91.5).abs() < 1e-9);
         assert_eq!(t.cost_usd(Some("gpt-9")), t.cost_usd(None));
+        // Codex's models at OpenAI's prices, not at the unknown model's.
+        let codex = Tokens {
+            input: 1_000_000,
+            output: 1_000_000,
+            ..Tokens::default()
+        };
+        assert!((codex.cost_usd(Some("gpt-5-codex")) - 11.25).abs() < 1e-9);
+        assert!((codex.cost_usd(Some("gpt-5-mini")) - 2.25).abs() < 1e-9);
         assert!((t.cost_usd(None) - 91.5).abs() < 1e-9);
     }
 }
