@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from e2b import AsyncSandbox, Sandbox, SandboxQuery, SandboxState
-from e2b.exceptions import SandboxException
+from e2b.exceptions import FileNotFoundException, SandboxException
 
 from conftest import eventually
 
@@ -28,7 +28,12 @@ def frozen(sandbox_id):
 
 
 def counter(sb):
-    return int(sb.files.read("/tmp/counter").strip() or "0")
+    """The background counter's value; 0 while it has not written its file yet (or
+    rewrites it at that moment)."""
+    try:
+        return int(sb.files.read("/tmp/counter").strip() or "0")
+    except FileNotFoundException:
+        return 0
 
 
 def test_pause_freezes_and_connect_resumes_where_it_was(made):
