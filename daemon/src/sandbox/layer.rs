@@ -50,7 +50,7 @@ fn measure(roots: &[PathBuf], max_bytes: u64, max_files: u64) -> Usage {
 
 impl Sandboxes {
     /// Stops every running sandbox that wrote more than its bound outside its disk
-    /// (see the module). Called every few seconds; does nothing without `--disk-mb`.
+    /// (see the module). Called every 5 s; does nothing without `--disk-mb`.
     pub async fn check_layers(&self) {
         let bound_mb = self.settings.disk_mb;
         if bound_mb == 0 {

@@ -26,7 +26,7 @@ mod backups;
 mod listen;
 mod prepare;
 pub use prepare::prepare_image;
-use prepare::{expire_idle, fd_limit, prepare};
+use prepare::{check_layers, expire_idle, fd_limit, prepare};
 
 /// How long running turns get to finish after a shutdown signal before they are
 /// stopped.
@@ -264,6 +264,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let expiry = tokio::spawn(expire_idle(sandboxes.clone(), shutdown.child_token()));
+    let layers = tokio::spawn(check_layers(sandboxes.clone(), shutdown.child_token()));
     let backups_dir = state_dir.join(crate::store::backup::DIR);
     let backup = tokio::spawn(backups::every(
         store.clone(),
@@ -351,6 +352,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tokio::join!(serve, drain);
     prepare.abort();
     expiry.abort();
+    layers.abort();
     backup.abort();
     if let Some(e2b) = e2b {
         e2b.abort();

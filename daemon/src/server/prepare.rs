@@ -131,10 +131,25 @@ pub(super) async fn expire_idle(sandboxes: Arc<Sandboxes>, shutdown: Cancellatio
         sandboxes.pause_idle().await;
         if tick % 5 == 0 {
             sandboxes.check_disks().await;
-            sandboxes.check_layers().await;
         }
     }
 }
+
+/// Measures what sandboxes wrote outside their disks every [`LAYERS_EVERY`], in a task
+/// of its own: a walk of a large layer, or an engine slow to answer, never holds up
+/// idle expiry.
+pub(super) async fn check_layers(sandboxes: Arc<Sandboxes>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(LAYERS_EVERY) => {}
+        }
+        sandboxes.check_layers().await;
+    }
+}
+
+/// How often [`check_layers`] measures.
+const LAYERS_EVERY: Duration = Duration::from_secs(5);
 
 /// The model proxy's listener: where it listens, and what stops it.
 #[derive(Debug)]
