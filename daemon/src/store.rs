@@ -23,8 +23,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_held.sql"),
 ];
 
+/// [`Store::history_limit`] unless the daemon sets another, in MiB.
+const DEFAULT_HISTORY_MB: u64 = 64;
+
 mod agent_env;
 pub mod backup;
+mod history;
 pub mod lock;
 
 /// A store failure.
@@ -176,6 +180,8 @@ pub struct EventRow {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// See [`Store::history_limit`].
+    history_limit: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -218,6 +224,7 @@ impl Store {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            history_limit: std::sync::atomic::AtomicU64::new(DEFAULT_HISTORY_MB << 20),
         })
     }
 
@@ -448,13 +455,13 @@ impl Store {
     // Messages.
 
     /// Replaces the message with the same id, or appends it.
-    pub fn put_message(&self, thread_id: &str, id: &str, body: &Value) -> Result<(), StoreError> {
+    pub fn put_message(&self, thread_id: &str, id: &str, body: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO messages (thread_id, position, id, body)
              VALUES (?1, (SELECT COALESCE(MAX(position), 0) + 1 FROM messages
                           WHERE thread_id = ?1), ?2, ?3)
              ON CONFLICT (thread_id, id) DO UPDATE SET body = ?3",
-            params![thread_id, id, body.to_string()],
+            params![thread_id, id, body],
         )?;
         Ok(())
     }
@@ -476,13 +483,13 @@ impl Store {
     // Events.
 
     /// Appends an event; returns its sequence number.
-    pub fn append_event(&self, thread_id: &str, at: i64, body: &Value) -> Result<u64, StoreError> {
+    pub fn append_event(&self, thread_id: &str, at: i64, body: &str) -> Result<u64, StoreError> {
         let seq: i64 = self.conn().query_row(
             "INSERT INTO events (thread_id, seq, at, body)
              VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE thread_id = ?1),
                      ?2, ?3)
              RETURNING seq",
-            params![thread_id, at, body.to_string()],
+            params![thread_id, at, body],
             |r| r.get(0),
         )?;
         Ok(seq as u64)
@@ -543,6 +550,11 @@ pub mod tests_support {
     /// A minimal sandbox row.
     pub fn sandbox_row(id: &str) -> super::SandboxRow {
         super::tests::sandbox(id)
+    }
+
+    /// A minimal thread row.
+    pub fn thread_row(id: &str, sandbox: &str) -> super::ThreadRow {
+        super::tests::thread(id, sandbox)
     }
 
     /// Makes the database as full as it is now (`true`), so that the next write that
@@ -632,7 +644,7 @@ mod tests {
         }
     }
 
-    fn thread(id: &str, sandbox: &str) -> ThreadRow {
+    pub(super) fn thread(id: &str, sandbox: &str) -> ThreadRow {
         ThreadRow {
             id: id.into(),
             sandbox_id: sandbox.into(),
@@ -673,13 +685,13 @@ mod tests {
 
         store.put_thread(&thread("th_1", "sb_1")).unwrap();
         store
-            .put_message("th_1", "u1", &json!({"id": "u1"}))
+            .put_message("th_1", "u1", &json!({"id": "u1"}).to_string())
             .unwrap();
         store
-            .put_message("th_1", "a1", &json!({"id": "a1", "v": 1}))
+            .put_message("th_1", "a1", &json!({"id": "a1", "v": 1}).to_string())
             .unwrap();
         store
-            .put_message("th_1", "a1", &json!({"id": "a1", "v": 2}))
+            .put_message("th_1", "a1", &json!({"id": "a1", "v": 2}).to_string())
             .unwrap();
         assert_eq!(
             store.messages("th_1").unwrap(),
@@ -687,7 +699,9 @@ mod tests {
         );
         for i in 0..5 {
             assert_eq!(
-                store.append_event("th_1", 7, &json!({ "i": i })).unwrap(),
+                store
+                    .append_event("th_1", 7, &json!({ "i": i }).to_string())
+                    .unwrap(),
                 i + 1
             );
         }
@@ -714,7 +728,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..50 {
                         store
-                            .append_event("th_1", 0, &json!({ "t": t, "i": i }))
+                            .append_event("th_1", 0, &json!({ "t": t, "i": i }).to_string())
                             .unwrap();
                     }
                 })

@@ -43,6 +43,10 @@ pub struct Detail {
     name: String,
     status: ThreadStatus,
     messages: Vec<serde_json::Value>,
+    /// How many of the oldest messages the thread's history bound dropped.
+    dropped_messages: u64,
+    /// How many of the oldest events it dropped (the event log starts after them).
+    dropped_events: u64,
     usage: Usage,
     settings: ThreadSettings,
     error: Option<String>,
@@ -142,11 +146,19 @@ pub async fn get(
     let sandbox = state.sandboxes.get(&id)?;
     let thread = state.sandboxes.thread(&sandbox, &thread_id)?;
     let s = thread.snapshot();
+    let messages = thread
+        .messages()
+        .map_err(crate::sandbox::SandboxError::from)?;
+    let (dropped_messages, dropped_events) = thread
+        .dropped()
+        .map_err(crate::sandbox::SandboxError::from)?;
     Ok(Json(Detail {
         id: thread.id.clone(),
         name: thread.name.clone(),
         status: s.status,
-        messages: s.messages,
+        messages,
+        dropped_messages,
+        dropped_events,
         usage: s.usage,
         settings: s.settings,
         error: s.error,

@@ -176,6 +176,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_RESERVE_DISK_MB", default_value_t = 1024)]
     pub reserve_disk_mb: u64,
 
+    /// What the daemon keeps of each thread's history, in MiB: its newest messages up
+    /// to this size, and its newest events up to this size; the oldest are dropped.
+    #[arg(long, env = "SANDBOXD_THREAD_HISTORY_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub thread_history_mb: u64,
+
     /// Most processes and threads in one sandbox.
     #[arg(long, env = "SANDBOXD_PIDS_LIMIT", default_value_t = 1024)]
     pub pids_limit: i64,
@@ -356,6 +362,8 @@ pub struct Config {
     pub disk_mb: u64,
     /// Free space to keep under the state directory, in MiB.
     pub reserve_disk_mb: u64,
+    /// What is kept of each thread's messages, and of its events, in MiB.
+    pub thread_history_mb: u64,
     /// Pids limit per sandbox.
     pub pids_limit: i64,
     /// Bound of one custom tool call, in milliseconds.
@@ -441,6 +449,7 @@ impl Config {
             default_cpus: args.default_cpus.unwrap_or_else(default_cpus),
             disk_mb: args.disk_mb,
             reserve_disk_mb: args.reserve_disk_mb,
+            thread_history_mb: args.thread_history_mb,
             pids_limit: args.pids_limit,
             agent_tool_timeout_ms: args.agent_tool_timeout_ms,
             sandbox_timeout_ms: args.sandbox_timeout_ms,

@@ -78,6 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", store_path.display())),
     };
+    store.set_history_limit(config.thread_history_mb << 20);
     tracing::info!("state: {}", store_path.display());
 
     import_legacy_agents(&state_dir, &store)?;

@@ -2,9 +2,11 @@
 //! `UIMessage`s), usage totals, status, and at most one running [`Turn`].
 
 pub mod events;
+mod history;
 mod turn;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -96,8 +98,6 @@ pub struct ThreadSettings {
 pub struct ThreadState {
     /// Status.
     pub status: ThreadStatus,
-    /// Messages, oldest first.
-    pub messages: Vec<Value>,
     /// Usage totals.
     pub usage: Usage,
     /// Why the last turn failed.
@@ -131,6 +131,10 @@ pub struct Thread {
     pub created_at: SystemTime,
     state: Mutex<ThreadState>,
     store: Arc<Store>,
+    /// The messages as bounding them needs (they are read from the store).
+    history: Mutex<history::History>,
+    /// The bytes of the stored events.
+    event_bytes: AtomicU64,
     /// The last event's sequence number; followers wait on it.
     events: watch::Sender<u64>,
     /// Permission requests of the running turn, by id.
@@ -181,7 +185,6 @@ impl Thread {
             created_at: now,
             state: Mutex::new(ThreadState {
                 status: ThreadStatus::Active,
-                messages: Vec::new(),
                 usage: Usage::default(),
                 error: None,
                 updated_at: now,
@@ -193,6 +196,8 @@ impl Thread {
                 active: None,
             }),
             store,
+            history: Mutex::default(),
+            event_bytes: AtomicU64::new(0),
             events: watch::Sender::new(0),
             permissions: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(None),
@@ -205,7 +210,8 @@ impl Thread {
     /// down is marked interrupted (its messages up to then are kept; the next turn
     /// resumes the same Claude session).
     pub fn restore(store: Arc<Store>, row: ThreadRow) -> Result<Arc<Self>, StoreError> {
-        let messages = store.messages(&row.id)?;
+        let history = history::History::load(&store, &row.id)?;
+        let event_bytes = store.event_bytes(&row.id)?;
         let last = store.last_event(&row.id)?;
         let status = ThreadStatus::parse(&row.status).unwrap_or(ThreadStatus::Error);
         let thread = Arc::new(Self {
@@ -215,7 +221,6 @@ impl Thread {
             created_at: crate::store::time(row.created_at),
             state: Mutex::new(ThreadState {
                 status,
-                messages,
                 usage: serde_json::from_str(&row.usage).unwrap_or_default(),
                 error: row.error.clone(),
                 updated_at: crate::store::time(row.updated_at),
@@ -231,6 +236,8 @@ impl Thread {
                 active: None,
             }),
             store,
+            history: Mutex::new(history),
+            event_bytes: AtomicU64::new(event_bytes),
             events: watch::Sender::new(last),
             permissions: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(None),
@@ -249,7 +256,7 @@ impl Thread {
             }
             thread.save();
             // Its last message stopped mid-stream: nothing streams any more.
-            let last = thread.state().messages.last().cloned();
+            let last = thread.store.last_message(&thread.id)?;
             if let Some(settled) = last.and_then(|m| settle_interrupted(m, &message)) {
                 thread.upsert_message(settled);
             }
@@ -309,11 +316,7 @@ impl Thread {
     pub fn write_back(&self) -> Result<(), StoreError> {
         let state = self.state();
         self.store.put_thread(&self.row(&state))?;
-        for message in &state.messages {
-            if let Some(id) = message.get("id").and_then(Value::as_str) {
-                self.store.put_message(&self.id, id, message)?;
-            }
-        }
+        self.history().write_back(&self.store, &self.id)?;
         *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
@@ -334,40 +337,48 @@ impl Thread {
         self.state().active.clone()
     }
 
-    /// Replaces (or appends) the message with the same id, in memory and the store.
+    /// Replaces (or appends) the message with the same id in the store (in memory
+    /// while the store refuses it). The oldest messages go past the history bound.
     pub fn upsert_message(&self, message: Value) {
-        let mut state = self.state();
-        let id = message.get("id").cloned();
-        if let Some(id) = id.as_ref().and_then(Value::as_str) {
-            if let Err(e) = self.store.put_message(&self.id, id, &message) {
-                self.not_stored(&e);
-            }
+        if let Some(e) = self.history().upsert(&self.store, &self.id, message) {
+            self.not_stored(&e);
         }
-        match state
-            .messages
-            .iter_mut()
-            .rev()
-            .find(|m| id.is_some() && m.get("id") == id.as_ref())
-        {
-            Some(existing) => *existing = message,
-            None => state.messages.push(message),
-        }
-        state.updated_at = SystemTime::now();
+        self.state().updated_at = SystemTime::now();
+    }
+
+    /// The thread's messages, oldest first, as far as its history bound keeps them.
+    pub fn messages(&self) -> Result<Vec<Value>, StoreError> {
+        self.history().messages(&self.store, &self.id)
+    }
+
+    /// How many of the thread's oldest messages and events its bound dropped.
+    pub fn dropped(&self) -> Result<(u64, u64), StoreError> {
+        self.store.dropped(&self.id)
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, history::History> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends a session update to the thread's event log; returns its number.
     pub fn record(&self, update: Value) -> u64 {
         // The send happens under the sender's lock, so numbers reach followers in order.
         let mut seq = 0;
+        let body = update.to_string();
         self.events.send_modify(|last| {
-            match self.store.append_event(
-                &self.id,
-                crate::store::millis(SystemTime::now()),
-                &update,
-            ) {
+            match self
+                .store
+                .append_event(&self.id, crate::store::millis(SystemTime::now()), &body)
+            {
                 Ok(n) => {
                     *last = n;
                     seq = n;
+                    history::bound_events(
+                        &self.store,
+                        &self.id,
+                        &self.event_bytes,
+                        body.len() as u64,
+                    );
                 }
                 Err(e) => tracing::error!(thread = %self.id, "event not stored: {e}"),
             }
@@ -546,10 +557,10 @@ mod tests {
         t.upsert_message(json!({"id": "u1", "role": "user"}));
         t.upsert_message(json!({"id": "a1", "role": "assistant", "parts": []}));
         t.upsert_message(json!({"id": "a1", "role": "assistant", "parts": [1]}));
-        let s = t.snapshot();
-        assert_eq!(s.messages.len(), 2);
-        assert_eq!(s.messages[1]["parts"], json!([1]));
-        assert_eq!(store.messages("th").unwrap(), s.messages);
+        let messages = t.messages().unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[1]["parts"], json!([1]));
+        assert_eq!(store.messages("th").unwrap(), messages);
     }
 
     #[test]
@@ -565,7 +576,7 @@ mod tests {
         assert_eq!(s.status, ThreadStatus::Error);
         assert_eq!(s.error.as_deref(), Some("interrupted by a daemon restart"));
         assert!(s.session_started);
-        assert_eq!(s.messages.len(), 1);
+        assert_eq!(back.messages().unwrap().len(), 1);
         let events = store.events("th", 0, 10).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].body["sessionUpdate"], "session_info_update");
@@ -604,13 +615,13 @@ mod tests {
             store.messages("th").unwrap().is_empty(),
             "nothing was stored"
         );
-        assert_eq!(t.snapshot().messages.len(), 1, "memory keeps it");
+        assert_eq!(t.messages().unwrap().len(), 1, "memory keeps it");
         t.write_back().expect_err("still full");
         assert!(t.store_failure().is_some());
         crate::store::tests_support::fill(&store, false);
         t.write_back().expect("room again");
         assert_eq!(t.store_failure(), None);
-        assert_eq!(store.messages("th").unwrap(), t.snapshot().messages);
+        assert_eq!(store.messages("th").unwrap(), t.messages().unwrap());
     }
 
     #[test]

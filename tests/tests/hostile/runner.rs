@@ -399,3 +399,98 @@ async fn cancel_is_prompt_during_a_flood_from_the_real_cli() {
     d.delete_sandbox(&sandbox).await;
     d.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn a_thread_keeps_its_newest_history_within_its_bound() {
+    // Each turn, the CLI (or a process writing to its stdout) says 3 MB; ten turns on
+    // one thread would keep 60 MB of messages and events, and hold the messages in
+    // the daemon's memory, without the bound.
+    const TURN_TEXT: usize = 3_000_000;
+    const TURNS: usize = 10;
+    const LIMIT_MB: u64 = 8;
+    let mut script = print(&[init()]);
+    script.push_str(&print(&text_block_start()));
+    let delta = text_delta("@").to_string();
+    let (head, tail) = delta.split_once('@').expect("placeholder");
+    script.push_str(&format!(
+        "printf '%s' '{head}'\nhead -c {TURN_TEXT} /dev/zero | tr '\\0' x\nprintf '%s\\n' '{tail}'\n"
+    ));
+    let mut end = text_block_end();
+    end.push(result());
+    script.push_str(&print(&end));
+    script.push_str(WAIT_STDIN);
+    let cli = FakeCli::new(&script);
+    let mut options = cli.options();
+    options
+        .args
+        .extend(["--thread-history-mb".to_owned(), LIMIT_MB.to_string()]);
+    let d = Daemon::start_with(options).await;
+    let db_before = db_bytes(&d);
+    let (sandbox, thread, res) = start_turn(&d, "turn 0").await;
+    body(res, Duration::from_secs(120)).await;
+    for turn in 1..TURNS {
+        settled(&d, &sandbox, &thread, Duration::from_secs(60)).await;
+        let (status, _, chunks) = d
+            .chat(
+                "test",
+                json!({ "sandboxId": sandbox, "threadId": thread,
+                        "messages": [user_message(&format!("turn {turn}"))] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{:?}", chunk_types(&chunks));
+        assert_eq!(
+            text_of(&chunks).len(),
+            TURN_TEXT,
+            "turn {turn} streamed whole"
+        );
+    }
+    let t = settled(&d, &sandbox, &thread, Duration::from_secs(60)).await;
+    let grown = db_bytes(&d).saturating_sub(db_before);
+    let messages = t["messages"].as_array().expect("messages");
+    let kept: usize = messages.iter().map(|m| m.to_string().len()).sum();
+    eprintln!(
+        "{TURNS} turns of {TURN_TEXT} bytes under a {LIMIT_MB} MiB bound: {} messages kept \
+         ({kept} bytes), {} dropped, {} events dropped, database +{} MB, daemon RSS {} MiB",
+        messages.len(),
+        t["droppedMessages"],
+        t["droppedEvents"],
+        grown / 1_000_000,
+        sandboxd_e2e::rss_kib(d.pid()) >> 10
+    );
+    assert_eq!(t["status"], "completed", "{}", t["error"]);
+    // The newest turn is kept whole; the oldest went, and the thread says how many.
+    let last = messages.last().expect("a message");
+    assert_eq!(last["role"], "assistant");
+    let text: String = last["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["text"].as_str())
+        .collect();
+    assert_eq!(text.len(), TURN_TEXT);
+    assert!(
+        kept as u64 <= LIMIT_MB << 20,
+        "{kept} bytes of messages kept"
+    );
+    let dropped = t["droppedMessages"].as_u64().expect("droppedMessages");
+    assert_eq!(dropped as usize + messages.len(), 2 * TURNS, "{t:.300}");
+    // The event log starts after what went, numbered on.
+    let dropped_events = t["droppedEvents"].as_u64().expect("droppedEvents");
+    assert!(dropped_events > 0, "no event was dropped");
+    let (status, page) = d
+        .call(
+            "GET",
+            &format!("/v1/sandboxes/{sandbox}/threads/{thread}/events?limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["events"][0]["seq"], dropped_events + 1, "{page}");
+    // Storage holds the bound (messages and events, each), not the whole history.
+    assert!(
+        grown < 4 * (LIMIT_MB << 20),
+        "the database grew by {grown} bytes"
+    );
+    d.delete_sandbox(&sandbox).await;
+    d.assert_no_leaks();
+}
