@@ -692,7 +692,7 @@ async fn sigterm_with_an_open_stream_still_stops_the_daemon() {
 #[tokio::test]
 async fn each_turn_costs_what_it_used_and_the_thread_adds_them_up() {
     let model = ScriptedModel::start(&json!([
-        { "text": "one" }, { "text": "two" }, { "text": "three" }
+        { "text": "one" }, { "text": "two" }, { "text": "three" }, { "text": "four" }
     ]));
     let d = Daemon::start_with(Options::default().with_model(&model)).await;
     let cost = |chunks: &[Value]| {
@@ -728,4 +728,33 @@ async fn each_turn_costs_what_it_used_and_the_thread_adds_them_up() {
     let total = t["usage"]["totalCostUsd"].as_f64().expect("usage");
     let sum: f64 = costs.iter().sum();
     assert!((total - sum).abs() < 1e-9, "thread {total} vs turns {sum}");
+
+    // A call's `maxSandboxBudgetUsd` caps the sandbox for that call (it can only
+    // narrow the agent's cap): below what the sandbox has spent, the model is not
+    // called; the next call without it goes on.
+    let turn = |text: &str, options: Value| {
+        json!({ "sandboxId": sandbox, "threadId": thread,
+                "messages": [user_message(text)], "options": options })
+    };
+    let (status, _, capped) = d
+        .chat(
+            "test",
+            turn("four", json!({ "maxSandboxBudgetUsd": total / 2.0 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let error = capped
+        .iter()
+        .find(|c| c["type"] == "error")
+        .unwrap_or_else(|| panic!("no error: {:?}", chunk_types(&capped)));
+    assert!(
+        error.to_string().contains("options.maxSandboxBudgetUsd"),
+        "{error}"
+    );
+    let (status, _, chunks) = d
+        .chat("test", turn("four", json!({ "maxSandboxBudgetUsd": -1 })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{chunks:?}");
+    let (_, _, after) = d.chat("test", turn("four", json!({}))).await;
+    assert_eq!(text_of(&after), "four");
 }

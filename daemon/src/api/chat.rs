@@ -50,8 +50,8 @@ pub struct OptionsBody {
     max_turns: Option<u32>,
     #[serde(default)]
     max_budget_usd: Option<f64>,
-    /// Accepted for compatibility with `@21st-sdk/node`; sandboxes have no cost cap
-    /// of their own (use `maxBudgetUsd` per turn).
+    /// Caps the sandbox's model spend for this call; the lower of it and the agent's
+    /// (or the daemon's) cap binds, so it only ever narrows.
     #[serde(default)]
     max_sandbox_budget_usd: Option<f64>,
     #[serde(default)]
@@ -71,15 +71,23 @@ impl OptionsBody {
                 "options.maxBudgetUsd must be positive",
             ));
         }
+        if self
+            .max_sandbox_budget_usd
+            .is_some_and(|b| b.is_nan() || b <= 0.0)
+        {
+            return Err(ApiError::bad_request(
+                "options.maxSandboxBudgetUsd must be positive",
+            ));
+        }
         if self.max_turns == Some(0) {
             return Err(ApiError::bad_request("options.maxTurns must be at least 1"));
         }
-        let _ = self.max_sandbox_budget_usd;
         Ok(TurnOptions {
             model: self.model,
             system_prompt: self.system_prompt,
             max_turns: self.max_turns,
             max_budget_usd: self.max_budget_usd,
+            max_sandbox_budget_usd: self.max_sandbox_budget_usd,
             permission_mode: self.permission_mode,
             disallowed_tools: self.disallowed_tools,
             effort: None,

@@ -75,7 +75,7 @@ pub enum ProxyError {
     )]
     DeniedBeta(String),
     /// The sandbox has spent its budget.
-    #[error("this sandbox has spent its model budget (${spent:.4} of ${budget:.4}); the daemon's --max-sandbox-budget-usd or the agent's maxSandboxBudgetUsd")]
+    #[error("this sandbox has spent its model budget (${spent:.4} of ${budget:.4}); the daemon's --max-sandbox-budget-usd or the agent's maxSandboxBudgetUsd, or the chat call's options.maxSandboxBudgetUsd")]
     OverBudget {
         /// What it spent.
         spent: f64,

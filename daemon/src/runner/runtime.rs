@@ -25,6 +25,9 @@ pub struct TurnOptions {
     pub max_turns: Option<u32>,
     /// Cost limit.
     pub max_budget_usd: Option<f64>,
+    /// The sandbox's model spend cap for this call (the lower of it and the agent's
+    /// binds).
+    pub max_sandbox_budget_usd: Option<f64>,
     /// Permission mode.
     pub permission_mode: Option<String>,
     /// Tools to disable.

@@ -154,6 +154,12 @@ impl Sandboxes {
             self.settings.agent_tool_timeout_ms,
         )
         .map_err(SandboxError::Invalid)?;
+        // The call's cap narrows the agent's for this call, never widens it.
+        agent.max_sandbox_budget_usd =
+            match (agent.max_sandbox_budget_usd, options.max_sandbox_budget_usd) {
+                (Some(own), Some(call)) => Some(own.min(call)),
+                (own, call) => own.or(call),
+            };
         self.lend_model(&sandbox.id, &agent);
         let runtime = crate::runner::of(&agent);
         let program = match runtime.name() {
