@@ -76,6 +76,9 @@ pub struct TurnSpec {
     pub budget: Option<crate::proxy::TurnBudget>,
     /// The agent's `onFinish` / `onError`, run once the turn has ended.
     pub after: Option<crate::agents::turn::AfterTurn>,
+    /// Set while a client holds the sandbox paused: a cancel then ends the turn at
+    /// once (the frozen CLI cannot answer; closing its connection ends it on resume).
+    pub held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How the CLI process ended, as far as the runner saw.
@@ -513,9 +516,15 @@ async fn drive(spec: &TurnSpec, out: &mut Out, translator: &mut dyn Translate) -
                 if let Err(e) = sent {
                     tracing::debug!(thread = %spec.thread.id, "interrupt not delivered: {e}");
                 }
+                if spec.held.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 deadline = Some(Instant::now() + INTERRUPT_GRACE);
             }
             () = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                if spec.held.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 // It did not stop in time: SIGTERM, then SIGKILL.
                 let signal = if escalation == 0 { libc::SIGTERM } else { libc::SIGKILL };
                 escalation += 1;

@@ -83,7 +83,10 @@ impl Sandboxes {
             stdin: false,
             output_limit: Some(self.settings.exec_output_limit),
         };
-        let out = sandbox.init.exec(request).await?;
+        let out = tokio::select! {
+            out = sandbox.init.exec(request) => out?,
+            () = sandbox.frozen() => return Err(sandbox.paused_midway("the command")),
+        };
         let exit_code = if out.exit.timed_out {
             TIMEOUT_EXIT_CODE
         } else {

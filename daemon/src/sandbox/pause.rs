@@ -30,8 +30,11 @@ pub struct Power {
     users: AtomicUsize,
     /// Set while a pause is being decided or done.
     pausing: AtomicBool,
-    /// Paused by a client: only a client resumes it.
-    held: AtomicBool,
+    /// Paused by a client: only a client resumes it. Shared with the sandbox's turns,
+    /// which stop at once when cancelled while it is frozen.
+    held: Arc<AtomicBool>,
+    /// Wakes the calls in flight when a client freezes the sandbox.
+    frozen: tokio::sync::Notify,
 }
 
 /// Keeps a sandbox from being paused while alive (see [`Sandboxes::awake`]).
@@ -61,6 +64,36 @@ impl Sandbox {
     /// Sets the held flag in memory only (when restoring from the store).
     pub(super) fn restore_held(&self, held: bool) {
         self.power.held.store(held, SeqCst);
+    }
+
+    /// The held flag, for the sandbox's turns (see [`Power::held`]).
+    pub fn held_flag(&self) -> Arc<AtomicBool> {
+        self.power.held.clone()
+    }
+
+    /// Resolves once a client has frozen the sandbox: a call in flight selects on it
+    /// rather than wait on a frozen sandbox-init until someone resumes it.
+    pub async fn frozen(&self) {
+        let notified = self.power.frozen.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.held() && self.status() == Status::Paused {
+            return;
+        }
+        notified.await;
+    }
+
+    /// The error of a call a client's pause cut off: what it ran is ended once the
+    /// sandbox runs again.
+    pub fn paused_midway(&self, what: &str) -> SandboxError {
+        SandboxError::NotActive {
+            id: self.id.clone(),
+            status: Status::Paused,
+            error: Some(format!(
+                "a client paused it while {what} ran, which ends once it is resumed; \
+                 resume it (E2B: connect) and run it again"
+            )),
+        }
     }
 
     fn held_error(&self) -> SandboxError {
@@ -150,6 +183,7 @@ impl Sandboxes {
                 return Err(e);
             }
             sandbox.set_status(Status::Paused, None);
+            sandbox.power.frozen.notify_waiters();
         }
         if let Err(e) = self.store.set_sandbox_held(&sandbox.id, true) {
             tracing::error!(sandbox = %sandbox.id, "{e}");

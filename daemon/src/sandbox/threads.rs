@@ -255,6 +255,7 @@ impl Sandboxes {
                     .open_turn(&sandbox.id, options.max_budget_usd.or(agent.max_budget_usd)),
             ),
             after: code.after.clone(),
+            held: sandbox.held_flag(),
         };
         tracing::info!(sandbox = %sandbox.id, thread = %thread.id, resume = matches!(session, Session::Resume(_)), "turn started");
         let init = sandbox.init.clone();

@@ -13,6 +13,7 @@ mod git;
 mod initsock;
 mod listeners;
 mod network;
+mod pause;
 mod proxy;
 mod runner;
 mod sudo;
