@@ -134,6 +134,13 @@ test('signed upload and download URLs work without headers; bad ones get envd 40
   const asWrite = await fetch(url, { method: 'POST', body: new FormData() })
   assert.equal(asWrite.status, 401)
 
+  // Nor does one for writing read: not GET, not HEAD (which would tell whether the
+  // file exists, and its size).
+  const writeOnly = await sb.uploadUrl('signed.txt')
+  assert.equal((await fetch(writeOnly)).status, 401)
+  assert.equal((await fetch(writeOnly, { method: 'HEAD' })).status, 401)
+  assert.equal((await fetch(url, { method: 'HEAD' })).status, 200)
+
   const up = await sb.uploadUrl('uploaded/by-url.txt')
   const form = new FormData()
   form.append('file', new Blob(['from a signed url']), 'by-url.txt')

@@ -65,10 +65,12 @@ async fn resolve(State(state): State<E2bState>, mut request: Request, next: Next
                 .into_owned()
                 .collect();
         if query.contains_key("signature") {
-            let operation = if request.method() == axum::http::Method::GET {
-                "read"
-            } else {
-                "write"
+            // HEAD reads too (it says whether the file exists, and its size): a
+            // signature for writing does not answer it.
+            let operation = match *request.method() {
+                axum::http::Method::GET | axum::http::Method::HEAD => "read",
+                axum::http::Method::POST => "write",
+                _ => return envd_error(StatusCode::METHOD_NOT_ALLOWED, "GET or POST"),
             };
             return match auth::signed_sandbox(&state, operation, &query) {
                 Ok(sandbox) => {
