@@ -5,6 +5,7 @@
 pub mod code;
 mod dir;
 mod env;
+mod loader;
 pub mod turn;
 pub mod watch;
 

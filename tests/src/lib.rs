@@ -31,6 +31,23 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
+/// An agents directory inside the example TypeScript project, so that its
+/// `node_modules` (`@21st-sdk/agent`, zod) is found.
+pub fn ts_agents_dir() -> tempfile::TempDir {
+    let project = workspace().join("examples/ts-agent");
+    assert!(
+        project.join("node_modules/@21st-sdk/agent").is_dir(),
+        "run `npm ci` in {} first (scripts/test does)",
+        project.display()
+    );
+    let parent = project.join(".test-agents");
+    std::fs::create_dir_all(&parent).expect("mkdir");
+    tempfile::Builder::new()
+        .prefix("agents-")
+        .tempdir_in(parent)
+        .expect("agents dir")
+}
+
 /// The daemon binary of the given profile directory (`debug` or `release`).
 pub fn daemon_bin(profile: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -3,7 +3,6 @@
 //! tools and hooks run in the sandbox by the real Claude Code CLI against a scripted
 //! model that calls the tools by name.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use sandboxd_e2e::{
@@ -154,25 +153,9 @@ fn without_colours(line: &str) -> String {
     out
 }
 
-/// An agents directory inside the example project, so its `node_modules` is found.
-fn agents_dir() -> tempfile::TempDir {
-    let project: PathBuf = workspace().join("examples/ts-agent");
-    assert!(
-        project.join("node_modules/@21st-sdk/agent").is_dir(),
-        "run `npm ci` in {} first (scripts/test does)",
-        project.display()
-    );
-    let parent = project.join(".test-agents");
-    std::fs::create_dir_all(&parent).expect("mkdir");
-    tempfile::Builder::new()
-        .prefix("agents-")
-        .tempdir_in(parent)
-        .expect("agents dir")
-}
-
 #[tokio::test]
 async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_the_sandbox() {
-    let agents = agents_dir();
+    let agents = sandboxd_e2e::ts_agents_dir();
     std::fs::write(agents.path().join("tools.ts"), TOOLS_AGENT).expect("write");
     std::fs::write(agents.path().join("plain.ts"), PLAIN_AGENT).expect("write");
     std::fs::write(
@@ -639,7 +622,7 @@ http.createServer(async (req, res) => {
 
 #[tokio::test]
 async fn mcp_servers_of_a_typescript_agent_reach_the_runtime() {
-    let agents = agents_dir();
+    let agents = sandboxd_e2e::ts_agents_dir();
     let server = serde_json::to_string(MCP_SERVER).expect("a JS string");
     let agent = format!(
         r#"import {{ agent, Sandbox }} from "@21st-sdk/agent"
@@ -703,7 +686,7 @@ export default agent({
 
 #[tokio::test]
 async fn a_typescript_agent_deployed_through_the_api_is_built_in_a_container_and_runs() {
-    let agents = agents_dir();
+    let agents = sandboxd_e2e::ts_agents_dir();
     std::fs::write(agents.path().join("plain.ts"), PLAIN_AGENT).expect("write");
     let state = tempfile::tempdir().expect("state");
     let model = ScriptedModel::start(&json!([

@@ -16,30 +16,19 @@
 //! the bundle and the runtime into the sandbox (see [`super::turn`]).
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use super::loader::{project_root, LoaderSettings, MAX_BUNDLE, RUNTIME_JS};
+use super::loader::{read_bounded, run_loader, Built};
 use super::{check_slug, AgentDef, LoadProblem};
-use crate::docker::{ContainerSpec, Engine, Limits};
-
-/// The runtime: the loader in a loader container, the tools' MCP server and the hook
-/// runner in a sandbox.
-pub const RUNTIME_JS: &str = include_str!("runtime.mjs");
+use crate::docker::Engine;
 
 /// File extensions of agent files.
 const EXTENSIONS: [&str; 3] = ["ts", "mjs", "js"];
-/// How long one load (all files) may take.
-const LOAD_DEADLINE: Duration = Duration::from_secs(180);
-/// The largest description the loader may write.
-const MAX_RESULT: u64 = 8 << 20;
-/// The largest bundle accepted.
-pub const MAX_BUNDLE: u64 = 32 << 20;
 /// The most tools of one agent.
 const MAX_TOOLS: usize = 128;
 /// Hooks of `agent({...})`.
@@ -135,30 +124,9 @@ pub fn entries(dir: &Path) -> (Vec<(String, PathBuf)>, Vec<LoadProblem>) {
     (out, problems)
 }
 
-/// The project an agents directory belongs to: its nearest ancestor (itself included)
-/// with a `node_modules` directory, else the directory itself.
-pub fn project_root(agents_dir: &Path) -> PathBuf {
-    agents_dir
-        .ancestors()
-        .find(|d| d.join("node_modules").is_dir())
-        .unwrap_or(agents_dir)
-        .to_owned()
-}
-
 /// Where bundles are kept.
 pub fn bundles_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("agent-code").join("bundles")
-}
-
-/// What loading needs of the daemon.
-#[derive(Debug, Clone)]
-pub struct LoaderSettings {
-    /// The image with Node.js and esbuild (the default image).
-    pub image: String,
-    /// The state directory.
-    pub state_dir: PathBuf,
-    /// Labels of the loader container (so leaks are found like sandboxes').
-    pub labels: Vec<(String, String)>,
 }
 
 /// Where agents deployed through the API as source are kept: `<slug>.<ext>`.
@@ -303,151 +271,6 @@ async fn build(
         .collect();
     let _ = std::fs::remove_dir_all(&work);
     out
-}
-
-/// One file as the loader reported it.
-#[derive(Debug, Deserialize)]
-struct Built {
-    ok: bool,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    definition: Option<Value>,
-    #[serde(default)]
-    tools: Vec<BuiltTool>,
-    #[serde(default)]
-    hooks: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BuiltTool {
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    input_schema: Value,
-}
-
-async fn run_loader(
-    engine: &Engine,
-    settings: &LoaderSettings,
-    dir: &Path,
-    extra: &Path,
-    entries: &[(String, PathBuf)],
-    work: &Path,
-) -> Result<Vec<Built>, String> {
-    // Without an agents directory, deployed sources still load (with no project).
-    let dir = dir
-        .canonicalize()
-        .unwrap_or_else(|_| work.join("no-project"));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let project = project_root(&dir);
-    let extra = extra.canonicalize().unwrap_or_else(|_| extra.to_owned());
-    let out = work.join("out");
-    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
-    let runtime = work.join("runtime.mjs");
-    std::fs::write(&runtime, RUNTIME_JS).map_err(|e| format!("writing the runtime: {e}"))?;
-    let mut argv = vec![
-        "node".to_owned(),
-        "/opt/sandboxd/runtime.mjs".to_owned(),
-        "build".to_owned(),
-        "/out".to_owned(),
-    ];
-    for (_, path) in entries {
-        let path = path.canonicalize().unwrap_or_else(|_| path.clone());
-        let (mount, rel) = match path.strip_prefix(&extra) {
-            Ok(rel) => ("/deployed", rel),
-            Err(_) => (
-                "/project",
-                path.strip_prefix(&project)
-                    .map_err(|_| format!("{} is outside the project", path.display()))?,
-            ),
-        };
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| format!("{} is not a UTF-8 path", path.display()))?;
-        argv.push(format!("{mount}/{rel}"));
-    }
-    let spec = ContainerSpec {
-        name: format!("sandboxd-agent-loader-{}", crate::names::new_id("")),
-        image: settings.image.clone(),
-        entrypoint: argv,
-        // Sources deployed through the API resolve imports from the project too.
-        env: vec![
-            "HOME=/tmp".into(),
-            "NODE_ENV=production".into(),
-            "SANDBOXD_NODE_PATHS=/project/node_modules".into(),
-        ],
-        labels: settings.labels.iter().cloned().collect(),
-        binds: vec![
-            format!("{}:/project:ro", project.display()),
-            format!("{}:/opt/sandboxd/runtime.mjs:ro", runtime.display()),
-            format!("{}:/out", out.display()),
-        ]
-        .into_iter()
-        .chain(
-            extra
-                .is_dir()
-                .then(|| format!("{}:/deployed:ro", extra.display())),
-        )
-        .collect(),
-        hostname: "agent-loader".into(),
-        working_dir: "/project".into(),
-        limits: Limits {
-            memory_bytes: Some(2 << 30),
-            cpus: Some(1.0),
-            pids: Some(512),
-        },
-        network: "none".into(),
-        ..Default::default()
-    };
-    let id = engine
-        .run(spec)
-        .await
-        .map_err(|e| format!("could not start the agent loader container: {e}"))?;
-    let exit = engine.wait_exit(&id, LOAD_DEADLINE).await;
-    let _ = engine.remove(&id).await;
-    match exit {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Err(format!(
-                "loading took longer than {} s and was stopped",
-                LOAD_DEADLINE.as_secs()
-            ))
-        }
-        Err(e) => return Err(format!("the agent loader container: {e}")),
-    }
-    let text = read_bounded(&out.join("result.json"), MAX_RESULT)
-        .map_err(|e| format!("the loader gave no result ({e})"))?;
-    // Bundles move next to the result for `accept`.
-    for index in 0..entries.len() {
-        let from = out.join(format!("{index}.mjs"));
-        let _ = std::fs::rename(&from, work.join(format!("{index}.mjs")));
-    }
-    serde_json::from_slice::<Vec<Built>>(&text)
-        .map_err(|e| format!("the loader's result is not valid: {e}"))
-}
-
-/// Reads a regular file the loader wrote, refusing links and anything over `max`.
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > max {
-        return Err(format!("larger than {} MiB", max >> 20));
-    }
-    Ok(bytes)
 }
 
 /// Turns one reported file into a validated definition and keeps its bundle.

@@ -2,7 +2,11 @@
 // It only ever runs inside a container, under the image's Node.js:
 //
 //   node runtime.mjs build <outDir> <entry>...   the loader container: bundle each agent
-//                                                file with esbuild, import it, describe it
+//                                                file with esbuild (as root), then have
+//                                                `describe` run them (as nobody)
+//   node runtime.mjs describe <bundle>...        the loader container, as nobody: import
+//                                                each bundle in a worker of its own and
+//                                                describe it; one JSON line out
 //   node runtime.mjs mcp <bundle>                in a sandbox: the agent's tools as a stdio
 //                                                MCP server (Claude Code's `agent` server)
 //   node runtime.mjs hook <Event> <bundle>       in a sandbox: one Claude Code command hook,
@@ -15,6 +19,7 @@
 // stopped even when it blocks the event loop (its worker is terminated).
 //
 // Everything it prints is untrusted input to the daemon, which bounds and validates it.
+import { spawn } from "node:child_process"
 import { createInterface } from "node:readline"
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs"
 import { dirname, join } from "node:path"
@@ -23,6 +28,10 @@ import { Worker, isMainThread, parentPort, workerData } from "node:worker_thread
 
 const TOOL_TIMEOUT_MS = Number(process.env.SANDBOXD_TOOL_TIMEOUT_MS) || 120000
 const HOOK_TIMEOUT_MS = Number(process.env.SANDBOXD_HOOK_TIMEOUT_MS) || 10000
+// How long evaluating one agent file may take in the loader.
+const LOAD_FILE_MS = 20000
+// The most the describer may print.
+const MAX_DESCRIBED = 8 << 20
 const HOOKS = ["onStart", "onToolCall", "onToolResult", "onStepFinish", "onFinish", "onError"]
 
 // The module `@21st-sdk/agent` resolves to in a bundle: the package's own semantics
@@ -150,6 +159,37 @@ function describe(config) {
   return { definition, tools, hooks }
 }
 
+// Each file is evaluated in a worker thread of its own: one whose top level never
+// ends (a `while (true)`, a promise never settled) is terminated at its bound while the
+// others load.
+function describeApart(bundle, ms) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL(import.meta.url), {
+      workerData: { describe: bundle }, stdout: true, stderr: true,
+    })
+    worker.stdout.pipe(process.stderr)
+    worker.stderr.pipe(process.stderr)
+    const timer = setTimeout(() => {
+      worker.terminate()
+      reject(new Error(`evaluating the agent file did not finish within ${ms / 1000} s (does its top level loop or wait forever?)`))
+    }, ms)
+    const settle = (f) => (value) => { clearTimeout(timer); worker.terminate(); f(value) }
+    worker.once("message", settle((m) => (m?.error === undefined ? resolve(m.described) : reject(new Error(m.error)))))
+    worker.once("error", settle(reject))
+    worker.once("exit", settle((code) => reject(new Error(`evaluating the agent file ended its thread (code ${code})`))))
+  })
+}
+
+async function describeWorker(bundle) {
+  try {
+    // Only what survives JSON goes back, as the daemon reads it.
+    const described = JSON.parse(JSON.stringify(describe(await importAgent(bundle))))
+    parentPort.postMessage({ described })
+  } catch (error) {
+    parentPort.postMessage({ error: message(error) })
+  }
+}
+
 async function build(outDir, entries) {
   const esbuild = await import("/usr/local/lib/node_modules/esbuild/lib/main.js")
   const results = []
@@ -186,8 +226,7 @@ async function build(outDir, entries) {
           },
         }],
       })
-      const config = await withTimeout(importAgent(bundle), 20000, "evaluating the agent file")
-      results.push({ entry, ok: true, bundle: `${index}.mjs`, ...describe(config) })
+      results.push({ entry, ok: true, bundle: `${index}.mjs` })
     } catch (error) {
       const errors = error?.errors?.length
         ? error.errors.map((e) => (e.location ? `${e.location.file}:${e.location.line}:${e.location.column}: ${e.text}` : e.text)).join("\n")
@@ -195,7 +234,60 @@ async function build(outDir, entries) {
       results.push({ entry, ok: false, error: errors })
     }
   }
+  // Only now does the files' own code run, in a process of an account that cannot
+  // write the output (the root filesystem is read-only too; /tmp is memory, bounded).
+  const built = results.filter((r) => r.ok)
+  const described = await describeAsNobody(built.map((r) => join(outDir, r.bundle)))
+  built.forEach((r, i) => {
+    const d = described[i] ?? { error: "the describer said nothing about this file" }
+    if (d.error !== undefined) Object.assign(r, { ok: false, error: String(d.error) })
+    else Object.assign(r, d.described)
+  })
   writeFileSync(join(outDir, "result.json"), JSON.stringify(results))
+}
+
+// Runs `describe` over the bundles as `nobody`; its last line of output is the answer.
+function describeAsNobody(bundles) {
+  if (bundles.length === 0) return Promise.resolve([])
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [new URL(import.meta.url).pathname, "describe", ...bundles], {
+      uid: 65534, gid: 65534, stdio: ["ignore", "pipe", "inherit"],
+    })
+    const chunks = []
+    let size = 0
+    const fail = (why) => resolve(bundles.map(() => ({ error: why })))
+    const timer = setTimeout(() => { child.kill("SIGKILL") }, bundles.length * LOAD_FILE_MS + 30000)
+    child.stdout.on("data", (chunk) => {
+      size += chunk.length
+      if (size > MAX_DESCRIBED) { child.kill("SIGKILL"); return }
+      chunks.push(chunk)
+    })
+    child.on("error", (e) => { clearTimeout(timer); fail(`could not evaluate the files: ${message(e)}`) })
+    child.on("close", (code, signal) => {
+      clearTimeout(timer)
+      if (size > MAX_DESCRIBED) return fail(`evaluating the files printed more than ${MAX_DESCRIBED >> 20} MiB`)
+      const lines = Buffer.concat(chunks).toString("utf8").split("\n").filter((l) => l.trim())
+      try {
+        const answer = JSON.parse(lines.at(-1) ?? "")
+        if (!Array.isArray(answer)) throw new Error("not a list")
+        resolve(answer)
+      } catch {
+        fail(`evaluating the files ended without an answer (${signal ?? `exit code ${code}`})`)
+      }
+    })
+  })
+}
+
+async function describeAll(bundles) {
+  const answer = []
+  for (const bundle of bundles) {
+    try {
+      answer.push({ described: await describeApart(bundle, LOAD_FILE_MS) })
+    } catch (error) {
+      answer.push({ error: message(error) })
+    }
+  }
+  process.stdout.write("\n" + JSON.stringify(answer) + "\n", () => process.exit(0))
 }
 
 // --- in the sandbox ---------------------------------------------------------------
@@ -423,11 +515,17 @@ async function runHook(name, bundle) {
   send(JSON.stringify(outcome) + "\n", () => process.exit(0))
 }
 
-const [mode, ...rest] = isMainThread ? process.argv.slice(2) : ["tool-worker"]
-if (mode === "tool-worker") {
+const [mode, ...rest] = isMainThread
+  ? process.argv.slice(2)
+  : [workerData.describe ? "describe-worker" : "tool-worker"]
+if (mode === "describe-worker") {
+  await describeWorker(workerData.describe)
+} else if (mode === "tool-worker") {
   await serveTools(workerData.bundle)
 } else if (mode === "run-hook") {
   await runHook(rest[0], rest[1])
+} else if (mode === "describe") {
+  await describeAll(rest)
 } else if (mode === "build") {
   mkdirSync(rest[0], { recursive: true })
   await build(rest[0], rest.slice(1))

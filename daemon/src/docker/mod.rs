@@ -86,6 +86,19 @@ pub struct ContainerSpec {
     /// Lets setuid programs raise privileges (`sudo`): no-new-privileges is off. The
     /// capabilities stay the same few ([`KEPT_CAPABILITIES`]).
     pub allow_setuid: bool,
+    /// For a job's container: its root filesystem read-only, `(path, size in MiB)`
+    /// memory-backed scratch directories, and the largest file its processes may write
+    /// (`RLIMIT_FSIZE`), so that what it writes to the host is bounded.
+    pub confined: Option<Confined>,
+}
+
+/// What a job's container may write (see [`ContainerSpec::confined`]).
+#[derive(Debug, Clone, Default)]
+pub struct Confined {
+    /// `(path, size in MiB)` tmpfs mounts.
+    pub scratch: Vec<(String, u64)>,
+    /// The largest file, in bytes.
+    pub max_file_bytes: i64,
 }
 
 /// Resource limits of a container.
@@ -261,6 +274,22 @@ impl Engine {
                 nano_cpus: spec.limits.cpus.map(|c| (c * 1e9) as i64),
                 // Only sandbox-init writes the container's log, but it is on the host
                 // disk: keep it bounded whatever the engine's default driver.
+                readonly_rootfs: spec.confined.as_ref().map(|_| true),
+                tmpfs: spec.confined.as_ref().map(|c| {
+                    c.scratch
+                        .iter()
+                        .map(|(path, mb)| {
+                            (path.clone(), format!("size={mb}m,mode=1777,nosuid,nodev"))
+                        })
+                        .collect()
+                }),
+                ulimits: spec.confined.as_ref().map(|c| {
+                    vec![bollard::models::ResourcesUlimits {
+                        name: Some("fsize".into()),
+                        soft: Some(c.max_file_bytes),
+                        hard: Some(c.max_file_bytes),
+                    }]
+                }),
                 log_config: Some(bollard::models::HostConfigLogConfig {
                     typ: Some("json-file".into()),
                     config: Some(HashMap::from([

@@ -188,6 +188,7 @@ impl Sandboxes {
             extra_hosts: extras.extra_hosts,
             limits: shape.limits,
             allow_setuid: shape.sudo,
+            confined: None,
         };
         let container = engine.run(spec).await.map_err(Provision::Engine)?;
         started(&container);

@@ -12,6 +12,7 @@ mod get_host;
 mod git;
 mod initsock;
 mod listeners;
+mod loader;
 mod network;
 mod pause;
 mod proxy;
