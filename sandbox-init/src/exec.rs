@@ -216,12 +216,20 @@ fn prepare(
         Ok(_) => return Err((ErrorKind::NotADirectory, format!("{cwd}: not a directory"))),
         Err(e) => return Err(crate::failure::classify(&cwd, &e)),
     }
-    let mut command = Command::new(program);
+    // The shim (sandbox-init itself) starts the command and is the exec's subreaper.
+    let shim = std::env::current_exe().map_err(|e| {
+        (
+            ErrorKind::Io,
+            format!("cannot find sandbox-init itself: {e}"),
+        )
+    })?;
+    let mut command = Command::new(shim);
     // The sandbox's envs stand where the container's environment does: under the
     // account's variables and the request's own.
     let sandbox_env = crate::env::current();
     command
-        .args(&request.argv[1..])
+        .args(["--shim", "--"])
+        .args(&request.argv)
         .envs(sandbox_env.iter().cloned());
     command
         .env("HOME", &account.home)
@@ -239,6 +247,9 @@ fn prepare(
             ));
         }
         command.env(key, value);
+    }
+    if !runnable(program, &cwd, &request.env, &sandbox_env) {
+        return Err((ErrorKind::NotFound, format!("command not found: {program}")));
     }
     command.current_dir(&cwd).uid(account.uid).gid(account.gid);
     let master = match pty {
@@ -262,31 +273,42 @@ fn prepare(
             None
         }
     };
-    // sandbox-init blocks every signal in every thread (the reaper takes them with
-    // sigtimedwait), and a blocked mask survives fork and exec: clear it, or SIGTERM and
-    // SIGINT would never reach the process.
-    // The process is also made a child subreaper, so that orphans of what it starts
-    // stay in its tree for `kill::everything`.
-    // Signals ignored where sandbox-init was started (a shell's background job starts
-    // with SIGINT and SIGQUIT ignored) would stay ignored across exec too: every
-    // disposition goes back to the default, as in a fresh login.
-    // SAFETY: the closure runs between fork and exec and calls only sigemptyset,
-    // sigprocmask, signal and prctl, which are async-signal-safe.
+    // The shim makes itself a child subreaper between fork and exec, so that orphans
+    // of what the command starts stay in its tree for `kill::everything`; it gives the
+    // command a clean signal mask and default dispositions (see `crate::shim`).
+    // SAFETY: the closure runs between fork and exec and calls only prctl, which is
+    // async-signal-safe.
     unsafe {
-        command.pre_exec(|| {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SIGKILL, SIGSTOP and the numbers past SIGRTMAX fail harmlessly.
-            for signal in 1..=64 {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-            kill::become_subreaper()
-        });
+        command.pre_exec(kill::become_subreaper);
     }
     Ok((command, master))
+}
+
+/// Whether `program` names an executable file: itself (from `cwd`) when it has a
+/// slash, else in the `PATH` the command gets (the request's, the sandbox's, or the default).
+fn runnable(
+    program: &str,
+    cwd: &str,
+    request_env: &[(String, String)],
+    sandbox_env: &[(String, String)],
+) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &std::path::Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(&std::path::Path::new(cwd).join(program));
+    }
+    let path = request_env
+        .iter()
+        .chain(sandbox_env)
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| DEFAULT_PATH.to_owned());
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .any(|dir| executable(&std::path::Path::new(dir).join(program)))
 }
 
 /// What one poll round found.

@@ -1,6 +1,7 @@
 //! `sandbox-init`: PID 1 of a sandbox container.
 //!
 //! `sandbox-init [--socket-dir DIR] [--user NAME] [--uid N] [--home PATH]`
+//! (`sandbox-init --shim -- COMMAND…` is the first process of an exec: see `shim`)
 //!
 //! Blocks every signal, makes sure the sandbox account exists, serves the socket on a
 //! thread, and runs the reaper loop on the main thread until a termination signal.
@@ -15,6 +16,7 @@ mod kill;
 mod pty;
 mod reaper;
 mod server;
+mod shim;
 mod watch;
 
 use std::path::PathBuf;
@@ -56,6 +58,12 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dashes, command @ ..] = argv.as_slice() {
+        if flag == "--shim" && dashes == "--" {
+            shim::run(command);
+        }
+    }
     // Before any thread exists, so every thread inherits the mask.
     let signals = reaper::block_all_signals();
     let args = match parse_args(std::env::args().skip(1)) {

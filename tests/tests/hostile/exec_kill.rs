@@ -20,7 +20,8 @@ async fn sleeps(d: &Daemon, id: &str, prefix: &str) -> Vec<String> {
         .as_str()
         .unwrap_or_default()
         .lines()
-        .filter(|l| !l.contains("grep"))
+        // Not grep itself, nor an exec's shim (whose arguments hold the command).
+        .filter(|l| !l.contains("grep") && !l.contains("--shim"))
         .map(str::to_owned)
         .collect()
 }
@@ -115,3 +116,42 @@ async fn a_client_hang_up_kills_setsid_and_double_forked_children() {
     d.delete_sandbox(&id).await;
     d.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn a_command_that_clears_the_subreaper_flag_still_loses_its_orphans_at_the_timeout() {
+    let d = Daemon::start().await;
+    let id = d.create_sandbox(json!({ "agent": "test" })).await;
+    // The command clears the child-subreaper flag on itself, then double-forks a
+    // `setsid` daemon with its output redirected: the daemon's parent dies, and were the
+    // flag the command's own, the daemon would go to PID 1, out of the exec's reach.
+    let command = format!("python3 -c '{ESCAPE_AS_ORPHAN}'");
+    let (status, out) = d
+        .call(
+            "POST",
+            &format!("/v1/sandboxes/{id}/exec"),
+            Some(json!({ "command": command, "timeoutMs": 2000 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["timedOut"], true, "{out}");
+    expect_sleeps(&d, &id, "4040", 0, "after the timeout").await;
+    expect_no_zombies(&d, &id).await;
+    d.delete_sandbox(&id).await;
+    d.assert_no_leaks();
+}
+
+/// Clears the child-subreaper flag of its own process, then double-forks a `setsid`
+/// `sleep 4040` with its output on `/dev/null`, and waits.
+const ESCAPE_AS_ORPHAN: &str = r#"
+import ctypes, os, time
+ctypes.CDLL(None).prctl(36, 0, 0, 0, 0)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        fd = os.open("/dev/null", os.O_RDWR)
+        for n in (0, 1, 2):
+            os.dup2(fd, n)
+        os.execvp("sleep", ["sleep", "4040"])
+    os._exit(0)
+time.sleep(100)
+"#;
