@@ -46,6 +46,8 @@ async fn sandboxes_are_hardened_and_limited() {
         expected.push("/.sandboxd/bin/codex:false");
     }
     expected.extend([
+        // The sandbox's own terminals (a devpts instance with its share).
+        "/dev/pts:true",
         "/home/user:true",
         "/run/lock:true",
         "/tmp:true",

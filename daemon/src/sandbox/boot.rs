@@ -152,6 +152,7 @@ impl Sandboxes {
                 .await
                 .map_err(|e| StepError(e.to_string()))?;
             tracing::debug!(sandbox = %who.id, ms = begun.elapsed().as_millis() as u64, "disk ready");
+            binds.push(format!("{}:/dev/pts", disk.pts_dir().display()));
             let (home, rest) = disk::DIRS.split_first().expect("DIRS is not empty");
             bound_volumes.push((
                 disk.host_dir(home.0).display().to_string(),

@@ -33,6 +33,12 @@ use tokio::process::Command;
 const IMAGE: &str = "disk.img";
 /// Its mount point in a sandbox's directory.
 const MOUNT: &str = "disk";
+/// The sandbox's own terminals (a devpts instance) in a sandbox's directory.
+const PTS: &str = "pts";
+/// Terminals one sandbox may hold at once. The kernel has 3,072 for every container
+/// together (`kernel.pty.max` less the host's reserve); without a share of its own, one
+/// sandbox opening `/dev/ptmx` in a loop took them from every other.
+pub const PTYS: u32 = 64;
 /// How long one `mkfs`/`mount`/`umount` may take.
 const TOOL_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -108,6 +114,22 @@ impl Disk {
         self.dir.join(MOUNT)
     }
 
+    /// The sandbox's devpts instance, bound at `/dev/pts` (`/dev/ptmx` links into it).
+    pub fn pts_dir(&self) -> PathBuf {
+        self.dir.join(PTS)
+    }
+
+    /// Whether `point` is a mount of its own (another device than the directory).
+    fn mounted_at(&self, point: &Path) -> bool {
+        let (Ok(dir), Ok(point)) = (
+            std::fs::symlink_metadata(&self.dir),
+            std::fs::symlink_metadata(point),
+        ) else {
+            return false;
+        };
+        point.is_dir() && dir.dev() != point.dev()
+    }
+
     /// The host directory behind the container path `DIRS[i].1`.
     pub fn host_dir(&self, name: &str) -> PathBuf {
         self.mount_point().join(name)
@@ -121,13 +143,7 @@ impl Disk {
     /// Whether the disk is mounted: its mount point lies on another device than the
     /// directory holding it.
     pub fn is_mounted(&self) -> bool {
-        let (Ok(dir), Ok(point)) = (
-            std::fs::symlink_metadata(&self.dir),
-            std::fs::symlink_metadata(self.mount_point()),
-        ) else {
-            return false;
-        };
-        point.is_dir() && dir.dev() != point.dev()
+        self.mounted_at(&self.mount_point())
     }
 
     /// Whether ext4 counted an error on the mounted disk since it was last checked.
@@ -205,6 +221,7 @@ impl Disk {
         )
         .await?;
         self.mount().await?;
+        self.mount_pts().await?;
         for (name, _) in DIRS {
             let path = self.host_dir(name);
             std::fs::create_dir(&path).map_err(io("creating", &path))?;
@@ -222,25 +239,38 @@ impl Disk {
 
     /// Mounts the image if it is not mounted (after a reboot or an engine restart).
     pub async fn ensure_mounted(&self) -> Result<(), DiskError> {
-        if self.is_mounted() {
-            return Ok(());
+        if !self.is_mounted() {
+            self.mount().await?;
         }
-        self.mount().await
+        if !self.mounted_at(&self.pts_dir()) {
+            self.mount_pts().await?;
+        }
+        Ok(())
+    }
+
+    /// Mounts the sandbox's own devpts instance, of at most [`PTYS`] terminals.
+    async fn mount_pts(&self) -> Result<(), DiskError> {
+        let point = self.pts_dir();
+        make_point(&point)?;
+        let options = format!("newinstance,ptmxmode=0666,mode=0620,gid=5,max={PTYS}");
+        run(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "devpts".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "--".as_ref(),
+                "devpts".as_ref(),
+                point.as_os_str(),
+            ],
+        )
+        .await
     }
 
     async fn mount(&self) -> Result<(), DiskError> {
         let point = self.mount_point();
-        match std::fs::create_dir(&point) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
-                return Err(DiskError::Io {
-                    what: "creating",
-                    path: point,
-                    source,
-                })
-            }
-        }
+        make_point(&point)?;
         run(
             "mount",
             &[
@@ -260,17 +290,31 @@ impl Disk {
     /// Unmounts the disk (its loop device goes with it). Call only once the container
     /// is gone; a filesystem still busy is detached lazily.
     pub async fn unmount(&self) -> Result<(), DiskError> {
-        if !self.is_mounted() {
-            return Ok(());
-        }
-        let point = self.mount_point();
-        if run("umount", &["--".as_ref(), point.as_os_str()])
-            .await
-            .is_err()
-        {
-            run("umount", &["-l".as_ref(), "--".as_ref(), point.as_os_str()]).await?;
+        for point in [self.pts_dir(), self.mount_point()] {
+            if !self.mounted_at(&point) {
+                continue;
+            }
+            if run("umount", &["--".as_ref(), point.as_os_str()])
+                .await
+                .is_err()
+            {
+                run("umount", &["-l".as_ref(), "--".as_ref(), point.as_os_str()]).await?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Makes a mount point (one already there is fine).
+fn make_point(point: &Path) -> Result<(), DiskError> {
+    match std::fs::create_dir(point) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(DiskError::Io {
+            what: "creating",
+            path: point.to_owned(),
+            source,
+        }),
     }
 }
 

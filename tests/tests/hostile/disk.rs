@@ -121,8 +121,8 @@ async fn a_sandbox_cannot_write_past_its_disk_bound() {
     assert_eq!(volumes_under(&sandbox_dir).len(), 1, "the home volume");
     assert_eq!(
         mounts_and_loops_under(&sandbox_dir).len(),
-        2,
-        "its mount and loop device"
+        3,
+        "its disk's mount and loop device, and its terminals' devpts"
     );
 
     // Its container log (host disk too) is bounded.

@@ -16,6 +16,7 @@ mod loader;
 mod network;
 mod pause;
 mod proxy;
+mod ptys;
 mod runner;
 mod sudo;
 mod tokens;
