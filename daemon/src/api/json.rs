@@ -73,6 +73,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; expected a JSON object",
         ));
     }
+    // Every body is an object: serde reads a struct from an array too (`[null, null]`
+    // would fill a definition's fields by position).
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         // serde_json reports some wrong types (a bool where an enum's string goes) as
@@ -119,6 +127,11 @@ mod tests {
         assert!(e.message.contains("unknown field `cmd`"), "{}", e.message);
         let e = parse::<Body>(b"  ").unwrap_err();
         assert!(e.message.contains("empty"), "{}", e.message);
+        // An array is not an object, though serde would fill a struct from it.
+        for body in [&b"[\"x\"]"[..], b" [null]", b"\"x\"", b"5"] {
+            let e = parse::<Body>(body).unwrap_err();
+            assert!(e.message.contains("must be a JSON object"), "{}", e.message);
+        }
 
         #[derive(Debug, serde::Deserialize)]
         #[allow(dead_code)]
