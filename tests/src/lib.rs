@@ -48,6 +48,20 @@ pub fn ts_agents_dir() -> tempfile::TempDir {
         .expect("agents dir")
 }
 
+/// The message `GET /v1/agents/problems` gives for the file whose path ends with
+/// `file`; panics when there is none.
+pub fn agent_problem(problems: &serde_json::Value, file: &str) -> String {
+    problems
+        .as_array()
+        .expect("problems")
+        .iter()
+        .find(|p| p["path"].as_str().unwrap_or_default().ends_with(file))
+        .unwrap_or_else(|| panic!("no problem reported for {file}: {problems}"))["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The daemon binary of the given profile directory (`debug` or `release`).
 pub fn daemon_bin(profile: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

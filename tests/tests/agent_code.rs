@@ -244,17 +244,7 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
         StatusCode::OK
     );
     let (_, problems) = d.call("GET", "/v1/agents/problems", None).await;
-    let problem = |file: &str| {
-        problems
-            .as_array()
-            .expect("problems")
-            .iter()
-            .find(|p| p["path"].as_str().unwrap_or_default().ends_with(file))
-            .unwrap_or_else(|| panic!("no problem reported for {file}: {problems}"))["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let problem = |file: &str| sandboxd_e2e::agent_problem(&problems, file);
     assert!(problem("broken.ts").contains("broken.ts:"), "{problems}");
     assert!(
         problem("noexport.ts").contains("export default agent"),

@@ -86,17 +86,7 @@ async fn agent_files_that_flood_or_spin_at_load_are_bounded_and_named() {
         d.call("GET", "/v1/agents/good", None).await.0,
         StatusCode::OK
     );
-    let problem = |file: &str| {
-        problems
-            .as_array()
-            .expect("problems")
-            .iter()
-            .find(|p| p["path"].as_str().unwrap_or_default().ends_with(file))
-            .unwrap_or_else(|| panic!("no problem reported for {file}: {problems}"))["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let problem = |file: &str| sandboxd_e2e::agent_problem(&problems, file);
     assert!(problem("spin.ts").contains("did not finish"), "{problems}");
     // 100 files of 8 MiB were tried into the output alone: the files' code cannot
     // write there (nor anywhere else on disk), so the state directory holds the
