@@ -170,8 +170,17 @@ async fn exec_streams_and_shell_is_an_interactive_terminal() {
     assert_eq!(running(&d, &id, "bash -il"), 0);
 
     // A shell whose client goes away (its terminal hung up) ends with all it started.
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
+    // The hang-up reaches the client as SIGHUP; a test run started under `nohup`
+    // ignores SIGHUP, and an ignored signal stays ignored across exec, so the client
+    // gets SIGHUP's default action back (`env --default-signal`).
+    let mut child = Command::new("env")
+        .args([
+            "--default-signal=HUP",
+            "script",
+            "-qec",
+            &command,
+            "/dev/null",
+        ])
         .env("SANDBOXD_URL", &d.url)
         .env("SANDBOXD_API_KEY", &d.key)
         .stdin(Stdio::piped())
