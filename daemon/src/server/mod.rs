@@ -23,6 +23,7 @@ use crate::sandbox::{QuotaLimits, Sandboxes, Settings};
 use crate::store::Store;
 
 mod backups;
+mod kernel;
 mod listen;
 mod prepare;
 pub use prepare::prepare_image;
@@ -110,6 +111,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let init_bin = find_init_bin(&config)?;
     tracing::info!("sandbox-init: {}", init_bin.display());
 
+    kernel::size_host_budgets(
+        Path::new("/proc/sys"),
+        config.max_sandboxes,
+        config.pids_limit,
+    );
     let readiness = Arc::new(Readiness::default());
     let settings = Settings {
         image: config.image.clone(),

@@ -11,6 +11,7 @@ mod files;
 mod get_host;
 mod git;
 mod initsock;
+mod kernel;
 mod listeners;
 mod loader;
 mod network;
