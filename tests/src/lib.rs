@@ -31,6 +31,34 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
+/// A state directory a test keeps across daemons (`Options::reuse`). When it goes,
+/// after the last daemon on it, what those daemons left mounted in it (sandbox disks
+/// and terminals of sandboxes not deleted) is unmounted first, so it can be removed.
+#[derive(Debug)]
+pub struct StateDir(tempfile::TempDir);
+
+impl StateDir {
+    pub fn new() -> Self {
+        Self(tempfile::tempdir().expect("a state directory"))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        unmount_under(self.0.path());
+    }
+}
+
 /// An agents directory inside the example TypeScript project, so that its
 /// `node_modules` (`@21st-sdk/agent`, zod) is found.
 pub fn ts_agents_dir() -> tempfile::TempDir {

@@ -164,7 +164,7 @@ async fn typescript_agents_load_in_a_container_and_their_tools_and_hooks_run_in_
     )
     .expect("write");
     std::fs::write(agents.path().join("noexport.ts"), "export const x = 1\n").expect("write");
-    let state = tempfile::tempdir().expect("state");
+    let state = sandboxd_e2e::StateDir::new();
 
     let mut script = Vec::new();
     for (prompt, tool, input, then) in [
@@ -626,7 +626,7 @@ export default agent({{
 "#
     );
     std::fs::write(agents.path().join("remote.ts"), agent).expect("write");
-    let state = tempfile::tempdir().expect("state");
+    let state = sandboxd_e2e::StateDir::new();
     let model = ScriptedModel::start(&json!([
         { "prompt": "remote", "toolUse": { "name": "mcp__local__echo", "input": { "text": "hi" },
                                             "id": call_id("remote") } },
@@ -678,7 +678,7 @@ export default agent({
 async fn a_typescript_agent_deployed_through_the_api_is_built_in_a_container_and_runs() {
     let agents = sandboxd_e2e::ts_agents_dir();
     std::fs::write(agents.path().join("plain.ts"), PLAIN_AGENT).expect("write");
-    let state = tempfile::tempdir().expect("state");
+    let state = sandboxd_e2e::StateDir::new();
     let model = ScriptedModel::start(&json!([
         { "prompt": "stamp", "toolUse": { "name": "stamp", "input": { "word": "deployed" },
                                            "id": call_id("stamp") } },

@@ -55,7 +55,7 @@ async fn agent_files_that_flood_or_spin_at_load_are_bounded_and_named() {
     for (file, text) in [("flood.ts", FLOOD), ("good.ts", GOOD), ("spin.ts", SPIN)] {
         std::fs::write(agents.path().join(file), text).expect("write");
     }
-    let state = tempfile::tempdir().expect("state");
+    let state = sandboxd_e2e::StateDir::new();
     // The most the load held under the state directory, watched while it runs.
     let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
