@@ -283,6 +283,27 @@ pub enum Source {
 struct Entry {
     def: AgentDef,
     source: Source,
+    /// The definition of the agents directory's file of the same slug that this
+    /// deployment wins over; it is the agent again once the deployment is deleted.
+    shadows: Option<AgentDef>,
+}
+
+impl Entry {
+    fn file(def: AgentDef) -> Self {
+        Self {
+            def,
+            source: Source::File,
+            shadows: None,
+        }
+    }
+
+    fn api(def: AgentDef, shadows: Option<AgentDef>) -> Self {
+        Self {
+            def,
+            source: Source::Api,
+            shadows,
+        }
+    }
 }
 
 /// Why an agent operation failed.
@@ -294,8 +315,11 @@ pub enum AgentError {
     /// The slug or definition is unusable.
     #[error("{0}")]
     Invalid(String),
-    /// The agent comes from the agents directory and cannot be removed through the API.
-    #[error("agent {0:?} is defined by a file in the agents directory; remove that file instead")]
+    /// The agent comes from the agents directory: it is changed or removed there.
+    #[error(
+        "agent {0:?} is defined by a file in the agents directory; change or remove that file \
+         instead"
+    )]
     FromFile(String),
     /// Persisting failed.
     #[error("storing the agent failed: {0}")]
@@ -303,7 +327,9 @@ pub enum AgentError {
 }
 
 /// The agents the daemon knows: files from the agents directory, and definitions
-/// deployed through the API (kept in the store, winning over files).
+/// deployed through the API (kept in the store). A file's agent is changed in its file
+/// (a `PUT` or `DELETE` of it is refused); a deployment made before a file of its slug
+/// appeared wins over it until the deployment is deleted.
 #[derive(Debug, Default)]
 pub struct Agents {
     by_slug: RwLock<HashMap<String, Entry>>,
@@ -327,15 +353,7 @@ impl Agents {
             by_slug: RwLock::new(
                 agents
                     .into_iter()
-                    .map(|(k, def)| {
-                        (
-                            k,
-                            Entry {
-                                def,
-                                source: Source::File,
-                            },
-                        )
-                    })
+                    .map(|(k, def)| (k, Entry::file(def)))
                     .collect(),
             ),
             store: None,
@@ -367,13 +385,8 @@ impl Agents {
                 .get_mut()
                 .unwrap_or_else(|p| p.into_inner());
             for (slug, def) in deployed {
-                map.insert(
-                    slug,
-                    Entry {
-                        def,
-                        source: Source::Api,
-                    },
-                );
+                let file = map.remove(&slug).map(|e| e.def);
+                map.insert(slug, Entry::api(def, file));
             }
         }
         registry.store = Some(store);
@@ -409,18 +422,13 @@ impl Agents {
         def.validate().map_err(AgentError::Invalid)?;
         // One registry lock around store and map keeps them in the same order.
         let mut map = self.write();
+        let shadows = deployable(&map, slug)?;
         if let Some(store) = &self.store {
             let text = serde_json::to_string(&def)
                 .map_err(|e| AgentError::Invalid(format!("serializing: {e}")))?;
             store.put_agent(slug, &text)?;
         }
-        let previous = map.insert(
-            slug.to_owned(),
-            Entry {
-                def,
-                source: Source::Api,
-            },
-        );
+        let previous = map.insert(slug.to_owned(), Entry::api(def, shadows));
         if let Some(previous) = &previous {
             forget_source(previous);
         }
@@ -432,17 +440,12 @@ impl Agents {
     pub fn deploy_code(&self, slug: &str, def: AgentDef) -> Result<bool, AgentError> {
         check_slug(slug).map_err(AgentError::Invalid)?;
         let mut map = self.write();
+        let shadows = deployable(&map, slug)?;
         if let Some(store) = &self.store {
             // A definition deployed as JSON before gives way.
             store.delete_agent(slug)?;
         }
-        let previous = map.insert(
-            slug.to_owned(),
-            Entry {
-                def,
-                source: Source::Api,
-            },
-        );
+        let previous = map.insert(slug.to_owned(), Entry::api(def, shadows));
         Ok(previous.is_none())
     }
 
@@ -457,17 +460,20 @@ impl Agents {
         {
             let mut map = self.write();
             map.retain(|_, e| e.source == Source::Api && e.def.code.is_none());
+            // What each deployment wins over is this load's files alone.
+            for entry in map.values_mut() {
+                entry.shadows = None;
+            }
             for (slug, def) in deployed {
-                map.entry(slug).or_insert(Entry {
-                    def,
-                    source: Source::Api,
-                });
+                map.entry(slug).or_insert(Entry::api(def, None));
             }
             for (slug, def) in files {
-                map.entry(slug).or_insert(Entry {
-                    def,
-                    source: Source::File,
-                });
+                match map.get_mut(&slug) {
+                    Some(deployment) => deployment.shadows = Some(def),
+                    None => {
+                        map.insert(slug, Entry::file(def));
+                    }
+                }
             }
         }
         *self
@@ -528,11 +534,19 @@ impl Agents {
             Some(Source::File) => return Err(AgentError::FromFile(slug.to_owned())),
             Some(Source::Api) => {}
         }
+        let file = map.get(slug).and_then(|e| e.shadows.clone());
         if let Some(store) = &self.store {
             store.delete_agent(slug)?;
+            if file.is_none() {
+                // Its secrets go with it: a later agent of the slug starts without them.
+                store.forget_agent_env(slug)?;
+            }
         }
         if let Some(entry) = map.remove(slug) {
             forget_source(&entry);
+        }
+        if let Some(def) = file {
+            map.insert(slug.to_owned(), Entry::file(def));
         }
         Ok(())
     }
@@ -545,6 +559,16 @@ impl Agents {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
         self.by_slug.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether agent `slug` may be deployed through the API: not over a file's agent (it is
+/// changed in its file). Returns the file's definition a deployment already wins over.
+fn deployable(map: &HashMap<String, Entry>, slug: &str) -> Result<Option<AgentDef>, AgentError> {
+    match map.get(slug) {
+        Some(e) if e.source == Source::File => Err(AgentError::FromFile(slug.to_owned())),
+        Some(e) => Ok(e.shadows.clone()),
+        None => Ok(None),
     }
 }
 

@@ -151,3 +151,76 @@ async fn definitions_skipped_at_start_up_are_listed_with_why() {
     let (_, agents) = d.call("GET", "/v1/agents", None).await;
     assert_eq!(agents.as_array().map(Vec::len), Some(1), "{agents}");
 }
+
+/// One rule for file and API agents: a file's agent is changed through its file, so a
+/// `PUT` over it is refused like its `DELETE`; an API agent deployed before a file of
+/// the same slug appeared keeps winning, and its `DELETE` brings the file's agent back.
+/// A deleted agent's variables go with it.
+#[tokio::test]
+async fn file_agents_are_never_shadowed_by_a_put_and_come_back_from_under_a_delete() {
+    let d = Daemon::start().await;
+    let (status, err) = d
+        .call("PUT", "/v1/agents/test", Some(json!({ "name": "Usurper" })))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(err.to_string().contains("file"), "{err}");
+    let (_, got) = d.call("GET", "/v1/agents/test", None).await;
+    assert_eq!(got["definition"]["name"], "Test agent", "{got}");
+    assert_eq!(got["source"], "file", "{got}");
+
+    // Deployed first, then a file of the same slug appears: the deployment wins until
+    // it is deleted, and then the file's agent is there at once.
+    let (status, _) = d
+        .call(
+            "PUT",
+            "/v1/agents/both",
+            Some(json!({ "name": "From the API" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    std::fs::write(
+        d.agents_dir.join("both.json"),
+        r#"{"name": "From the file"}"#,
+    )
+    .expect("write");
+    let (status, _) = d.call("POST", "/v1/agents/reload", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, got) = d.call("GET", "/v1/agents/both", None).await;
+    assert_eq!(got["definition"]["name"], "From the API", "{got}");
+    let (status, _) = d.call("DELETE", "/v1/agents/both", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, got) = d.call("GET", "/v1/agents/both", None).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["definition"]["name"], "From the file", "{got}");
+    assert_eq!(got["source"], "file", "{got}");
+    let (status, _) = d.call("DELETE", "/v1/agents/both", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // A deleted agent's sub-resources are gone, and so are its secrets: an agent
+    // deployed later under the slug does not inherit them.
+    let (status, _) = d
+        .call("PUT", "/v1/agents/gone", Some(json!({ "name": "Gone" })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = d
+        .call(
+            "PUT",
+            "/v1/agents/gone/env",
+            Some(json!({ "vars": { "SECRET": "s3cret" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = d.call("DELETE", "/v1/agents/gone", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = d.call("GET", "/v1/agents/gone/env", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = d.call("DELETE", "/v1/agents/gone/env/SECRET", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = d
+        .call("PUT", "/v1/agents/gone", Some(json!({ "name": "Again" })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, names) = d.call("GET", "/v1/agents/gone/env", None).await;
+    assert_eq!(names["names"], json!([]), "{names}");
+    d.assert_no_leaks();
+}

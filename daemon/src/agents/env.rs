@@ -49,11 +49,15 @@ impl Agents {
 
     /// The names of agent `slug`'s variables.
     pub fn env_names(&self, slug: &str) -> Result<Vec<String>, AgentError> {
+        self.get(slug)
+            .ok_or_else(|| AgentError::NotFound(slug.to_owned()))?;
         Ok(self.store()?.agent_env_names(slug)?)
     }
 
     /// Removes a variable of agent `slug`.
     pub fn remove_env(&self, slug: &str, name: &str) -> Result<(), AgentError> {
+        self.get(slug)
+            .ok_or_else(|| AgentError::NotFound(slug.to_owned()))?;
         if self.store()?.remove_agent_env(slug, name)? {
             Ok(())
         } else {

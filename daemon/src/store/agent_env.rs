@@ -48,6 +48,13 @@ impl Store {
         )?;
         Ok(n > 0)
     }
+
+    /// Removes every variable of an agent (it was deleted).
+    pub fn forget_agent_env(&self, slug: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM agent_env WHERE slug = ?1", params![slug])?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
