@@ -106,22 +106,22 @@ test('a PTY session ends with its exit code; user and cwd apply', async () => {
   assert.equal(result.exitCode, 3)
 })
 
-test('connect re-attaches; a client that disconnects leaves no process behind', async () => {
+test('connect re-attaches; a PTY no client is attached to lives until its timeout, as on E2B', async () => {
   const first = terminal()
-  const pty = await sb.pty.create({ cols: 80, rows: 24, onData: first.onData })
+  const pty = await sb.pty.create({ cols: 80, rows: 24, onData: first.onData, timeoutMs: 10_000 })
   await sb.pty.sendInput(pty.pid, enc.encode('sleep 600 & echo "b""g=$!."\n'))
   const bg = Number((await first.until(/bg=(\d+)\./))[1])
   await pty.disconnect()
 
-  // Within the grace period the session is still there and can be re-attached.
+  // The session is still there and can be re-attached.
   const again = terminal()
   const attached = await sb.pty.connect(pty.pid, { onData: again.onData })
   await sb.pty.sendInput(pty.pid, enc.encode('echo back-$((1+1))\n'))
   await again.until(/back-2\r?\n/)
   await attached.disconnect()
 
-  // Nobody attached any more: the shell and what it started go.
-  await eventually('the abandoned PTY is gone', 30_000, async () => !(await running(pty.pid)))
+  // Nobody attached any more: at its timeout the shell and what it started go.
+  await eventually('the PTY ended at its timeout', 40_000, async () => !(await running(pty.pid)))
   const ps = await sb.commands.run(`ps -o pid= -p ${pty.pid},${bg} || true`)
   assert.equal(ps.stdout.trim(), '', `still running: ${ps.stdout}`)
 })

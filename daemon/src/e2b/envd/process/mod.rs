@@ -8,8 +8,9 @@
 //! - by itself, its exit kept [`RETAIN`] for a late `Connect`;
 //! - at its `Connect-Timeout-Ms` deadline (sandbox-init kills the group);
 //! - by `SendSignal`;
-//! - [`DETACH_GRACE`] after its last stream went away (a client that disconnects
-//!   leaves nothing behind; envd would keep it until its deadline);
+//! - never because its streams went away: as with envd, a process started in the
+//!   background lives on when its client disconnects (a server is connected to later),
+//!   within the sandbox's [`MAX_PROCESSES`];
 //! - with its sandbox (killed or expired): its streams end at once.
 //!
 //! A process started with `pty` runs on a terminal ([`pty`]): its output is `pty`
@@ -48,8 +49,6 @@ use table::{Control, Proc, ProcState, Table};
 
 /// How long an exited process stays known to `Connect` and `List`-free lookups.
 const RETAIN: Duration = Duration::from_secs(30);
-/// How long a running process outlives its last attached stream.
-pub const DETACH_GRACE: Duration = Duration::from_secs(10);
 /// The most processes a sandbox may have running through envd at once.
 const MAX_PROCESSES: usize = 256;
 /// The most stdin one `SendInput` may carry.

@@ -3,7 +3,6 @@
 //! the parent module for when).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sandbox_init::protocol::{ExitInfo, Frame, Reply, Request};
 use serde_json::json;
@@ -35,7 +34,6 @@ pub(super) async fn own(
             }
         }
     });
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let outcome = loop {
         tokio::select! {
             frame = frames.recv() => match frame {
@@ -79,10 +77,6 @@ pub(super) async fn own(
                 signal: Some(libc::SIGKILL),
                 ..ExitInfo::default()
             }),
-            _ = tick.tick() => if proc.abandoned() {
-                tracing::info!(sandbox = %sandbox.id, pid = proc.pid, "killing a process no client is attached to");
-                break Event::Failed(RpcError::new(Code::Unavailable, "killed: no client stayed attached"));
-            },
         }
     };
     // Dropping the connection kills the process group if it still runs.

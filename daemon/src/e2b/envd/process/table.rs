@@ -9,9 +9,7 @@ use sandbox_init::protocol::PtySize;
 use tokio::sync::mpsc;
 
 use super::super::connect::{Code, RpcError};
-use super::{
-    ProcessConfig, Selector, DETACH_GRACE, FINISH_WITHIN, MAX_PROCESSES, MAX_STREAMS, RETAIN,
-};
+use super::{ProcessConfig, Selector, FINISH_WITHIN, MAX_PROCESSES, MAX_STREAMS, RETAIN};
 use crate::sandbox::Sandbox;
 
 /// The processes of every sandbox.
@@ -121,8 +119,6 @@ pub(super) struct ProcState {
     subscribers: Vec<mpsc::Sender<Event>>,
     /// The last event (end or failure), once it ended.
     outcome: Option<(Event, Instant)>,
-    /// Since when no stream is attached.
-    detached_at: Option<Instant>,
 }
 
 impl Proc {
@@ -149,7 +145,6 @@ impl Proc {
         }
         let (tx, rx) = mpsc::channel(16);
         state.subscribers.push(tx);
-        state.detached_at = None;
         Ok(rx)
     }
 
@@ -177,17 +172,5 @@ impl Proc {
         for tx in subscribers {
             let _ = tx.send_timeout(event.clone(), FINISH_WITHIN).await;
         }
-    }
-
-    /// Whether no stream has been attached for longer than [`DETACH_GRACE`].
-    pub(super) fn abandoned(&self) -> bool {
-        let mut state = self.lock();
-        state.subscribers.retain(|tx| !tx.is_closed());
-        if !state.subscribers.is_empty() {
-            state.detached_at = None;
-            return false;
-        }
-        let since = *state.detached_at.get_or_insert_with(Instant::now);
-        since.elapsed() >= DETACH_GRACE
     }
 }
