@@ -63,10 +63,19 @@ async function newPage() {
   return { page, seen };
 }
 
+/**
+ * Types a message and sends it, as a person would: once the chat is ready (while a
+ * resume on opening is still asking the server, Enter sends nothing), and sees it
+ * taken (it shows in the conversation).
+ */
 async function send(page, text) {
+  await until(page, "the chat is ready to send", () =>
+    (document.querySelector(".conversation")?.dataset.status ?? window.__chat?.status) === "ready");
   const box = page.locator(".an-root textarea");
   await box.fill(text);
   await box.press("Enter");
+  await until(page, `the message "${text}" was taken`, (t) =>
+    [...document.querySelectorAll(".an-root *")].some((e) => e.tagName !== "TEXTAREA" && e.childElementCount === 0 && e.textContent.includes(t)), text);
 }
 
 async function shot(page, name) {
