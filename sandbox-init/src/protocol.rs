@@ -483,6 +483,9 @@ pub struct FileEntry {
     /// Where a symlink points.
     #[serde(default)]
     pub symlink_target: Option<String>,
+    /// What a symlink's target is, followed to the end (none when it dangles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_kind: Option<EntryKind>,
     /// Its `user.e2b.*` extended attributes, prefix stripped (protocol 3).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,

@@ -80,9 +80,19 @@ test('list with depth, exists, getInfo, makeDir, rename, remove', async () => {
   assert.equal(info.mode, 0o644)
   assert.ok(info.modifiedTime instanceof Date && Math.abs(info.modifiedTime - Date.now()) < 120_000, `${info.modifiedTime}`)
   await sb.commands.run('ln -s tree/one.txt link')
+  // As envd: a link has its target's type, and names its target (newer SDKs read
+  // envd's isSymlink and show it as a link); a dangling one stays a link.
   const link = await sb.files.getInfo('link')
-  assert.equal(link.type, FileType.SYMLINK)
+  assert.equal(link.type, FileType.FILE)
   assert.equal(link.symlinkTarget, '/home/user/tree/one.txt')
+  await sb.commands.run('ln -s tree dirlink && ln -s nowhere dangling')
+  const dirLink = await sb.files.getInfo('dirlink')
+  assert.equal(dirLink.type, FileType.DIR)
+  assert.equal(dirLink.symlinkTarget, '/home/user/tree')
+  assert.equal((await sb.files.getInfo('dangling')).type, FileType.SYMLINK)
+  const home = await sb.files.list('.')
+  assert.equal(home.find((e) => e.name === 'dirlink')?.type, FileType.DIR)
+  await sb.commands.run('rm dirlink dangling')
 
   assert.equal(await sb.files.makeDir('made/here'), true)
   assert.equal(await sb.files.makeDir('made/here'), false)

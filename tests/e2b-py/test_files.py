@@ -89,6 +89,7 @@ def test_list_exists_info_make_dir_rename_remove(sbx):
     assert info.mode == 0o644
     sbx.commands.run("ln -s tree/one.txt link")
     link = sbx.files.get_info("link")
+    assert link.type == FileType.FILE
     assert link.symlink_target == "/home/user/tree/one.txt"
 
     assert sbx.files.make_dir("made/here") is True

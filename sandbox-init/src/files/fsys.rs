@@ -182,6 +182,28 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// What `name` in `dir` (the working directory when `None`) is once every symlink on
+/// the way is followed; `None` when it dangles or cannot be reached.
+pub fn target_kind_at(dir: Option<BorrowedFd<'_>>, name: &CStr) -> Option<EntryKind> {
+    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: stat is plain data filled by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, 0) } != 0 {
+        return None;
+    }
+    Some(kind_of(st.st_mode))
+}
+
+/// The kind of a `st_mode`.
+fn kind_of(mode: libc::mode_t) -> EntryKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFLNK => EntryKind::Symlink,
+        libc::S_IFDIR => EntryKind::Dir,
+        libc::S_IFREG => EntryKind::File,
+        _ => EntryKind::Other,
+    }
+}
+
 /// Where the symlink `name` in `dir` points (`name` empty: the descriptor itself).
 pub fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> Option<String> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
@@ -313,12 +335,7 @@ pub fn entry_from(
     symlink_target: Option<String>,
     names: &Names,
 ) -> FileEntry {
-    let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFLNK => EntryKind::Symlink,
-        libc::S_IFDIR => EntryKind::Dir,
-        libc::S_IFREG => EntryKind::File,
-        _ => EntryKind::Other,
-    };
+    let kind = kind_of(st.st_mode);
     let name = std::path::Path::new(path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -335,6 +352,7 @@ pub fn entry_from(
         symlink_target: (kind == EntryKind::Symlink)
             .then_some(symlink_target)
             .flatten(),
+        target_kind: None,
         metadata: Default::default(),
     }
 }

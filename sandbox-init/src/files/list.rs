@@ -123,6 +123,9 @@ impl Walk {
                 .then(|| fsys::read_link_at(dir, &name))
                 .flatten();
             let mut entry = fsys::entry_from(&child, &st, link, &self.names);
+            if entry.kind == EntryKind::Symlink {
+                entry.target_kind = fsys::target_kind_at(Some(dir), &name);
+            }
             if matches!(entry.kind, EntryKind::File | EntryKind::Dir) {
                 let flags = libc::O_PATH | libc::O_NOFOLLOW;
                 if let Ok(fd) = fsys::open_at(Some(dir), &name, flags, 0) {
@@ -254,6 +257,7 @@ mod tests {
             group: "user".into(),
             modified_ms: 0,
             symlink_target: None,
+            target_kind: None,
             metadata: Default::default(),
         };
         let entries: Vec<FileEntry> = (0..6000).map(entry).collect();

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use sandbox_init::protocol::{
-    reply, reply_error, ErrorKind, FileEntry, Frame, Reply, Request, CHUNK_LEN,
+    reply, reply_error, EntryKind, ErrorKind, FileEntry, Frame, Reply, Request, CHUNK_LEN,
 };
 
 use crate::accounts::{self, Account, Names};
@@ -89,6 +89,11 @@ pub fn entry(path: &str, names: &Names) -> Result<FileEntry, Failure> {
         .flatten();
     let mut entry = fsys::entry_from(path, &st, link, names);
     entry.metadata = fsys::read_metadata(fd.as_fd(), entry.kind);
+    if entry.kind == EntryKind::Symlink {
+        if let Ok(followed) = std::ffi::CString::new(path) {
+            entry.target_kind = fsys::target_kind_at(None, &followed);
+        }
+    }
     Ok(entry)
 }
 

@@ -4,9 +4,15 @@
 use sandbox_init::protocol::{EntryKind, FileEntry};
 use serde_json::{json, Value};
 
-/// envd's `EntryInfo` in protojson.
+/// envd's `EntryInfo` in protojson. As envd, a symlink has its target's type (a file
+/// or a directory) with `isSymlink` set, which newer SDKs read to show it as a link;
+/// one that dangles, or points at anything else, is a link.
 pub fn entry_info(entry: &FileEntry) -> Value {
-    let kind = match entry.kind {
+    let followed = match (entry.kind, entry.target_kind) {
+        (EntryKind::Symlink, Some(target @ (EntryKind::File | EntryKind::Dir))) => target,
+        (kind, _) => kind,
+    };
+    let kind = match followed {
         EntryKind::File => "FILE_TYPE_FILE",
         EntryKind::Dir => "FILE_TYPE_DIRECTORY",
         EntryKind::Symlink => "FILE_TYPE_SYMLINK",
@@ -25,6 +31,9 @@ pub fn entry_info(entry: &FileEntry) -> Value {
     });
     if let Some(target) = &entry.symlink_target {
         info["symlinkTarget"] = json!(absolute_target(&entry.path, target));
+    }
+    if entry.kind == EntryKind::Symlink {
+        info["isSymlink"] = json!(true);
     }
     if !entry.metadata.is_empty() {
         info["metadata"] = json!(entry.metadata);
@@ -102,6 +111,7 @@ mod tests {
             group: "user".into(),
             modified_ms: 1_000,
             symlink_target: None,
+            target_kind: None,
             metadata: [("k".to_owned(), "v".to_owned())].into(),
         };
         let info = entry_info(&entry);
@@ -113,8 +123,23 @@ mod tests {
         let dir = FileEntry {
             kind: EntryKind::Dir,
             mode: 0o755,
-            ..entry
+            ..entry.clone()
         };
         assert_eq!(permissions(&dir), "drwxr-xr-x");
+        assert!(info.get("isSymlink").is_none());
+
+        let link = |target_kind| FileEntry {
+            kind: EntryKind::Symlink,
+            symlink_target: Some("d".into()),
+            target_kind,
+            ..entry.clone()
+        };
+        let to_dir = entry_info(&link(Some(EntryKind::Dir)));
+        assert_eq!(to_dir["type"], "FILE_TYPE_DIRECTORY");
+        assert_eq!(to_dir["isSymlink"], true);
+        assert_eq!(to_dir["symlinkTarget"], "/home/user/d");
+        let dangling = entry_info(&link(None));
+        assert_eq!(dangling["type"], "FILE_TYPE_SYMLINK");
+        assert_eq!(dangling["isSymlink"], true);
     }
 }
