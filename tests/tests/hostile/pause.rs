@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 async fn work_in_flight_when_a_client_pauses_ends_at_once_and_says_why() {
     // A slow reply, so the turn is still streaming when the sandbox is frozen.
     let model = ScriptedModel::start(&json!([
-        { "text": "one two three four five six seven eight nine ten", "chunkDelayMs": 1000 },
-        { "text": "after the pause" }
+        { "prompt": "count", "text": "one two three four five six seven eight nine ten",
+          "chunkDelayMs": 1000 },
+        { "prompt": "again", "text": "after the pause" }
     ]));
     let port = free_port();
     let mut options = Options::default().with_model(&model);
@@ -78,7 +79,14 @@ async fn work_in_flight_when_a_client_pauses_ends_at_once_and_says_why() {
     assert_eq!(res.status(), StatusCode::OK);
     let (_, thread) = sandboxd_e2e::chat_ids(&res);
     let stream = tokio::spawn(res.text());
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Frozen once the reply is streaming (the CLI asked the model), not at a guess:
+    // under load the CLI may take seconds to start.
+    sandboxd_e2e::eventually(Duration::from_secs(60), "the turn asked the model", || {
+        let asked = !model.requests().is_empty();
+        async move { asked }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let res = power(&sandbox, "pause").await.expect("pause");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let asked = Instant::now();
