@@ -169,13 +169,12 @@ async fn exec_streams_and_shell_is_an_interactive_terminal() {
 
     assert_eq!(running(&d, &id, "bash -il"), 0);
 
-    // A shell whose client goes away (its terminal hung up) ends with all it started.
-    // The hang-up reaches the client as SIGHUP; a test run started under `nohup`
-    // ignores SIGHUP, and an ignored signal stays ignored across exec, so the client
-    // gets SIGHUP's default action back (`env --default-signal`).
+    // A shell whose client goes away (its terminal hung up) ends with all it started,
+    // even when the client was started with SIGHUP ignored (under `nohup`, as an
+    // ignored signal stays ignored across exec): it notices the terminal is gone.
     let mut child = Command::new("env")
         .args([
-            "--default-signal=HUP",
+            "--ignore-signal=HUP",
             "script",
             "-qec",
             &command,

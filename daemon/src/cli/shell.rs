@@ -6,7 +6,7 @@
 //! what the remote terminal writes, and exits with the remote shell's exit code.
 //! Closing it (or losing the connection) ends the remote shell and all it started.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 
 use futures_util::{SinkExt, StreamExt};
@@ -109,6 +109,9 @@ pub async fn shell(args: ShellArgs) -> anyhow::Result<i32> {
     }))
 }
 
+/// The exit code when the terminal hung up before the shell ended (128 + SIGHUP).
+const HUNG_UP: i32 = 128 + libc::SIGHUP;
+
 /// Moves bytes between this terminal and the socket; the exit code once it ends.
 async fn relay(
     socket: tokio_tungstenite::WebSocketStream<
@@ -119,6 +122,10 @@ async fn relay(
     let mut stdin = tokio::io::stdin();
     let mut winch =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    // A terminal in raw mode reads at least a byte, so an end of input there is a
+    // hang-up (the terminal went away), even when SIGHUP is ignored (under `nohup`):
+    // the session ends with it. Piped input may end while the shell goes on.
+    let on_terminal = std::io::stdin().is_terminal();
     let mut buf = vec![0u8; 16 * 1024];
     let mut stdin_open = true;
     let mut exit = None;
@@ -141,6 +148,7 @@ async fn relay(
                 Some(Ok(_)) => {}
             },
             read = stdin.read(&mut buf), if stdin_open => match read {
+                Ok(0) | Err(_) if on_terminal => return Some(exit.unwrap_or(HUNG_UP)),
                 Ok(0) | Err(_) => stdin_open = false,
                 Ok(n) => {
                     if tx.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
