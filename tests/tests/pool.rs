@@ -340,3 +340,39 @@ async fn a_slow_create_holds_no_other_call_up() {
     let _ = slow.await;
     d.delete_sandbox(&other).await;
 }
+
+/// A burst of creates larger than the pool is served mostly cold the first time; the
+/// pool then grows toward it (within `--pool-max`), so the next burst of that size is
+/// served warm, with no flag sized by hand for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pool_grows_toward_a_burst_so_the_next_one_is_served_warm() {
+    let d = Daemon::start_with(options(&["--pool-size", "1", "--pool-max", "4"])).await;
+    assert!(d.metrics().await.contains("sandboxd_pool_max 4"));
+    d.wait_pool(1).await;
+    let burst = || {
+        futures_util::future::join_all((0..4).map(|_| d.create_sandbox(json!({"agent": "warm"}))))
+    };
+    let first = burst().await;
+    let mut pooled = 0;
+    for id in &first {
+        pooled += usize::from(is_pooled(&sandbox_id(&d, id).await));
+    }
+    eprintln!("first burst of 4: {pooled} warm");
+    // The pool grows to the burst, not past its ceiling.
+    d.wait_pool(4).await;
+    let second = burst().await;
+    for id in &second {
+        assert!(
+            is_pooled(&sandbox_id(&d, id).await),
+            "the second burst is served warm"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        warm_containers(&d).await.len() <= 4,
+        "the pool stays within its ceiling"
+    );
+    for id in first.iter().chain(&second) {
+        d.delete_sandbox(id).await;
+    }
+}

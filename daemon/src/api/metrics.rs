@@ -43,6 +43,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
          # TYPE sandboxd_pool_ready gauge\nsandboxd_pool_ready {}",
         state.sandboxes.pool_ready()
     );
+    let _ = writeln!(
+        out,
+        "# HELP sandboxd_pool_max The most warm containers of one shape (a pool grows \
+         toward recent bursts of creates up to it).\n\
+         # TYPE sandboxd_pool_max gauge\nsandboxd_pool_max {}",
+        state.sandboxes.pool_max()
+    );
     let _ = writeln!(out, "# HELP sandboxd_turns_streaming Turns running now.");
     let _ = writeln!(
         out,

@@ -224,6 +224,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_POOL_SIZE", default_value_t = 2)]
     pub pool_size: usize,
 
+    /// The most warm containers of one shape when recent bursts of creates grow its
+    /// pool past its size (0: from the machine, one per 512 MiB of memory, within
+    /// --max-sandboxes).
+    #[arg(long, env = "SANDBOXD_POOL_MAX", default_value_t = 0)]
+    pub pool_max: usize,
+
     /// The warm pool size of particular agents, `slug=N` (repeatable, or
     /// comma-separated in the environment); `slug=0` keeps an agent out of the pool.
     #[arg(
@@ -466,12 +472,36 @@ impl Config {
                     .filter(|s| !s.trim().is_empty())
                     .map(|s| parse_pool_agent(s))
                     .collect::<anyhow::Result<_>>()?,
+                max: match args.pool_max {
+                    0 => auto_pool_max(args.max_sandboxes),
+                    n => n,
+                },
             },
             pause_after_secs: args.pause_after_secs,
             labels,
             current_exe: std::env::current_exe().ok(),
         })
     }
+}
+
+/// The pool ceiling the machine affords: one warm container per 512 MiB of memory
+/// (each costs a few MiB, but the sandbox it becomes will want more), within the
+/// sandbox cap.
+fn auto_pool_max(max_sandboxes: usize) -> usize {
+    let mem_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .map_or(4096, |kib| kib / 1024);
+    let cap = if max_sandboxes == 0 {
+        100
+    } else {
+        max_sandboxes
+    };
+    (mem_mib / 512).clamp(1, cap)
 }
 
 /// Parses `--pool-agent slug=N`.

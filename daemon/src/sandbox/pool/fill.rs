@@ -45,7 +45,10 @@ impl Sandboxes {
                 readied = self.readiness.readied();
                 self.drop_dead_warm().await;
             }
-            let wanted = self.wanted_shapes(&engine).await;
+            let mut wanted = self.wanted_shapes(&engine).await;
+            for (key, (_, size)) in wanted.iter_mut() {
+                *size = self.pool.target(key, *size);
+            }
             self.prune(&wanted).await;
             for (key, (shape, size)) in wanted {
                 let missing = {
@@ -257,6 +260,7 @@ impl Sandboxes {
     /// Those that do not (their network was replaced, or the container died) are
     /// removed on the way.
     pub(in crate::sandbox) async fn claim_warm(&self, shape: &Shape) -> Option<Warm> {
+        self.pool.record_demand(shape);
         loop {
             let warm = self.pool.take(shape)?;
             let network = self.attachment().map(|a| a.network.id);
@@ -326,6 +330,11 @@ impl Sandboxes {
     /// Warm containers ready to be claimed.
     pub fn pool_ready(&self) -> usize {
         self.pool.ready_count()
+    }
+
+    /// The most warm containers one shape's pool may grow to (`--pool-max`).
+    pub fn pool_max(&self) -> usize {
+        self.pool.sizes().max
     }
 
     /// Stops refills and removes every warm container (at shutdown). Idempotent.

@@ -18,9 +18,13 @@
 //! what is left (the pool is replaced, not adopted) and the refill makes new ones.
 //!
 //! Sizes come from `--pool-size` (per shape of each agent) and `--pool-agent
-//! slug=N`; refills run in the background, at most [`FILLS_AT_ONCE`] at a time, so
-//! they never hold a create up beyond what a cold create costs anyway.
+//! slug=N`, a floor: a shape's pool grows toward its recent bursts of creates
+//! ([`demand`]) up to `--pool-max`, and shrinks back when they are forgotten. Refills
+//! run in the background, at most [`FILLS_AT_ONCE`] at a time, so they never hold a
+//! create up beyond what a cold create costs anyway. A warm container costs no CPU
+//! (its sandbox-init sleeps in `accept`) and about 2 MiB of memory.
 
+mod demand;
 mod fill;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -52,6 +56,9 @@ pub struct PoolSizes {
     pub default: usize,
     /// Sizes of particular agents (by slug), overriding the default.
     pub per_agent: HashMap<String, usize>,
+    /// The most warm containers of one shape when recent demand grows its pool past
+    /// its size (`--pool-max`; never below the size).
+    pub max: usize,
 }
 
 impl PoolSizes {
@@ -90,6 +97,8 @@ struct Inner {
     ids: HashSet<String>,
     /// When a shape's last refill failed.
     failed: HashMap<String, Instant>,
+    /// Recent creates that asked for a warm container, by shape key.
+    demand: demand::Demand,
 }
 
 /// The warm pool of one daemon (see the module).
@@ -135,6 +144,21 @@ impl Pool {
     /// Whether the pool holds or is making the container of sandbox id `id`.
     pub(super) fn owns(&self, id: &str) -> bool {
         self.inner().ids.contains(id)
+    }
+
+    /// A create asks for a warm container of `shape` (served or not, it is demand).
+    pub(super) fn record_demand(&self, shape: &Shape) {
+        self.inner().demand.record(&key(shape), Instant::now());
+    }
+
+    /// How many warm containers shape `key` should have: its `floor` (0: none at
+    /// all), grown toward its recent bursts up to the ceiling.
+    pub(super) fn target(&self, key: &str, floor: usize) -> usize {
+        if floor == 0 {
+            return 0;
+        }
+        let peak = self.inner().demand.peak(key, Instant::now());
+        floor.max(peak.min(self.sizes.max))
     }
 
     /// Takes the oldest ready container of `shape`, if any. Its id stays in
@@ -186,6 +210,7 @@ mod tests {
         let sizes = PoolSizes {
             default: 2,
             per_agent: HashMap::from([("cold".to_owned(), 0), ("hot".to_owned(), 5)]),
+            max: 8,
         };
         assert_eq!(
             (sizes.of("x"), sizes.of("cold"), sizes.of("hot")),
@@ -193,6 +218,26 @@ mod tests {
         );
         assert!(!sizes.is_off());
         assert!(PoolSizes::default().is_off());
+    }
+
+    #[test]
+    fn a_pool_grows_toward_its_bursts_within_its_ceiling() {
+        let pool = Pool::new(PoolSizes {
+            default: 2,
+            max: 8,
+            ..PoolSizes::default()
+        });
+        let s = shape("a", None);
+        assert_eq!(pool.target(&key(&s), 2), 2);
+        for _ in 0..5 {
+            pool.record_demand(&s);
+        }
+        assert_eq!(pool.target(&key(&s), 2), 5);
+        for _ in 0..10 {
+            pool.record_demand(&s);
+        }
+        assert_eq!(pool.target(&key(&s), 2), 8, "the ceiling binds");
+        assert_eq!(pool.target(&key(&s), 0), 0, "a pool that is off stays off");
     }
 
     #[test]
