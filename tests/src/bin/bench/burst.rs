@@ -19,12 +19,14 @@ pub struct Burst {
 
 /// Two bursts of [`BURST`] creates of `agent` (whose pool has the default floor),
 /// each deleted before the next; between them the pool grows toward the first.
-pub async fn two_bursts(daemon: &Daemon, agent: &str) -> (Burst, Burst) {
+/// `others` warm containers of other shapes are ready beside it (`/metrics` counts
+/// them all).
+pub async fn two_bursts(daemon: &Daemon, agent: &str, others: usize) -> (Burst, Burst) {
     let mut out = Vec::new();
     for round in 0..2 {
         if round == 1 {
             daemon
-                .wait_pool_within(BURST, Duration::from_secs(600))
+                .wait_pool_within(others + BURST, Duration::from_secs(600))
                 .await;
         }
         let started = Instant::now();
