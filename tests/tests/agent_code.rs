@@ -717,6 +717,15 @@ async fn a_typescript_agent_deployed_through_the_api_is_built_in_a_container_and
         d.call("GET", "/v1/agents/broken", None).await.0,
         StatusCode::NOT_FOUND
     );
+    // Source over a file's agent is refused, and nothing of it comes back on a reload.
+    let (status, refused) = d
+        .call("PUT", "/v1/agents/plain/code", Some(body.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    let (status, _) = d.call("POST", "/v1/agents/reload", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, plain) = d.call("GET", "/v1/agents/plain", None).await;
+    assert_eq!(plain["source"], "file", "{plain}");
 
     let deploy_started = Instant::now();
     let (status, deployed) = d

@@ -107,6 +107,10 @@ pub async fn put_code(
     ApiJson(body): ApiJson<DeployCode>,
 ) -> Result<Response, ApiError> {
     crate::agents::check_slug(&slug).map_err(ApiError::bad_request)?;
+    // Refused before anything is built or kept: a kept source is loaded on reloads.
+    if let Some((_, Source::File)) = state.sandboxes.agents().get_with_source(&slug) {
+        return Err(AgentError::FromFile(slug).into());
+    }
     let engine = state.readiness.engine().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -120,7 +124,16 @@ pub async fn put_code(
         .deploy(engine, &slug, &body.source, ext)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "agent_build_failed", e))?;
-    let created = state.sandboxes.agents().deploy_code(&slug, def.clone())?;
+    let created = match state.sandboxes.agents().deploy_code(&slug, def.clone()) {
+        Ok(created) => created,
+        Err(refused) => {
+            // A file of the slug appeared during the build: its kept source goes.
+            if let Some(code) = &def.code {
+                let _ = std::fs::remove_file(&code.path);
+            }
+            return Err(refused.into());
+        }
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
